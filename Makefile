@@ -1,0 +1,126 @@
+# agentd - build, test, run.  `make help` lists the targets.
+#
+# Sources are picked up by directory: base/ protocol/ memory/ (libraries), agentd/ (daemon),
+# agentctl/ (client), tests/test_*.c (one test binary each), fuzz/fuzz_*.c (libFuzzer targets).
+
+CC      ?= cc
+BUILD   ?= build
+WERROR  ?= 1
+OPT     ?= -O2 -g
+SANITIZE ?=
+
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla -Wformat=2 \
+        -Wundef -fno-common
+ifeq ($(WERROR),1)
+WARN += -Werror
+endif
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -pthread -MMD -MP $(SANITIZE)
+LDFLAGS += -pthread $(SANITIZE)
+LDLIBS  := -luv -lcjson -lsqlite3 -lyaml -lm
+
+LIB_SRC    := $(wildcard base/*.c protocol/*.c memory/*.c)
+DAEMON_SRC := $(filter-out agentd/main.c,$(wildcard agentd/*.c))
+CTL_SRC    := $(wildcard agentctl/*.c)
+TEST_SRC   := $(wildcard tests/test_*.c)
+BENCH_SRC  := $(wildcard bench/*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+LIB_OBJ    := $(call obj,$(LIB_SRC))
+DAEMON_OBJ := $(call obj,$(DAEMON_SRC))
+CTL_OBJ    := $(call obj,$(CTL_SRC))
+TESTS      := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+BENCHES    := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+BINS       := $(BUILD)/agentd $(BUILD)/agentctl
+
+.PHONY: all deps test check run asan fuzz bench format help clean
+
+all: $(BINS) $(TESTS) $(BENCHES)
+
+help:
+	@echo "agentd make targets:"
+	@echo "  make          build $(BUILD)/agentd, $(BUILD)/agentctl and the tests"
+	@echo "  make deps     install missing Debian packages (apt-get)"
+	@echo "  make test     install what is missing, build, run every test"
+	@echo "  make run      set up, build, start the daemon in the foreground with examples/ loaded"
+	@echo "  make asan     build with ASan+UBSan into build-asan/ and run the tests"
+	@echo "  make fuzz     build the libFuzzer targets and run each for FUZZ_SECONDS (default 60)"
+	@echo "  make bench    socket ping throughput beside redis-benchmark (see bench/RESULTS.md)"
+	@echo "  make format   clang-format every C source and header"
+	@echo "  make clean    remove build outputs"
+	@echo "variables: WERROR=0 (packagers), OPT='-O0 -g', BUILD=dir, FUZZ_SECONDS=N"
+
+deps:
+	@scripts/deps.sh
+
+# Installs what is missing first, so a fresh clone needs nothing but this command.
+test:
+	@scripts/deps.sh --check || scripts/deps.sh
+	@$(MAKE) --no-print-directory all
+	@tests/run.sh $(TESTS)
+
+check: test
+
+run:
+	@scripts/deps.sh --check || scripts/deps.sh
+	@$(MAKE) --no-print-directory $(BINS)
+	$(BUILD)/agentd --agents examples $(ARGS)
+
+asan:
+	@scripts/deps.sh --check || scripts/deps.sh
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT='-O1 -g -fno-omit-frame-pointer' \
+		SANITIZE='-fsanitize=address,undefined -fno-sanitize-recover=all' all
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+		AGENTD_BIN_DIR=build-asan tests/run.sh $(patsubst $(BUILD)/%,build-asan/%,$(TESTS))
+
+FUZZ_SECONDS ?= 60
+FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
+FUZZERS  := $(patsubst fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
+fuzz:
+	@scripts/deps.sh --check --fuzz || scripts/deps.sh --fuzz
+	@$(MAKE) --no-print-directory $(FUZZERS)
+	@for f in $(FUZZERS); do \
+		n=$$(basename $$f); mkdir -p $(BUILD)/fuzz/corpus-$$n; \
+		echo "== $$n for $(FUZZ_SECONDS)s"; \
+		$$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1 \
+			$(BUILD)/fuzz/corpus-$$n fuzz/seeds/$$n 2>&1 | tail -n 12 || exit 1; \
+	done
+
+$(BUILD)/fuzz/%: fuzz/%.c $(LIB_SRC)
+	@mkdir -p $(dir $@)
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined $(WARN) \
+		-Wno-unused-command-line-argument $< $(LIB_SRC) -o $@ $(LDLIBS) -pthread
+
+bench: all
+	@scripts/deps.sh --check --bench || scripts/deps.sh --bench
+	@bench/run.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-asan
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libagent.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/agentd: $(BUILD)/obj/agentd/main.o $(DAEMON_OBJ) $(BUILD)/libagent.a
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/agentctl: $(CTL_OBJ) $(BUILD)/libagent.a
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+# Test binaries link the libraries and the daemon's modules (not its main).
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(DAEMON_OBJ) $(BUILD)/libagent.a | $(BINS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libagent.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

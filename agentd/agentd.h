@@ -1,0 +1,142 @@
+/*
+ * agentd.h - the daemon's internal interfaces: its state, client connections, the storage
+ * thread and the method table. Only agentd/ includes this file.
+ *
+ * Threads: the loop thread (libuv) owns every handle, connection and response buffer; the
+ * storage thread owns the SQLite writer connection and runs jobs handed to it in FIFO order.
+ * A job's work() runs on the storage thread and must not touch loop state; its done() runs on
+ * the loop thread afterwards. Requests of one connection are handled one at a time, in order:
+ * while a request waits on a job, later frames stay buffered, so responses leave in request
+ * order without any per-request bookkeeping.
+ */
+#ifndef AGENTD_AGENTD_H
+#define AGENTD_AGENTD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+#include "../base/base.h"
+#include "../memory/memory.h"
+#include "../protocol/protocol.h"
+
+#define AGENTD_VERSION "0.1.0"
+
+/* Pause reading a client whose unsent responses exceed this (it sends but never reads). */
+#define AGENTD_OUT_HIGH_BYTES (4u * 1024 * 1024)
+/* Resume once they drain below this. */
+#define AGENTD_OUT_LOW_BYTES (1u * 1024 * 1024)
+/* Pause reading while a request waits on storage and this much input is already buffered. */
+#define AGENTD_IN_PAUSE_BYTES (1u * 1024 * 1024)
+
+struct agentd;
+
+/* ---- configuration (config.c) ---- */
+struct agentd_config {
+    char data_dir[4096];      /* database, lock file, default socket */
+    char socket_path[108];    /* Unix socket the daemon listens on */
+    char agents_dir[4096];    /* load *.agent.{yaml,yml,json} from here at start; "" for none */
+    enum ag_log_level log_level; /* logging threshold */
+    size_t max_frame_bytes;   /* longest accepted request line */
+    int drain_timeout_ms;     /* on SIGTERM, force-close clients after this long */
+};
+
+/* Fills defaults, then the config file (when given), then flags; flags win. Returns 0, a
+ * negative AG_E code with err set, or 1 when --help/--version was printed (exit 0). */
+int agentd_config_load(struct agentd_config *cfg, int argc, char **argv, struct ag_err *err);
+
+/* ---- storage thread (storeq.c) ---- */
+struct storeq_job;
+typedef void (*storeq_fn)(struct storeq_job *job, struct mem_store *st);
+typedef void (*storeq_done_fn)(struct storeq_job *job);
+
+/* Embed at the start of a job struct; the storage queue links jobs through it. */
+struct storeq_job {
+    struct storeq_job *next; /* queue link */
+    storeq_fn work;          /* runs on the storage thread */
+    storeq_done_fn done;     /* runs on the loop thread; frees the job */
+};
+
+struct storeq;
+/* Starts the storage thread; it takes ownership of st and closes it when stopped. */
+int storeq_start(uv_loop_t *loop, struct mem_store *st, struct storeq **out, struct ag_err *err);
+void storeq_submit(struct storeq *q, struct storeq_job *job);
+/* Number of jobs submitted and not yet done. */
+size_t storeq_pending(const struct storeq *q);
+/* Runs every queued job, stops the thread, closes the store and the async handle. */
+void storeq_stop(struct storeq *q);
+
+/* ---- connections (server.c) ---- */
+struct conn {
+    uv_pipe_t pipe;           /* the client socket; pipe.data points back here */
+    struct agentd *d;         /* the daemon */
+    struct conn *prev, *next; /* list of open connections */
+    uint64_t id;              /* sequential, for logs */
+    uid_t uid;                /* peer credentials from SO_PEERCRED */
+    pid_t pid;                /* peer pid (0 when unknown) */
+    struct proto_framer fr;   /* request bytes -> lines */
+    struct ag_buf out;        /* responses not yet handed to the kernel or libuv */
+    int refs;                 /* 1 for the open handle + 1 per job in flight */
+    bool busy;                /* a request waits on a job; later frames wait in fr */
+    bool reading;             /* uv_read_start is active */
+    bool eof;                 /* the client closed its side; close after answering */
+    bool closing;             /* uv_close called */
+    bool initialized;         /* initialize was called (optional for now) */
+};
+
+/* Appends a result or error response for id to c's output (flushed by the caller). */
+void conn_reply(struct conn *c, const struct proto_val *id, const struct proto_val *result);
+void conn_reply_error(struct conn *c, const struct proto_val *id, const struct ag_err *err);
+/* Called on the loop thread when a job started by conn_begin_async finishes: flushes output,
+ * resumes processing buffered frames, drops the job's reference. */
+void conn_end_async(struct conn *c);
+/* Marks c busy and takes a reference for a job. */
+void conn_begin_async(struct conn *c);
+
+int server_start(struct agentd *d, struct ag_err *err);
+/* Stops accepting; open connections finish what they are doing. */
+void server_stop_listening(struct agentd *d);
+/* Closes every connection now. */
+void server_close_all(struct agentd *d);
+
+/* ---- methods (methods.c) ---- */
+#define METHOD_ASYNC 1 /* handler took ownership of the request and will reply later */
+
+/*
+ * Runs the method named in req for c. Returns 0 with *result set (may stay NULL for {}), a
+ * negative AG_E code with err set, or METHOD_ASYNC after taking over req (req->root is NULL
+ * then) and calling conn_begin_async.
+ */
+int methods_dispatch(struct conn *c, struct proto_req *req, struct proto_val **result,
+                     struct ag_err *err);
+/* Loads agent definition files from dir into st at start-up (before the storage thread). */
+int methods_load_agents_dir(struct mem_store *st, const char *dir, int *n_loaded,
+                            struct ag_err *err);
+
+/* ---- the daemon ---- */
+struct agentd {
+    uv_loop_t *loop;            /* the event loop */
+    struct agentd_config cfg;   /* effective configuration */
+    uv_pipe_t listener;         /* the listening Unix socket */
+    bool listening;             /* listener is open */
+    uv_signal_t sig_term;       /* SIGTERM: drain and exit */
+    uv_signal_t sig_int;        /* SIGINT: drain and exit */
+    uv_timer_t drain_timer;     /* force-close deadline while draining */
+    bool draining;              /* a stop signal arrived */
+    struct storeq *sq;          /* storage thread */
+    struct conn *conns;         /* open connections */
+    uint64_t n_conns;           /* open connections */
+    uint64_t next_conn_id;      /* for logs */
+    uint64_t n_requests;        /* requests answered since start */
+    int64_t n_agents;           /* agents in the store (kept current by agent methods) */
+    int schema_version;         /* store schema after migrations */
+    int64_t started_ms;         /* monotonic start time */
+    char db_path[4200];         /* SQLite file */
+    int lock_fd;                /* flock'ed lock file in the data dir */
+};
+
+/* Begins a clean shutdown (signal handler or fatal condition). */
+void agentd_drain(struct agentd *d);
+
+#endif

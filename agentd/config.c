@@ -1,0 +1,222 @@
+/*
+ * config.c - the daemon's settings: built-in defaults, then a JSON config file (--config), then
+ * command-line flags. Later sources win. Unknown keys and flags are errors that say what was
+ * meant, so a typo never silently falls back to a default.
+ */
+#include "agentd.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: agentd [options]\n"
+            "\n"
+            "agentd runs many agents in one daemon and serves them over a Unix socket\n"
+            "(JSON-RPC 2.0, one request per line). Talk to it with agentctl.\n"
+            "\n"
+            "options:\n"
+            "  --socket PATH       Unix socket to listen on (default: $AGENTD_SOCKET,\n"
+            "                      else $XDG_RUNTIME_DIR/agentd.sock, else DATA/agentd.sock;\n"
+            "                      with an explicit --data, DATA/agentd.sock)\n"
+            "  --data DIR          data directory: database and lock (default: $AGENTD_DATA,\n"
+            "                      else $XDG_DATA_HOME/agentd, else ~/.local/share/agentd)\n"
+            "  --config FILE       JSON config file with any of the keys: socket, data_dir,\n"
+            "                      agents_dir, log_level, max_frame_bytes, drain_timeout_ms\n"
+            "  --agents DIR        load *.agent.yaml / *.agent.json from DIR at start\n"
+            "                      (new agents are created, changed ones updated)\n"
+            "  --log-level LEVEL   error, warn, info (default) or debug\n"
+            "  --max-frame BYTES   longest accepted request line (default 16777216)\n"
+            "  -h, --help          show this help and exit\n"
+            "  -V, --version       show the version and exit\n"
+            "\n"
+            "example:\n"
+            "  agentd --agents examples &\n"
+            "  agentctl ping\n");
+}
+
+static int parse_size(const char *s, const char *what, size_t *out, struct ag_err *err)
+{
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (!*s || *end || v < 1024 || v > (1ull << 31))
+        return ag_err_set(err, AG_EINVAL, "%s: expected a byte count from 1024 to 2147483648, "
+                          "got '%s'", what, s);
+    *out = (size_t)v;
+    return 0;
+}
+
+static int copy_path(char *dst, size_t n, const char *src, const char *what, struct ag_err *err)
+{
+    if (!src[0]) return ag_err_set(err, AG_EINVAL, "%s: empty path", what);
+    if (strlen(src) >= n)
+        return ag_err_set(err, AG_EINVAL, "%s: path longer than %zu bytes: %s", what, n - 1, src);
+    memcpy(dst, src, strlen(src) + 1);
+    return 0;
+}
+
+static int load_file(struct agentd_config *cfg, const char *path, bool *data_set,
+                     struct ag_err *err)
+{
+    static const char *const keys[] = {"socket",          "data_dir",        "agents_dir",
+                                       "log_level",       "max_frame_bytes", "drain_timeout_ms",
+                                       NULL};
+    char *text;
+    size_t len;
+    int rc;
+
+    if ((rc = ag_read_file(path, 1 << 20, &text, &len, err)) != 0) return rc;
+    struct proto_val *v = proto_parse(text, len, err);
+    free(text);
+    if (!v) {
+        ag_err_prefix(err, "%s: ", path);
+        return AG_EINVAL;
+    }
+    if (proto_type(v) != PROTO_OBJECT) {
+        proto_val_free(v);
+        return ag_err_set(err, AG_EINVAL, "%s: expected a JSON object", path);
+    }
+    const char *s;
+    int64_t n;
+    if ((rc = proto_param_known(v, keys, err)) != 0) goto fail;
+    if ((rc = proto_param_str(v, "socket", false, &s, err)) != 0) goto fail;
+    if (proto_get_str(v, "socket") &&
+        (rc = copy_path(cfg->socket_path, sizeof(cfg->socket_path), s, "socket", err)) != 0)
+        goto fail;
+    if ((rc = proto_param_str(v, "data_dir", false, &s, err)) != 0) goto fail;
+    if (proto_get_str(v, "data_dir")) {
+        if ((rc = copy_path(cfg->data_dir, sizeof(cfg->data_dir), s, "data_dir", err)) != 0)
+            goto fail;
+        *data_set = true;
+    }
+    if ((rc = proto_param_str(v, "agents_dir", false, &s, err)) != 0) goto fail;
+    if (proto_get_str(v, "agents_dir") &&
+        (rc = copy_path(cfg->agents_dir, sizeof(cfg->agents_dir), s, "agents_dir", err)) != 0)
+        goto fail;
+    if ((rc = proto_param_str(v, "log_level", false, &s, err)) != 0) goto fail;
+    if (proto_get_str(v, "log_level") && ag_log_parse_level(s, &cfg->log_level) != 0) {
+        rc = ag_err_set(err, AG_EINVAL, "log_level: expected error, warn, info or debug");
+        goto fail;
+    }
+    if (proto_get(v, "max_frame_bytes")) {
+        if ((rc = proto_param_int(v, "max_frame_bytes", false, 1024, 1ll << 31, &n, err)) != 0)
+            goto fail;
+        cfg->max_frame_bytes = (size_t)n;
+    }
+    if (proto_get(v, "drain_timeout_ms")) {
+        if ((rc = proto_param_int(v, "drain_timeout_ms", false, 0, 600000, &n, err)) != 0)
+            goto fail;
+        cfg->drain_timeout_ms = (int)n;
+    }
+    proto_val_free(v);
+    return 0;
+fail:
+    proto_val_free(v);
+    /* The helpers say "params.key"; in a config file the key alone reads better. */
+    if (strncmp(err->msg, "params.", 7) == 0) memmove(err->msg, err->msg + 7, strlen(err->msg) - 6);
+    ag_err_prefix(err, "%s: ", path);
+    return AG_EINVAL;
+}
+
+int agentd_config_load(struct agentd_config *cfg, int argc, char **argv, struct ag_err *err)
+{
+    enum { OPT_SOCKET = 256, OPT_DATA, OPT_CONFIG, OPT_AGENTS, OPT_LOG, OPT_FRAME };
+    static const struct option opts[] = {
+        {"socket", required_argument, NULL, OPT_SOCKET},
+        {"data", required_argument, NULL, OPT_DATA},
+        {"config", required_argument, NULL, OPT_CONFIG},
+        {"agents", required_argument, NULL, OPT_AGENTS},
+        {"log-level", required_argument, NULL, OPT_LOG},
+        {"max-frame", required_argument, NULL, OPT_FRAME},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config = NULL;
+    bool data_set = false;
+    int c, rc;
+
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->log_level = AG_LOG_INFO;
+    cfg->max_frame_bytes = PROTO_MAX_FRAME_DEFAULT;
+    cfg->drain_timeout_ms = 5000;
+
+    /* First pass: --help, --version and --config, so flags can override the file. */
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
+        if (c == 'h') {
+            usage(stdout);
+            return 1;
+        }
+        if (c == 'V') {
+            printf("agentd %s\n", AGENTD_VERSION);
+            return 1;
+        }
+        if (c == OPT_CONFIG) config = optarg;
+    }
+    if (config && (rc = load_file(cfg, config, &data_set, err)) != 0) return rc;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_SOCKET:
+            if ((rc = copy_path(cfg->socket_path, sizeof(cfg->socket_path), optarg, "--socket",
+                                err)) != 0)
+                return rc;
+            break;
+        case OPT_DATA:
+            if ((rc = copy_path(cfg->data_dir, sizeof(cfg->data_dir), optarg, "--data", err)) != 0)
+                return rc;
+            data_set = true;
+            break;
+        case OPT_AGENTS:
+            if ((rc = copy_path(cfg->agents_dir, sizeof(cfg->agents_dir), optarg, "--agents",
+                                err)) != 0)
+                return rc;
+            break;
+        case OPT_LOG:
+            if (ag_log_parse_level(optarg, &cfg->log_level) != 0)
+                return ag_err_set(err, AG_EINVAL,
+                                  "--log-level: expected error, warn, info or debug, got '%s'",
+                                  optarg);
+            break;
+        case OPT_FRAME:
+            if ((rc = parse_size(optarg, "--max-frame", &cfg->max_frame_bytes, err)) != 0)
+                return rc;
+            break;
+        case OPT_CONFIG: break;
+        case '?':
+            if (optopt)
+                return ag_err_set(err, AG_EINVAL, "option -%c is unknown or needs a value "
+                                  "(see agentd --help)", optopt);
+            return ag_err_set(err, AG_EINVAL, "option '%s' is unknown or needs a value (see "
+                              "agentd --help)", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return ag_err_set(err, AG_EINVAL, "unexpected argument '%s' (see agentd --help)",
+                          argv[optind]);
+
+    if (!cfg->data_dir[0] &&
+        (rc = proto_default_data_dir(cfg->data_dir, sizeof(cfg->data_dir), err)) != 0)
+        return rc;
+    if (!cfg->socket_path[0]) {
+        const char *env = getenv("AGENTD_SOCKET");
+        if (data_set && !(env && *env)) {
+            if (strlen(cfg->data_dir) + sizeof("/agentd.sock") > sizeof(cfg->socket_path))
+                return ag_err_set(err, AG_EINVAL, "socket path %s/agentd.sock is too long for a "
+                                  "Unix socket; pick a shorter one with --socket", cfg->data_dir);
+            size_t n = strlen(cfg->data_dir);
+            memcpy(cfg->socket_path, cfg->data_dir, n);
+            memcpy(cfg->socket_path + n, "/agentd.sock", sizeof("/agentd.sock"));
+        } else if ((rc = proto_default_socket(cfg->socket_path, sizeof(cfg->socket_path),
+                                              cfg->data_dir, err)) != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}

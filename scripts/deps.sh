@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs the Debian packages agentd needs to build and test, when they are missing.
+#   scripts/deps.sh           install what is missing (apt-get; as root, or prints the command)
+#   scripts/deps.sh --check   exit 0 when everything is present, 1 otherwise (installs nothing)
+#   scripts/deps.sh --bench   also the packages `make bench` compares against (redis)
+set -u
+pkgs="build-essential pkg-config libuv1-dev libcjson-dev libsqlite3-dev libyaml-dev python3"
+check_only=0
+for a in "$@"; do
+    case "$a" in
+    --check) check_only=1 ;;
+    --bench) pkgs="$pkgs redis-server redis-tools" ;;
+    --fuzz) pkgs="$pkgs clang libclang-rt-14-dev" ;;
+    *) echo "usage: $0 [--check] [--bench] [--fuzz]" >&2; exit 2 ;;
+    esac
+done
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+[ "$check_only" = 1 ] && exit 1
+echo "deps: installing:$missing"
+if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        SUDO=sudo
+    else
+        echo "deps: missing packages; run as root:" >&2
+        echo "  apt-get update && apt-get install -y$missing" >&2
+        exit 1
+    fi
+else
+    SUDO=
+fi
+export DEBIAN_FRONTEND=noninteractive
+# Package lists on a new machine are stale: refresh once, quietly, before installing.
+$SUDO apt-get update -qq >/dev/null || { echo "deps: apt-get update failed" >&2; exit 1; }
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null ||
+    { echo "deps: apt-get install failed for:$missing" >&2; exit 1; }
+echo "deps: done"
