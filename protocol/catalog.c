@@ -60,7 +60,7 @@ static const struct proto_event_info events[] = {
 
 static const struct proto_error_info errors[] = {
     {-32700, AG_EPARSE, "parse error: the line is not valid JSON"},
-    {-32600, AG_EPROTO, "invalid request: not a JSON-RPC 2.0 request, a batch, or too large"},
+    {-32600, AG_EPROTO, "invalid request: not a JSON-RPC 2.0 request, or a batch"},
     {-32601, AG_ENOMETHOD, "method not found"},
     {-32602, AG_EPARAMS, "invalid params: a parameter is missing or has the wrong type"},
     {-32603, AG_EINTERNAL, "internal error"},
