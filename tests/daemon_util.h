@@ -9,6 +9,7 @@
 #define AG_TEST_DAEMON_UTIL_H
 
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -32,17 +33,19 @@ struct tdaemon {
     pid_t pid;        /* running daemon, 0 when stopped */
 };
 
-static const char *bin_dir(void)
+static inline const char *bin_dir(void)
 {
     const char *d = getenv("AGENTD_BIN_DIR");
     return d && *d ? d : "build";
 }
 
-static int tconnect(const char *path)
+static inline int tconnect(const char *path)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t n = strlen(path);
+    if (n >= sizeof(sa.sun_path)) return -1;
+    memcpy(sa.sun_path, path, n + 1);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
     if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
         close(fd);
         return -1;
@@ -51,7 +54,7 @@ static int tconnect(const char *path)
 }
 
 /* Starts agentd with extra arguments (NULL-terminated list); waits until it accepts. */
-static bool tdaemon_start_args(struct tdaemon *d, const char *const *extra)
+static inline bool tdaemon_start_args(struct tdaemon *d, const char *const *extra)
 {
     char bin[512];
     snprintf(bin, sizeof(bin), "%s/agentd", bin_dir());
@@ -82,7 +85,7 @@ static bool tdaemon_start_args(struct tdaemon *d, const char *const *extra)
     return false;
 }
 
-static bool tdaemon_init(struct tdaemon *d)
+static inline bool tdaemon_init(struct tdaemon *d)
 {
     snprintf(d->dir, sizeof(d->dir), "/tmp/agentd-test-XXXXXX");
     if (!mkdtemp(d->dir)) return false;
@@ -93,13 +96,13 @@ static bool tdaemon_init(struct tdaemon *d)
     return true;
 }
 
-static bool tdaemon_start(struct tdaemon *d)
+static inline bool tdaemon_start(struct tdaemon *d)
 {
     return tdaemon_init(d) && tdaemon_start_args(d, NULL);
 }
 
 /* SIGTERM and wait; returns the exit status (or -1). */
-static int tdaemon_stop(struct tdaemon *d)
+static inline int tdaemon_stop(struct tdaemon *d)
 {
     int st = 0;
     if (!d->pid) return -1;
@@ -117,7 +120,7 @@ static int tdaemon_stop(struct tdaemon *d)
     return -1;
 }
 
-static void tdaemon_kill9(struct tdaemon *d)
+static inline void tdaemon_kill9(struct tdaemon *d)
 {
     if (!d->pid) return;
     kill(d->pid, SIGKILL);
@@ -125,7 +128,7 @@ static void tdaemon_kill9(struct tdaemon *d)
     d->pid = 0;
 }
 
-static void tdaemon_cleanup(struct tdaemon *d)
+static inline void tdaemon_cleanup(struct tdaemon *d)
 {
     char cmd[600];
     if (d->pid) tdaemon_stop(d);
@@ -134,7 +137,7 @@ static void tdaemon_cleanup(struct tdaemon *d)
     if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", d->dir);
 }
 
-static bool send_all(int fd, const void *buf, size_t n)
+static inline bool send_all(int fd, const void *buf, size_t n)
 {
     const char *p = buf;
     while (n) {
@@ -153,14 +156,14 @@ struct tconn {
     struct proto_framer fr;
 };
 
-static bool tconn_open(struct tconn *c, const char *sock)
+static inline bool tconn_open(struct tconn *c, const char *sock)
 {
     c->fd = tconnect(sock);
     proto_framer_init(&c->fr, 256u << 20);
     return c->fd >= 0;
 }
 
-static void tconn_close(struct tconn *c)
+static inline void tconn_close(struct tconn *c)
 {
     if (c->fd >= 0) close(c->fd);
     c->fd = -1;
@@ -168,7 +171,7 @@ static void tconn_close(struct tconn *c)
 }
 
 /* Next line as a parsed JSON value (caller frees), or NULL on timeout/EOF/garbage. */
-static struct proto_val *tconn_read(struct tconn *c, int timeout_ms)
+static inline struct proto_val *tconn_read(struct tconn *c, int timeout_ms)
 {
     const char *line;
     size_t len;
@@ -183,13 +186,13 @@ static struct proto_val *tconn_read(struct tconn *c, int timeout_ms)
     }
 }
 
-static bool tconn_send(struct tconn *c, const char *text)
+static inline bool tconn_send(struct tconn *c, const char *text)
 {
     return send_all(c->fd, text, strlen(text));
 }
 
 /* Sends a request (params JSON text or NULL) and returns the response (caller frees). */
-static struct proto_val *tcall(struct tconn *c, int id, const char *method, const char *params)
+static inline struct proto_val *tcall(struct tconn *c, int id, const char *method, const char *params)
 {
     char *line = params ? ag_asprintf("{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"%s\","
                                       "\"params\":%s}\n",
@@ -201,24 +204,24 @@ static struct proto_val *tcall(struct tconn *c, int id, const char *method, cons
     return ok ? tconn_read(c, 10000) : NULL;
 }
 
-static int64_t resp_error_code(const struct proto_val *r)
+static inline int64_t resp_error_code(const struct proto_val *r)
 {
     return proto_int(proto_get(proto_get(r, "error"), "code"), 0);
 }
 
-static const char *resp_error_msg(const struct proto_val *r)
+static inline const char *resp_error_msg(const struct proto_val *r)
 {
     const char *m = proto_get_str(proto_get(r, "error"), "message");
     return m ? m : "";
 }
 
-static const char *resp_error_type(const struct proto_val *r)
+static inline const char *resp_error_type(const struct proto_val *r)
 {
     const char *t = proto_get_str(proto_get(proto_get(r, "error"), "data"), "type");
     return t ? t : "";
 }
 
-static long proc_rss_kb(pid_t pid)
+static inline long proc_rss_kb(pid_t pid)
 {
     char path[64], line[256];
     long kb = -1;
