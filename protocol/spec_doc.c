@@ -171,11 +171,11 @@ const char *proto__type_name(const cJSON *v)
 
 /* The walk over JSON text that mirrors a tree cJSON has already parsed from it. */
 struct jwalk {
-    const char *p, *end;     /* read position and end of the text */
-    int line;                /* 1-based line of p */
-    struct proto__doc *doc;  /* receives the lines */
-    const char *file;        /* name for messages */
-    struct ag_buf path;      /* field path of the value being walked */
+    const char *p, *end;    /* read position and end of the text */
+    int line;               /* 1-based line of p */
+    struct proto__doc *doc; /* receives the lines */
+    const char *file;       /* name for messages */
+    struct ag_buf path;     /* field path of the value being walked */
     struct ag_err *err;
 };
 
@@ -255,8 +255,8 @@ static int jw_value(struct jwalk *w, const cJSON *node, int depth)
     if (w->p >= w->end) return 0;
     if (cJSON_IsObject(node) || cJSON_IsArray(node)) {
         if (depth + 1 > PROTO__SPEC_MAX_DEPTH)
-            return proto__spec_fail(w->err, w->file, w->line, NULL,
-                                    "nesting deeper than %d levels", PROTO__SPEC_MAX_DEPTH);
+            return proto__spec_fail(w->err, w->file, w->line, NULL, "nesting deeper than %d levels",
+                                    PROTO__SPEC_MAX_DEPTH);
         w->p++; /* '{' or '[' */
         rc = cJSON_IsObject(node) ? jw_members(w, node, depth + 1) : jw_items(w, node, depth + 1);
         jw_expect(w, cJSON_IsObject(node) ? '}' : ']');

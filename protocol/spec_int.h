@@ -8,6 +8,9 @@
  * specs received over the protocol; only the error prefix differs ("FILE:LINE: " or "spec.").
  * Loaders already enforce what the schema cannot see: unique keys, string keys, no aliases,
  * a nesting bound.
+ *
+ * The schema itself is a set of tables (struct proto__field) in spec.c, checked by the generic
+ * walker in spec_check.c.
  */
 #ifndef PROTO_SPEC_INT_H
 #define PROTO_SPEC_INT_H
@@ -88,5 +91,81 @@ static inline cJSON *proto__must(cJSON *c)
 
 /* Display name of a cJSON node's type, as proto_type_name spells it ("string", "object"...). */
 const char *proto__type_name(const cJSON *v);
+
+/* ---- the table-driven checker (spec_check.c), driven by the schema in spec.c ---- */
+
+#define PROTO__MAX_FIELDS 16 /* most fields in one schema table */
+
+/* One validation: where messages go and the path of the value being checked. */
+struct proto__vctx {
+    const struct proto__doc *doc; /* lines of the loaded file; NULL for protocol input */
+    const char *file;             /* file name for messages; NULL for protocol input */
+    struct ag_buf path;           /* e.g. "tools[1].timeout_ms" (under "spec" for protocol input) */
+    struct ag_err *err;
+};
+
+/* What a string must look like: agent names, tool names, host patterns. */
+struct proto__pattern {
+    bool (*ok)(const char *s);
+    const char *what; /* "agent name" */
+    const char *form; /* how a valid one looks, for the message */
+};
+
+enum proto__kind {
+    PROTO__K_STR,    /* a string, optionally of a pattern */
+    PROTO__K_BOOL,   /* true or false */
+    PROTO__K_INT,    /* an integral number in [min, max] */
+    PROTO__K_NUM,    /* a number in [min, max] (or (min, max] with PROTO__F_GT_MIN) */
+    PROTO__K_ENUM,   /* one of choices */
+    PROTO__K_LIST,   /* an array of strings, each optionally of a pattern */
+    PROTO__K_OBJ,    /* an object described by sub */
+    PROTO__K_FREE,   /* any object, kept as written */
+    PROTO__K_FN,     /* a shape of its own: check() */
+    PROTO__K_REJECT, /* never allowed; def_str says why */
+};
+
+#define PROTO__F_REQUIRED 1u /* an error when absent */
+#define PROTO__F_OPTIONAL 2u /* left out of the output when absent */
+#define PROTO__F_GT_MIN   4u /* PROTO__K_NUM: min itself is out of range */
+#define PROTO__F_NONEMPTY 8u /* PROTO__K_STR: "" is refused */
+
+/* One member of an object in the schema; a table of them ends with an entry whose key is NULL. */
+struct proto__field {
+    const char *key;
+    enum proto__kind kind;
+    unsigned flags;                   /* PROTO__F_... */
+    double min, max;                  /* K_INT, K_NUM: range (INFINITY when open) */
+    double def;                       /* K_BOOL, K_INT, K_NUM: default */
+    const char *def_str;              /* K_STR, K_ENUM: default; K_REJECT: why */
+    const struct proto__pattern *pat; /* K_STR, K_LIST: shape of the strings; NULL for any */
+    const char *const *choices;       /* K_ENUM: NULL-terminated */
+    const struct proto__field *sub;   /* K_OBJ: member table */
+    /* K_FN: checks v (NULL when absent) and builds the normalized value */
+    int (*check)(struct proto__vctx *c, const cJSON *v, cJSON **out);
+};
+
+/* An array of objects, each checked against fields, whose `unique` member differs from item to
+ * item. When bare is set an item may also be a string, short for {unique: string}. */
+struct proto__items {
+    const struct proto__field *fields;
+    const char *unique;                /* member that must not repeat */
+    const char *noun;                  /* for "duplicate tool 'x'" */
+    const struct proto__pattern *bare; /* shape of a bare string item; NULL: objects only */
+    /* extra check of an item (in) once normalized (norm); may be NULL */
+    int (*post)(struct proto__vctx *c, const cJSON *in, const cJSON *norm);
+};
+
+/* Reports an error at node at (for its line) under c's current path; returns AG_ESPEC. */
+int proto__check_fail(struct proto__vctx *c, const cJSON *at, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Checks that v is a string of shape pat (any string when pat is NULL). */
+int proto__check_pattern(struct proto__vctx *c, const cJSON *v, const struct proto__pattern *pat);
+/* Checks object in (NULL: absent, all defaults) against fields; *out gets the normalized object
+ * with its members in table order. */
+int proto__check_obj(struct proto__vctx *c, const cJSON *in, const struct proto__field *fields,
+                     cJSON **out);
+/* Checks array v (NULL: absent, empty) of objects as described by spec; *out gets the copy. */
+int proto__check_items(struct proto__vctx *c, const cJSON *v, const struct proto__items *spec,
+                       cJSON **out);
 
 #endif

@@ -68,8 +68,14 @@ static int syntax_error(struct yload *y)
             if (y->text[i] == '\n') line++, bol = y->text + i + 1;
         col = (size_t)(y->text + at - bol) + 1;
     }
-    return ag_err_set(y->err, AG_ESPEC, "%s:%zu:%zu: YAML syntax error: %s", y->file, line, col,
-                      problem);
+    /* An unquoted cron schedule or glob that starts with '*' fails while scanning an alias
+     * name: point at the fix, quoting. */
+    const char *context = y->parser.context ? y->parser.context : "";
+    const char *hint = strstr(context, "alias")    ? " (quote a value that starts with '*')"
+                       : strstr(context, "anchor") ? " (quote a value that starts with '&')"
+                                                   : "";
+    return ag_err_set(y->err, AG_ESPEC, "%s:%zu:%zu: YAML syntax error: %s%s", y->file, line, col,
+                      problem, hint);
 }
 
 static int next_event(struct yload *y, yaml_event_t *ev)
@@ -119,9 +125,9 @@ static cJSON *plain_scalar(const char *s)
     static const char *const nulls[] = {"", "~", "null", "Null", "NULL", NULL};
     static const char *const trues[] = {"true", "True", "TRUE", NULL};
     static const char *const falses[] = {"false", "False", "FALSE", NULL};
-    static const char *const specials[] = {".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF",
-                                           "-.inf", "-.Inf", "-.INF", ".nan", ".NaN", ".NAN",
-                                           NULL};
+    static const char *const specials[] = {".inf",  ".Inf",  ".INF",  "+.inf", "+.Inf",
+                                           "+.INF", "-.inf", "-.Inf", "-.INF", ".nan",
+                                           ".NaN",  ".NAN",  NULL};
     double d;
 
     if (one_of(s, nulls)) return proto__must(cJSON_CreateNull());
@@ -219,12 +225,14 @@ static int load_key(struct yload *y, const yaml_event_t *ev, cJSON **key)
     return rc;
 }
 
+/* Loads one key and its value into obj; sets *end instead at the end of the mapping. */
 static int load_member(struct yload *y, struct proto__keyset *keys, int depth, cJSON *obj,
                        bool *end)
 {
     yaml_event_t ev;
     cJSON *key = NULL, *val = NULL;
     int rc, line, unused;
+    bool no_end;
 
     if ((rc = next_event(y, &ev)) != 0) return rc;
     *end = ev.type == YAML_MAPPING_END_EVENT;
@@ -233,16 +241,16 @@ static int load_member(struct yload *y, struct proto__keyset *keys, int depth, c
         rc = yfail(y, &ev, "duplicate key '%.100s'", key->valuestring);
     line = (int)ev.start_mark.line + 1;
     yaml_event_delete(&ev);
-    if (rc || *end) goto out;
-
-    size_t mark = proto__path_key(&y->path, key->valuestring);
-    rc = load_next(y, depth, YAML_MAPPING_END_EVENT, &val, &unused, end);
-    proto__path_pop(&y->path, mark);
-    if (rc == 0) {
-        cJSON_AddItemToObject(obj, key->valuestring, val);
-        proto__doc_note(y->doc, val, line);
+    if (rc == 0 && key) {
+        size_t mark = proto__path_key(&y->path, key->valuestring);
+        /* A value is always there (an empty one is a null scalar): nothing can close it. */
+        rc = load_next(y, depth, YAML_NO_EVENT, &val, &unused, &no_end);
+        proto__path_pop(&y->path, mark);
+        if (rc == 0) {
+            cJSON_AddItemToObject(obj, key->valuestring, val);
+            proto__doc_note(y->doc, val, line);
+        }
     }
-out:
     cJSON_Delete(key);
     return rc;
 }
@@ -269,7 +277,9 @@ static int load_node(struct yload *y, const yaml_event_t *ev, int depth, cJSON *
     bool map = ev->type == YAML_MAPPING_START_EVENT;
 
     *out = NULL;
-    if (ev->type == YAML_ALIAS_EVENT) return yfail(y, ev, "aliases are not supported");
+    /* A plain value starting with '*' (a cron schedule, a glob) reads as an alias: say so. */
+    if (ev->type == YAML_ALIAS_EVENT)
+        return yfail(y, ev, "aliases are not supported (quote a value that starts with '*')");
     if (ev->type == YAML_SCALAR_EVENT) {
         anchor = ev->data.scalar.anchor;
     } else if (map) {
@@ -318,7 +328,7 @@ static int load_document(struct yload *y)
         return 0;
     }
     yaml_event_delete(&ev); /* DOCUMENT-START */
-    rc = load_next(y, 0, YAML_DOCUMENT_END_EVENT, &y->doc->root, &line, &end);
+    rc = load_next(y, 0, YAML_NO_EVENT, &y->doc->root, &line, &end);
     if (rc) return rc;
     proto__doc_note(y->doc, y->doc->root, line);
     if ((rc = expect(y, YAML_DOCUMENT_END_EVENT, &ev)) != 0) return rc;

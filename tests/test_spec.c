@@ -241,8 +241,8 @@ static void test_yaml_syntax_error(void)
                "bad.agent.yaml:2:14: YAML syntax error: mapping values are not allowed in this "
                "context");
     EXPECT_ERR("bad.agent.yaml", "name: a\n\tdescription: x\n",
-               "bad.agent.yaml:2:1: YAML syntax error: found character that cannot start any "
-               "token");
+               "bad.agent.yaml:2:1: YAML syntax error: found a tab character that violates "
+               "indentation");
 }
 
 static void test_unknown_field(void)
@@ -308,8 +308,9 @@ static void test_wrong_types(void)
                "string");
     EXPECT_ERR("t.agent.yaml", "name: t\nsandbox:\n  memory_mb: 8\n",
                "t.agent.yaml:3: sandbox.memory_mb: expected an integer from 16 to 65536, got 8");
-    EXPECT_ERR("t.agent.yaml", "name: t\nmemory:\n  blocks:\n    - label: x\n      limit: 3\n"
-                               "      value: abcd\n",
+    EXPECT_ERR("t.agent.yaml",
+               "name: t\nmemory:\n  blocks:\n    - label: x\n      limit: 3\n"
+               "      value: abcd\n",
                "t.agent.yaml:6: memory.blocks[0].value: 4 characters, more than the block's "
                "limit of 3");
     EXPECT_ERR("t.agent.yaml", "- name: t\n",
@@ -368,8 +369,13 @@ static void test_aliases(void)
                "x.agent.yaml:2: description: anchors and aliases are not supported");
     /* An alias to an anchor that does not exist is still an alias. */
     EXPECT_ERR("x.agent.yaml", "name: x\ninstructions: *d\n",
-               "x.agent.yaml:2: instructions: aliases are not supported");
-    EXPECT_ERR("x.agent.yaml", "name: x\n*k : v\n", "x.agent.yaml:2: aliases are not supported");
+               "x.agent.yaml:2: instructions: aliases are not supported (quote a value that starts "
+               "with '*')");
+    EXPECT_ERR("x.agent.yaml", "name: x\n*k : v\n",
+               "x.agent.yaml:2: aliases are not supported (quote a value that starts with '*')");
+    EXPECT_ERR("x.agent.yaml", "name: x\ntriggers:\n  - cron: */5 * * * *\n    message: hi\n",
+               "x.agent.yaml:3:12: YAML syntax error: did not find expected alphabetic or "
+               "numeric character (quote a value that starts with '*')");
 }
 
 static void test_multi_document(void)
@@ -385,7 +391,8 @@ static void test_multi_document(void)
 
 static void test_non_mapping_keys(void)
 {
-    EXPECT_ERR("k.agent.yaml", "name: k\n1: x\n", "k.agent.yaml:2: keys must be strings, got number");
+    EXPECT_ERR("k.agent.yaml", "name: k\n1: x\n",
+               "k.agent.yaml:2: keys must be strings, got number");
     EXPECT_ERR("k.agent.yaml", "name: k\nmodel:\n  [a]: x\n",
                "k.agent.yaml:3: model: keys must be strings, got array");
     EXPECT_ERR("k.agent.yaml", "name: k\n? {a: 1}\n: x\n",
@@ -495,15 +502,14 @@ static void test_json_files(void)
 {
     struct ag_err err = {0};
     /* Surrogate pairs (which libyaml refuses) and a UTF-8 BOM are fine in JSON. */
-    struct proto_val *v = load("j.agent.json",
-                               "\xef\xbb\xbf{\"name\": \"j\", \"description\": \"\\ud83d\\ude00\"}",
-                               &err);
+    struct proto_val *v = load(
+        "j.agent.json", "\xef\xbb\xbf{\"name\": \"j\", \"description\": \"\\ud83d\\ude00\"}", &err);
     CHECKF(v != NULL, "%s", err.msg);
     CHECK_STR(proto_get_str(v, "description"), "\xf0\x9f\x98\x80");
     proto_val_free(v);
 
     EXPECT_ERR("j.agent.json", "{\n  \"name\": \"j\",\n  \"tools\": [\"a\",]\n}\n",
-               "j.agent.json:3:18: JSON syntax error");
+               "j.agent.json:3:17: JSON syntax error");
     EXPECT_ERR("j.agent.json", "{\"name\": \"j\"} x", "j.agent.json:1:15: JSON syntax error");
     EXPECT_ERR("j.agent.json",
                "{\n  \"name\": \"j\",\n  \"limits\": {\n    \"max_steps\": 20,\n"
@@ -514,8 +520,9 @@ static void test_json_files(void)
                "j.agent.json:4: tools[1]: duplicate tool 'a'");
     EXPECT_ERR("j.agent.json", "{\"name\": \"j\",\n\"model\": {},\n\"name\": \"k\"}",
                "j.agent.json:3: duplicate key 'name'");
-    EXPECT_ERR("j.agent.json", "[1, 2]", "j.agent.json:1: expected an object at the top level, got "
-                                         "array");
+    EXPECT_ERR("j.agent.json", "[1, 2]",
+               "j.agent.json:1: expected an object at the top level, got "
+               "array");
     /* Without a telling suffix, a leading '{' means JSON. */
     v = load("<text>", "  {\"name\": \"j\"}", &err);
     CHECKF(v != NULL, "%s", err.msg);
@@ -569,13 +576,11 @@ static void test_binary_garbage(void)
     struct proto_val *v = NULL;
     struct ag_err err = {0};
 
-    CHECK(proto_spec_load_text(garbage, sizeof(garbage) - 1, "g.agent.yaml", &v, &err) ==
-          AG_ESPEC);
+    CHECK(proto_spec_load_text(garbage, sizeof(garbage) - 1, "g.agent.yaml", &v, &err) == AG_ESPEC);
     CHECK_STR(err.msg, "g.agent.yaml:1:1: YAML syntax error: control characters are not allowed");
     CHECK(proto_spec_load_text("name: a\n\xc3\x28", 10, "g.agent.yaml", &v, &err) == AG_ESPEC);
-    CHECK_STR(err.msg, "g.agent.yaml:2:1: YAML syntax error: invalid trailing UTF-8 octet");
-    CHECK(proto_spec_load_text(garbage, sizeof(garbage) - 1, "g.agent.json", &v, &err) ==
-          AG_ESPEC);
+    CHECK_STR(err.msg, "g.agent.yaml:2:2: YAML syntax error: invalid trailing UTF-8 octet");
+    CHECK(proto_spec_load_text(garbage, sizeof(garbage) - 1, "g.agent.json", &v, &err) == AG_ESPEC);
     CHECK_STR(err.msg, "g.agent.json:1:1: JSON syntax error");
     CHECK(v == NULL);
 
