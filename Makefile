@@ -81,8 +81,13 @@ fuzz:
 	@for f in $(FUZZERS); do \
 		n=$$(basename $$f); mkdir -p $(BUILD)/fuzz/corpus-$$n; \
 		echo "== $$n for $(FUZZ_SECONDS)s"; \
-		$$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1 \
-			$(BUILD)/fuzz/corpus-$$n fuzz/seeds/$$n 2>&1 | tail -n 12 || exit 1; \
+		if ! $$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1 \
+			-artifact_prefix=$(BUILD)/fuzz/ $(BUILD)/fuzz/corpus-$$n fuzz/seeds/$$n \
+			> $(BUILD)/fuzz/$$n.log 2>&1; then \
+			tail -n 60 $(BUILD)/fuzz/$$n.log; echo "fuzz: $$n FAILED (log: $(BUILD)/fuzz/$$n.log)"; \
+			exit 1; \
+		fi; \
+		grep -E '^(Done|stat::number_of_executed_units|stat::new_units_added)' $(BUILD)/fuzz/$$n.log; \
 	done
 
 $(BUILD)/fuzz/%: fuzz/%.c $(LIB_SRC)
