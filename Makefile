@@ -69,7 +69,7 @@ asan:
 	@scripts/deps.sh --check || scripts/deps.sh
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT='-O1 -g -fno-omit-frame-pointer' \
 		SANITIZE='-fsanitize=address,undefined -fno-sanitize-recover=all' all
-	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:quarantine_size_mb=16 UBSAN_OPTIONS=print_stacktrace=1 \
 		AGENTD_BIN_DIR=build-asan tests/run.sh $(patsubst $(BUILD)/%,build-asan/%,$(TESTS))
 
 FUZZ_SECONDS ?= 60

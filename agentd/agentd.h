@@ -34,12 +34,12 @@ struct agentd;
 
 /* ---- configuration (config.c) ---- */
 struct agentd_config {
-    char data_dir[4096];      /* database, lock file, default socket */
-    char socket_path[108];    /* Unix socket the daemon listens on */
-    char agents_dir[4096];    /* load *.agent.{yaml,yml,json} from here at start; "" for none */
+    char data_dir[4096];         /* database, lock file, default socket */
+    char socket_path[108];       /* Unix socket the daemon listens on */
+    char agents_dir[4096];       /* load *.agent.{yaml,yml,json} from here at start; "" for none */
     enum ag_log_level log_level; /* logging threshold */
-    size_t max_frame_bytes;   /* longest accepted request line */
-    int drain_timeout_ms;     /* on SIGTERM, force-close clients after this long */
+    size_t max_frame_bytes;      /* longest accepted request line */
+    int drain_timeout_ms;        /* on SIGTERM, force-close clients after this long */
 };
 
 /* Fills defaults, then the config file (when given), then flags; flags win. Returns 0, a
@@ -116,24 +116,24 @@ int methods_load_agents_dir(struct mem_store *st, const char *dir, int *n_loaded
 
 /* ---- the daemon ---- */
 struct agentd {
-    uv_loop_t *loop;            /* the event loop */
-    struct agentd_config cfg;   /* effective configuration */
-    uv_pipe_t listener;         /* the listening Unix socket */
-    bool listening;             /* listener is open */
-    uv_signal_t sig_term;       /* SIGTERM: drain and exit */
-    uv_signal_t sig_int;        /* SIGINT: drain and exit */
-    uv_timer_t drain_timer;     /* force-close deadline while draining */
-    bool draining;              /* a stop signal arrived */
-    struct storeq *sq;          /* storage thread */
-    struct conn *conns;         /* open connections */
-    uint64_t n_conns;           /* open connections */
-    uint64_t next_conn_id;      /* for logs */
-    uint64_t n_requests;        /* requests answered since start */
-    int64_t n_agents;           /* agents in the store (kept current by agent methods) */
-    int schema_version;         /* store schema after migrations */
-    int64_t started_ms;         /* monotonic start time */
-    char db_path[4200];         /* SQLite file */
-    int lock_fd;                /* flock'ed lock file in the data dir */
+    uv_loop_t *loop;          /* the event loop */
+    struct agentd_config cfg; /* effective configuration */
+    uv_pipe_t listener;       /* the listening Unix socket */
+    bool listening;           /* listener is open */
+    uv_signal_t sig_term;     /* SIGTERM: drain and exit */
+    uv_signal_t sig_int;      /* SIGINT: drain and exit */
+    uv_timer_t drain_timer;   /* force-close deadline while draining */
+    bool draining;            /* a stop signal arrived */
+    struct storeq *sq;        /* storage thread */
+    struct conn *conns;       /* open connections */
+    uint64_t n_conns;         /* open connections */
+    uint64_t next_conn_id;    /* for logs */
+    uint64_t n_requests;      /* requests answered since start */
+    int64_t n_agents;         /* agents in the store (kept current by agent methods) */
+    int schema_version;       /* store schema after migrations */
+    int64_t started_ms;       /* monotonic start time */
+    char db_path[4200];       /* SQLite file */
+    int lock_fd;              /* flock'ed lock file in the data dir */
 };
 
 /* Begins a clean shutdown (signal handler or fatal condition). */

@@ -12,30 +12,29 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: agentd [options]\n"
-            "\n"
-            "agentd runs many agents in one daemon and serves them over a Unix socket\n"
-            "(JSON-RPC 2.0, one request per line). Talk to it with agentctl.\n"
-            "\n"
-            "options:\n"
-            "  --socket PATH       Unix socket to listen on (default: $AGENTD_SOCKET,\n"
-            "                      else $XDG_RUNTIME_DIR/agentd.sock, else DATA/agentd.sock;\n"
-            "                      with an explicit --data, DATA/agentd.sock)\n"
-            "  --data DIR          data directory: database and lock (default: $AGENTD_DATA,\n"
-            "                      else $XDG_DATA_HOME/agentd, else ~/.local/share/agentd)\n"
-            "  --config FILE       JSON config file with any of the keys: socket, data_dir,\n"
-            "                      agents_dir, log_level, max_frame_bytes, drain_timeout_ms\n"
-            "  --agents DIR        load *.agent.yaml / *.agent.json from DIR at start\n"
-            "                      (new agents are created, changed ones updated)\n"
-            "  --log-level LEVEL   error, warn, info (default) or debug\n"
-            "  --max-frame BYTES   longest accepted request line (default 16777216)\n"
-            "  -h, --help          show this help and exit\n"
-            "  -V, --version       show the version and exit\n"
-            "\n"
-            "example:\n"
-            "  agentd --agents examples &\n"
-            "  agentctl ping\n");
+    fprintf(f, "usage: agentd [options]\n"
+               "\n"
+               "agentd runs many agents in one daemon and serves them over a Unix socket\n"
+               "(JSON-RPC 2.0, one request per line). Talk to it with agentctl.\n"
+               "\n"
+               "options:\n"
+               "  --socket PATH       Unix socket to listen on (default: $AGENTD_SOCKET,\n"
+               "                      else $XDG_RUNTIME_DIR/agentd.sock, else DATA/agentd.sock;\n"
+               "                      with an explicit --data, DATA/agentd.sock)\n"
+               "  --data DIR          data directory: database and lock (default: $AGENTD_DATA,\n"
+               "                      else $XDG_DATA_HOME/agentd, else ~/.local/share/agentd)\n"
+               "  --config FILE       JSON config file with any of the keys: socket, data_dir,\n"
+               "                      agents_dir, log_level, max_frame_bytes, drain_timeout_ms\n"
+               "  --agents DIR        load *.agent.yaml / *.agent.json from DIR at start\n"
+               "                      (new agents are created, changed ones updated)\n"
+               "  --log-level LEVEL   error, warn, info (default) or debug\n"
+               "  --max-frame BYTES   longest accepted request line (default 16777216)\n"
+               "  -h, --help          show this help and exit\n"
+               "  -V, --version       show the version and exit\n"
+               "\n"
+               "example:\n"
+               "  agentd --agents examples &\n"
+               "  agentctl ping\n");
 }
 
 static int parse_size(const char *s, const char *what, size_t *out, struct ag_err *err)
@@ -43,8 +42,10 @@ static int parse_size(const char *s, const char *what, size_t *out, struct ag_er
     char *end;
     unsigned long long v = strtoull(s, &end, 10);
     if (!*s || *end || v < 1024 || v > (1ull << 31))
-        return ag_err_set(err, AG_EINVAL, "%s: expected a byte count from 1024 to 2147483648, "
-                          "got '%s'", what, s);
+        return ag_err_set(err, AG_EINVAL,
+                          "%s: expected a byte count from 1024 to 2147483648, "
+                          "got '%s'",
+                          what, s);
     *out = (size_t)v;
     return 0;
 }
@@ -61,8 +62,8 @@ static int copy_path(char *dst, size_t n, const char *src, const char *what, str
 static int load_file(struct agentd_config *cfg, const char *path, bool *data_set,
                      struct ag_err *err)
 {
-    static const char *const keys[] = {"socket",          "data_dir",        "agents_dir",
-                                       "log_level",       "max_frame_bytes", "drain_timeout_ms",
+    static const char *const keys[] = {"socket",    "data_dir",        "agents_dir",
+                                       "log_level", "max_frame_bytes", "drain_timeout_ms",
                                        NULL};
     char *text;
     size_t len;
@@ -188,13 +189,18 @@ int agentd_config_load(struct agentd_config *cfg, int argc, char **argv, struct 
             if ((rc = parse_size(optarg, "--max-frame", &cfg->max_frame_bytes, err)) != 0)
                 return rc;
             break;
-        case OPT_CONFIG: break;
+        case OPT_CONFIG:
+            break;
         case '?':
             if (optopt)
-                return ag_err_set(err, AG_EINVAL, "option -%c is unknown or needs a value "
-                                  "(see agentd --help)", optopt);
-            return ag_err_set(err, AG_EINVAL, "option '%s' is unknown or needs a value (see "
-                              "agentd --help)", argv[optind - 1]);
+                return ag_err_set(err, AG_EINVAL,
+                                  "option -%c is unknown or needs a value "
+                                  "(see agentd --help)",
+                                  optopt);
+            return ag_err_set(err, AG_EINVAL,
+                              "option '%s' is unknown or needs a value (see "
+                              "agentd --help)",
+                              argv[optind - 1]);
         }
     }
     if (optind < argc)
@@ -208,8 +214,10 @@ int agentd_config_load(struct agentd_config *cfg, int argc, char **argv, struct 
         const char *env = getenv("AGENTD_SOCKET");
         if (data_set && !(env && *env)) {
             if (strlen(cfg->data_dir) + sizeof("/agentd.sock") > sizeof(cfg->socket_path))
-                return ag_err_set(err, AG_EINVAL, "socket path %s/agentd.sock is too long for a "
-                                  "Unix socket; pick a shorter one with --socket", cfg->data_dir);
+                return ag_err_set(err, AG_EINVAL,
+                                  "socket path %s/agentd.sock is too long for a "
+                                  "Unix socket; pick a shorter one with --socket",
+                                  cfg->data_dir);
             size_t n = strlen(cfg->data_dir);
             memcpy(cfg->socket_path, cfg->data_dir, n);
             memcpy(cfg->socket_path + n, "/agentd.sock", sizeof("/agentd.sock"));

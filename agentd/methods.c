@@ -82,14 +82,14 @@ enum job_kind {
 };
 
 struct method_job {
-    struct storeq_job base;     /* must be first */
-    enum job_kind kind;         /* what to do */
-    struct conn *c;             /* who asked (referenced until done) */
-    struct proto_req req;       /* owned request; params read by the storage thread */
-    struct proto_val *result;   /* built by work(), sent by done() */
-    struct ag_err err;          /* failure detail */
-    int rc;                     /* 0 or AG_E... */
-    int64_t agents_delta;       /* +1 / -1 when an agent was created / deleted */
+    struct storeq_job base;   /* must be first */
+    enum job_kind kind;       /* what to do */
+    struct conn *c;           /* who asked (referenced until done) */
+    struct proto_req req;     /* owned request; params read by the storage thread */
+    struct proto_val *result; /* built by work(), sent by done() */
+    struct ag_err err;        /* failure detail */
+    int rc;                   /* 0 or AG_E... */
+    int64_t agents_delta;     /* +1 / -1 when an agent was created / deleted */
 };
 
 /* Exactly one of params.spec, params.text (+ filename) or params.path gives the definition. */
@@ -118,10 +118,10 @@ static int do_agent_write(struct method_job *j, struct mem_store *st)
     const char *name = proto_get_str(spec, "name");
     const char *want = proto_get_str(p, "name");
     if (want && strcmp(want, name) != 0) {
+        ag_err_set(&j->err, AG_EPARAMS,
+                   "params.name: '%s' does not match the definition's name '%s'", want, name);
         proto_val_free(spec);
-        return ag_err_set(&j->err, AG_EPARAMS,
-                          "params.name: '%s' does not match the definition's name '%s'", want,
-                          name);
+        return AG_EPARAMS;
     }
     char *json = proto_print(spec);
     if (j->kind == JOB_AGENT_CREATE) {
@@ -148,7 +148,9 @@ static void job_work(struct storeq_job *base, struct mem_store *st)
 
     switch (j->kind) {
     case JOB_AGENT_CREATE:
-    case JOB_AGENT_UPDATE: rc = do_agent_write(j, st); break;
+    case JOB_AGENT_UPDATE:
+        rc = do_agent_write(j, st);
+        break;
     case JOB_AGENT_GET: {
         struct mem_agent a = {0};
         if ((rc = mem_agent_get(st, name, &a, &j->err)) == 0) j->result = agent_json(&a, true);
@@ -183,8 +185,7 @@ static void job_work(struct storeq_job *base, struct mem_store *st)
     case JOB_SESSION_LIST: {
         struct mem_session *list = NULL;
         size_t n = 0;
-        if ((rc = mem_session_list(st, proto_get_str(p, "agent"), &list, &n, &j->err)) != 0)
-            break;
+        if ((rc = mem_session_list(st, proto_get_str(p, "agent"), &list, &n, &j->err)) != 0) break;
         j->result = proto_obj();
         struct proto_val *arr = proto_add(j->result, "sessions", proto_arr());
         for (size_t i = 0; i < n; i++) proto_push(arr, session_json(&list[i]));
@@ -350,8 +351,10 @@ static int unknown_method(const char *name, struct ag_err *err)
     const struct proto_method_info *mi = proto_method_find(name);
     size_t n;
     if (mi)
-        return ag_err_set(err, AG_EUNSUPPORTED, "method '%s' is not implemented by this agentd "
-                          "version yet", name);
+        return ag_err_set(err, AG_EUNSUPPORTED,
+                          "method '%s' is not implemented by this agentd "
+                          "version yet",
+                          name);
     mi = proto_methods(&n);
     const char *best = NULL;
     int best_d = 3;

@@ -23,8 +23,8 @@
 static char read_buf[64 * 1024]; /* shared by all reads: the loop is single-threaded */
 
 struct wreq {
-    uv_write_t req;  /* libuv request; req.data is the connection */
-    char *data;      /* owned bytes being written */
+    uv_write_t req; /* libuv request; req.data is the connection */
+    char *data;     /* owned bytes being written */
 };
 
 static void conn_process(struct conn *c);
@@ -224,8 +224,8 @@ static void handle_frame(struct conn *c, const char *line, size_t len)
     } else if (req.id) {
         conn_reply_error(c, req.id, &err);
     } else {
-        ag_debug("client %llu: notification %s failed: %s", (unsigned long long)c->id,
-                 req.method, err.msg);
+        ag_debug("client %llu: notification %s failed: %s", (unsigned long long)c->id, req.method,
+                 err.msg);
     }
     proto_val_free(result);
     proto_req_release(&req);
@@ -312,8 +312,8 @@ static void on_connection(uv_stream_t *server, int status)
         c->uid = cred.uid;
         c->pid = cred.pid;
     }
-    ag_debug("client %llu: connected (uid %u, pid %d)", (unsigned long long)c->id,
-             (unsigned)c->uid, (int)c->pid);
+    ag_debug("client %llu: connected (uid %u, pid %d)", (unsigned long long)c->id, (unsigned)c->uid,
+             (int)c->pid);
     if (d->draining) {
         conn_close(c);
         return;
@@ -329,18 +329,18 @@ static int claim_socket_path(const char *path, struct ag_err *err)
 
     if (lstat(path, &st) != 0) return 0;
     if (!S_ISSOCK(st.st_mode))
-        return ag_err_set(err, AG_EEXISTS, "%s exists and is not a socket; remove it or pick "
-                          "another path with --socket", path);
+        return ag_err_set(err, AG_EEXISTS,
+                          "%s exists and is not a socket; remove it or pick "
+                          "another path with --socket",
+                          path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return ag_err_set(err, AG_EIO, "socket: %s", strerror(errno));
     memcpy(sa.sun_path, path, strlen(path) + 1);
     int live = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
     close(fd);
-    if (live)
-        return ag_err_set(err, AG_ELOCKED, "another agentd is already listening on %s", path);
+    if (live) return ag_err_set(err, AG_ELOCKED, "another agentd is already listening on %s", path);
     if (unlink(path) != 0 && errno != ENOENT)
-        return ag_err_set(err, AG_EIO, "cannot remove stale socket %s: %s", path,
-                          strerror(errno));
+        return ag_err_set(err, AG_EIO, "cannot remove stale socket %s: %s", path, strerror(errno));
     return 0;
 }
 

@@ -13,18 +13,18 @@
 #include <stdlib.h>
 
 struct storeq {
-    uv_loop_t *loop;              /* loop that receives completions */
-    uv_async_t async;             /* wakes the loop when the outbox is non-empty */
-    uv_thread_t thread;           /* the storage thread */
-    uv_mutex_t mu;                /* guards the inbox, the outbox and stop */
-    uv_cond_t cv;                 /* signalled when the inbox gains a job or stop is set */
-    struct storeq_job *in_head;   /* jobs waiting for the thread */
-    struct storeq_job *in_tail;   /* last job in the inbox */
-    struct storeq_job *out_head;  /* finished jobs waiting for the loop */
-    struct storeq_job *out_tail;  /* last job in the outbox */
-    bool stop;                    /* thread exits once the inbox is empty */
-    _Atomic size_t pending;       /* submitted, done() not yet run */
-    struct mem_store *st;         /* owned; used only by the thread */
+    uv_loop_t *loop;             /* loop that receives completions */
+    uv_async_t async;            /* wakes the loop when the outbox is non-empty */
+    uv_thread_t thread;          /* the storage thread */
+    uv_mutex_t mu;               /* guards the inbox, the outbox and stop */
+    uv_cond_t cv;                /* signalled when the inbox gains a job or stop is set */
+    struct storeq_job *in_head;  /* jobs waiting for the thread */
+    struct storeq_job *in_tail;  /* last job in the inbox */
+    struct storeq_job *out_head; /* finished jobs waiting for the loop */
+    struct storeq_job *out_tail; /* last job in the outbox */
+    bool stop;                   /* thread exits once the inbox is empty */
+    _Atomic size_t pending;      /* submitted, done() not yet run */
+    struct mem_store *st;        /* owned; used only by the thread */
 };
 
 static void push(struct storeq_job **head, struct storeq_job **tail, struct storeq_job *job)

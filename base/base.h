@@ -131,9 +131,9 @@ void ag_buf_reset(struct ag_buf *b);
 char *ag_buf_detach(struct ag_buf *b, size_t *len);
 
 /* ---- clocks ---- */
-int64_t ag_now_ms(void);      /* monotonic milliseconds */
-int64_t ag_now_ns(void);      /* monotonic nanoseconds */
-int64_t ag_wall_ms(void);     /* Unix epoch milliseconds */
+int64_t ag_now_ms(void);  /* monotonic milliseconds */
+int64_t ag_now_ns(void);  /* monotonic nanoseconds */
+int64_t ag_wall_ms(void); /* Unix epoch milliseconds */
 
 /* ---- strings and files ---- */
 /* Edit distance between a and b (for "did you mean" suggestions); capped at 255 chars each. */

@@ -9,9 +9,11 @@
 const char *ag_strerror(int code)
 {
     switch (code) {
-    case AG_OK: return "ok";
+    case AG_OK:
+        return "ok";
 #define AG__ERR_MSG(name, num, msg)                                                                \
-    case AG_E##name: return msg;
+    case AG_E##name:                                                                               \
+        return msg;
         AG_ERRNO_MAP(AG__ERR_MSG)
 #undef AG__ERR_MSG
     }
@@ -22,31 +24,56 @@ const char *ag_errname(int code)
 {
     /* Generated names are upper-case ("NOTFOUND"); clients get readable snake_case ids. */
     switch (code) {
-    case AG_OK: return "ok";
-    case AG_ENOMEM: return "out_of_memory";
-    case AG_EINVAL: return "invalid_argument";
-    case AG_ENOTFOUND: return "not_found";
-    case AG_EEXISTS: return "already_exists";
-    case AG_EIO: return "io_error";
-    case AG_EPARSE: return "parse_error";
-    case AG_ETOOBIG: return "too_large";
-    case AG_EBUSY: return "busy";
-    case AG_EPROTO: return "protocol_error";
-    case AG_EDB: return "database_error";
-    case AG_ELOCKED: return "locked";
-    case AG_ECLOSED: return "closed";
-    case AG_ETIMEOUT: return "timeout";
-    case AG_EUNSUPPORTED: return "unsupported";
-    case AG_ESPEC: return "invalid_definition";
-    case AG_ECTXOVERFLOW: return "context_overflow";
-    case AG_EQUOTA: return "quota_exceeded";
-    case AG_ETOOL: return "tool_failed";
-    case AG_ESANDBOX: return "sandbox_gone";
-    case AG_ECANCELLED: return "cancelled";
-    case AG_ENOMETHOD: return "method_not_found";
-    case AG_EPARAMS: return "invalid_params";
-    case AG_ESHUTDOWN: return "shutting_down";
-    case AG_EINTERNAL: return "internal_error";
+    case AG_OK:
+        return "ok";
+    case AG_ENOMEM:
+        return "out_of_memory";
+    case AG_EINVAL:
+        return "invalid_argument";
+    case AG_ENOTFOUND:
+        return "not_found";
+    case AG_EEXISTS:
+        return "already_exists";
+    case AG_EIO:
+        return "io_error";
+    case AG_EPARSE:
+        return "parse_error";
+    case AG_ETOOBIG:
+        return "too_large";
+    case AG_EBUSY:
+        return "busy";
+    case AG_EPROTO:
+        return "protocol_error";
+    case AG_EDB:
+        return "database_error";
+    case AG_ELOCKED:
+        return "locked";
+    case AG_ECLOSED:
+        return "closed";
+    case AG_ETIMEOUT:
+        return "timeout";
+    case AG_EUNSUPPORTED:
+        return "unsupported";
+    case AG_ESPEC:
+        return "invalid_definition";
+    case AG_ECTXOVERFLOW:
+        return "context_overflow";
+    case AG_EQUOTA:
+        return "quota_exceeded";
+    case AG_ETOOL:
+        return "tool_failed";
+    case AG_ESANDBOX:
+        return "sandbox_gone";
+    case AG_ECANCELLED:
+        return "cancelled";
+    case AG_ENOMETHOD:
+        return "method_not_found";
+    case AG_EPARAMS:
+        return "invalid_params";
+    case AG_ESHUTDOWN:
+        return "shutting_down";
+    case AG_EINTERNAL:
+        return "internal_error";
     }
     return "unknown";
 }

@@ -63,14 +63,16 @@ int ag_mkdir_p(const char *path, unsigned mode, struct ag_err *err)
     char tmp[4096];
     size_t n = strlen(path);
 
-    if (n == 0 || n >= sizeof(tmp)) return ag_err_set(err, AG_EINVAL, "bad directory path '%s'", path);
+    if (n == 0 || n >= sizeof(tmp))
+        return ag_err_set(err, AG_EINVAL, "bad directory path '%s'", path);
     memcpy(tmp, path, n + 1);
     for (size_t i = 1; i <= n; i++) {
         if (tmp[i] != '/' && tmp[i] != '\0') continue;
         char saved = tmp[i];
         tmp[i] = '\0';
         if (mkdir(tmp, mode) != 0 && errno != EEXIST)
-            return ag_err_set(err, AG_EIO, "cannot create directory '%s': %s", tmp, strerror(errno));
+            return ag_err_set(err, AG_EIO, "cannot create directory '%s': %s", tmp,
+                              strerror(errno));
         tmp[i] = saved;
     }
     struct stat st;

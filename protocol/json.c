@@ -80,13 +80,19 @@ enum proto_type proto_type(const struct proto_val *v)
     const cJSON *c = CC(v);
     if (!c) return PROTO_INVALID;
     switch (c->type & 0xff) {
-    case cJSON_NULL: return PROTO_NULL;
+    case cJSON_NULL:
+        return PROTO_NULL;
     case cJSON_False:
-    case cJSON_True: return PROTO_BOOL;
-    case cJSON_Number: return PROTO_NUMBER;
-    case cJSON_String: return PROTO_STRING;
-    case cJSON_Array: return PROTO_ARRAY;
-    case cJSON_Object: return PROTO_OBJECT;
+    case cJSON_True:
+        return PROTO_BOOL;
+    case cJSON_Number:
+        return PROTO_NUMBER;
+    case cJSON_String:
+        return PROTO_STRING;
+    case cJSON_Array:
+        return PROTO_ARRAY;
+    case cJSON_Object:
+        return PROTO_OBJECT;
     }
     return PROTO_INVALID;
 }
@@ -277,11 +283,21 @@ void proto_buf_quote(struct ag_buf *b, const char *s)
     for (; *p; p++) {
         unsigned char c = *p;
         switch (c) {
-        case '"': ag_buf_append(b, "\\\"", 2); break;
-        case '\\': ag_buf_append(b, "\\\\", 2); break;
-        case '\n': ag_buf_append(b, "\\n", 2); break;
-        case '\r': ag_buf_append(b, "\\r", 2); break;
-        case '\t': ag_buf_append(b, "\\t", 2); break;
+        case '"':
+            ag_buf_append(b, "\\\"", 2);
+            break;
+        case '\\':
+            ag_buf_append(b, "\\\\", 2);
+            break;
+        case '\n':
+            ag_buf_append(b, "\\n", 2);
+            break;
+        case '\r':
+            ag_buf_append(b, "\\r", 2);
+            break;
+        case '\t':
+            ag_buf_append(b, "\\t", 2);
+            break;
         default:
             if (c < 0x20) {
                 char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};

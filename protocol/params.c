@@ -31,8 +31,8 @@ int proto_param_str(const struct proto_val *params, const char *key, bool requir
     return 0;
 }
 
-int proto_param_int(const struct proto_val *params, const char *key, bool required,
-                    int64_t min, int64_t max, int64_t *out, struct ag_err *err)
+int proto_param_int(const struct proto_val *params, const char *key, bool required, int64_t min,
+                    int64_t max, int64_t *out, struct ag_err *err)
 {
     int rc;
     const struct proto_val *v = member(params, key, required, &rc, err);

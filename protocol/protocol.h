@@ -167,12 +167,12 @@ struct proto_method_info {
     bool implemented;    /* served by this build */
 };
 struct proto_event_info {
-    const char *name;    /* "text.delta" */
+    const char *name; /* "text.delta" */
     const char *summary;
 };
 struct proto_error_info {
-    int rpc_code;        /* on the wire */
-    int ag_code;         /* AG_E... */
+    int rpc_code; /* on the wire */
+    int ag_code;  /* AG_E... */
     const char *summary;
 };
 
@@ -185,15 +185,14 @@ const struct proto_method_info *proto_method_find(const char *name);
 /* Each returns 0 or AG_EPARAMS with err naming "params.<key>". */
 int proto_param_str(const struct proto_val *params, const char *key, bool required,
                     const char **out, struct ag_err *err);
-int proto_param_int(const struct proto_val *params, const char *key, bool required,
-                    int64_t min, int64_t max, int64_t *out, struct ag_err *err);
+int proto_param_int(const struct proto_val *params, const char *key, bool required, int64_t min,
+                    int64_t max, int64_t *out, struct ag_err *err);
 int proto_param_bool(const struct proto_val *params, const char *key, bool required, bool *out,
                      struct ag_err *err);
 int proto_param_obj(const struct proto_val *params, const char *key, bool required,
                     const struct proto_val **out, struct ag_err *err);
 /* Fails when params has a member not listed in keys (NULL-terminated), with a suggestion. */
-int proto_param_known(const struct proto_val *params, const char *const *keys,
-                      struct ag_err *err);
+int proto_param_known(const struct proto_val *params, const char *const *keys, struct ag_err *err);
 
 /* ---- default locations, shared by agentd and agentctl (paths.c) ---- */
 /* Data dir: $AGENTD_DATA, else $XDG_DATA_HOME/agentd, else $HOME/.local/share/agentd. */

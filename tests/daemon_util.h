@@ -26,11 +26,11 @@
 #include "../protocol/protocol.h"
 
 struct tdaemon {
-    char dir[256];    /* temporary root: data/ and the socket live here */
-    char data[300];   /* data dir */
-    char sock[300];   /* socket path */
-    char log[300];    /* daemon stderr */
-    pid_t pid;        /* running daemon, 0 when stopped */
+    char dir[256];  /* temporary root: data/ and the socket live here */
+    char data[300]; /* data dir */
+    char sock[300]; /* socket path */
+    char log[300];  /* daemon stderr */
+    pid_t pid;      /* running daemon, 0 when stopped */
 };
 
 static inline const char *bin_dir(void)
@@ -128,13 +128,25 @@ static inline void tdaemon_kill9(struct tdaemon *d)
     d->pid = 0;
 }
 
-static inline void tdaemon_cleanup(struct tdaemon *d)
+/* Stops the daemon and removes its files. Returns false when the daemon did not exit cleanly
+ * or its log holds a sanitizer report (so `make asan` fails on any of them). */
+static inline bool tdaemon_cleanup(struct tdaemon *d)
 {
-    char cmd[600];
-    if (d->pid) tdaemon_stop(d);
-    if (getenv("KEEP_TEST_DIRS")) return;
+    char cmd[600], *log = NULL;
+    size_t n;
+    bool ok = true;
+    if (d->pid) ok = tdaemon_stop(d) == 0;
+    if (ag_read_file(d->log, 64u << 20, &log, &n, NULL) == 0) {
+        if (strstr(log, "Sanitizer") || strstr(log, "runtime error:")) {
+            printf("  sanitizer report in %s\n", d->log);
+            ok = false;
+        }
+        free(log);
+    }
+    if (getenv("KEEP_TEST_DIRS") || !ok) return ok;
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d->dir);
     if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", d->dir);
+    return ok;
 }
 
 static inline bool send_all(int fd, const void *buf, size_t n)
@@ -192,13 +204,14 @@ static inline bool tconn_send(struct tconn *c, const char *text)
 }
 
 /* Sends a request (params JSON text or NULL) and returns the response (caller frees). */
-static inline struct proto_val *tcall(struct tconn *c, int id, const char *method, const char *params)
+static inline struct proto_val *tcall(struct tconn *c, int id, const char *method,
+                                      const char *params)
 {
-    char *line = params ? ag_asprintf("{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"%s\","
-                                      "\"params\":%s}\n",
-                                      id, method, params)
-                        : ag_asprintf("{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"%s\"}\n", id,
-                                      method);
+    char *line =
+        params ? ag_asprintf("{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"%s\","
+                             "\"params\":%s}\n",
+                             id, method, params)
+               : ag_asprintf("{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"%s\"}\n", id, method);
     bool ok = tconn_send(c, line);
     free(line);
     return ok ? tconn_read(c, 10000) : NULL;

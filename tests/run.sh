@@ -6,7 +6,8 @@ set -u
 passed=0 failed=0 skipped=0
 for t in "$@"; do
     echo "== $(basename "$t")"
-    out=$("$t" 2>&1)
+    # A hung test binary must not hang CI: each gets TEST_TIMEOUT seconds (default 600).
+    out=$(timeout "${TEST_TIMEOUT:-600}" "$t" 2>&1)
     rc=$?
     printf '%s\n' "$out"
     line=$(printf '%s\n' "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed' | tail -n 1)

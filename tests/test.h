@@ -37,8 +37,8 @@ static const char *test__filter;
     do {                                                                                           \
         const char *test__a = (a), *test__b = (b);                                                 \
         if (!test__a || !test__b || strcmp(test__a, test__b) != 0) {                               \
-            printf("  FAIL %s:%d: %s == %s: got \"%s\", want \"%s\"\n", __FILE__, __LINE__, #a, #b, \
-                   test__a ? test__a : "(null)", test__b ? test__b : "(null)");                     \
+            printf("  FAIL %s:%d: %s == %s: got \"%s\", want \"%s\"\n", __FILE__, __LINE__, #a,    \
+                   #b, test__a ? test__a : "(null)", test__b ? test__b : "(null)");                \
             test__cur_failed++;                                                                    \
         }                                                                                          \
     } while (0)

@@ -167,8 +167,8 @@ static void test_rpc_parse_ok(void)
     CHECK(req.id == NULL); /* a notification */
     CHECK(req.params == NULL);
     proto_req_release(&req);
-    CHECK(parse_req("{\"jsonrpc\":\"2.0\",\"id\":\"abc\",\"method\":\"ping\",\"params\":null}", &req,
-                    &bad, &err) == 0);
+    CHECK(parse_req("{\"jsonrpc\":\"2.0\",\"id\":\"abc\",\"method\":\"ping\",\"params\":null}",
+                    &req, &bad, &err) == 0);
     CHECK_STR(proto_str(req.id), "abc");
     proto_req_release(&req);
 }
@@ -255,7 +255,8 @@ static void test_catalog(void)
 
 static void test_params(void)
 {
-    struct proto_val *p = parse("{\"name\":\"x\",\"n\":5,\"f\":1.5,\"b\":true,\"o\":{},\"nmae\":1}");
+    struct proto_val *p =
+        parse("{\"name\":\"x\",\"n\":5,\"f\":1.5,\"b\":true,\"o\":{},\"nmae\":1}");
     struct ag_err err = {0};
     const char *s;
     int64_t n;
