@@ -118,6 +118,8 @@ fail:
     proto_val_free(v);
     /* The helpers say "params.key"; in a config file the key alone reads better. */
     if (strncmp(err->msg, "params.", 7) == 0) memmove(err->msg, err->msg + 7, strlen(err->msg) - 6);
+    char *u = strstr(err->msg, "unknown parameter");
+    if (u) memmove(u + 11, u + 17, strlen(u + 17) + 1), memcpy(u, "unknown key", 11);
     ag_err_prefix(err, "%s: ", path);
     return AG_EINVAL;
 }

@@ -83,6 +83,8 @@ int proto_param_known(const struct proto_val *params, const char *const *keys, s
                 break;
             }
             int d = ag_levenshtein(k, keys[i]);
+            /* A key that starts the right name ("max_frame") is a near miss too. */
+            if (strlen(k) >= 3 && strncmp(keys[i], k, strlen(k)) == 0) d = 2;
             if (d < best_d) best_d = d, best = keys[i];
         }
         if (known) continue;

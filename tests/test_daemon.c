@@ -517,6 +517,45 @@ static void test_agents_dir_loaded(void)
     CHECK(tdaemon_cleanup(&k));
 }
 
+static void test_config_file(void)
+{
+    struct tdaemon k;
+    char cfg[400], cmd[1200], out[1024] = "";
+    CHECK(tdaemon_init(&k));
+    snprintf(cfg, sizeof(cfg), "%s/agentd.json", k.dir);
+    FILE *f = fopen(cfg, "w");
+    fputs("{\"max_frame_bytes\": 4096, \"log_level\": \"warn\", \"drain_timeout_ms\": 100}\n", f);
+    fclose(f);
+    const char *args[] = {"--config", cfg, NULL};
+    CHECK(tdaemon_start_args(&k, args)); /* its --log-level debug flag wins over the file */
+    struct tconn c;
+    CHECK(tconn_open(&c, k.sock));
+    struct proto_val *r = tcall(&c, 1, "initialize", NULL);
+    CHECK(proto_int(proto_get(proto_get(proto_get(r, "result"), "capabilities"), "max_frame_bytes"),
+                    0) == 4096);
+    proto_val_free(r);
+    tconn_close(&c);
+    CHECK(tdaemon_cleanup(&k));
+
+    /* A typo in the config file is an error that names the file and the key. */
+    CHECK(tdaemon_init(&k));
+    snprintf(cfg, sizeof(cfg), "%s/agentd.json", k.dir);
+    f = fopen(cfg, "w");
+    fputs("{\"max_frame\": 4096}\n", f);
+    fclose(f);
+    snprintf(cmd, sizeof(cmd), "timeout 20 %s/agentd --config %s --data %s 2>&1", bin_dir(), cfg,
+             k.data);
+    FILE *p = popen(cmd, "r");
+    size_t n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    CHECKF(strstr(out, "agentd.json: max_frame: unknown key (did you mean "
+                       "'max_frame_bytes'?)") != NULL,
+           "'%s'", out);
+    CHECK(tdaemon_cleanup(&k));
+}
+
 static void test_bad_flags(void)
 {
     char cmd[512], out[1024] = "";
@@ -569,6 +608,7 @@ int main(int argc, char **argv)
     RUN(test_kill9_after_create);
     RUN(test_sigterm_drains);
     RUN(test_agents_dir_loaded);
+    RUN(test_config_file);
     RUN(test_bad_flags);
     RUN(test_clean_exit);
     return TEST_END();
