@@ -149,35 +149,14 @@ int ctl_read_input(const char *path, size_t max_bytes, char **text, size_t *len,
     bool is_stdin = strcmp(path, "-") == 0;
     const char *shown = is_stdin ? "<stdin>" : path;
     int fd = is_stdin ? 0 : open(path, O_RDONLY | O_CLOEXEC);
-    struct ag_buf b;
-    char chunk[16384];
-    int rc = 0;
 
     if (fd < 0) return ag_err_set(err, AG_EIO, "%s: cannot open: %s", shown, strerror(errno));
-    ag_buf_init(&b);
-    ag_buf_reserve(&b, 0);
-    for (;;) {
-        ssize_t n = read(fd, chunk, sizeof(chunk));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            rc = ag_err_set(err, AG_EIO, "%s: cannot read: %s", shown, strerror(errno));
-            break;
-        }
-        if (n == 0) break;
-        if (b.len + (size_t)n > max_bytes) {
-            rc = ag_err_set(err, AG_ETOOBIG, "%s: larger than %zu MiB, the most agentctl sends",
-                            shown, max_bytes >> 20);
-            break;
-        }
-        ag_buf_append(&b, chunk, (size_t)n);
-    }
+    int rc = ag_read_fd(fd, shown, max_bytes, text, len, err);
     if (!is_stdin) close(fd);
-    if (rc) {
-        ag_buf_release(&b);
-        return rc;
-    }
-    *text = ag_buf_detach(&b, len);
-    return 0;
+    if (rc == AG_ETOOBIG)
+        ag_err_set(err, rc, "%s: larger than %zu MiB, the most agentctl sends", shown,
+                   max_bytes >> 20);
+    return rc;
 }
 
 /* ---- help ---- */

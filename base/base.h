@@ -143,6 +143,9 @@ int ag_str_has_suffix(const char *s, const char *suffix);
 int ag_mkdir_p(const char *path, unsigned mode, struct ag_err *err);
 /* Reads a whole file (up to max_bytes) into *out (NUL-terminated; caller frees). */
 int ag_read_file(const char *path, size_t max_bytes, char **out, size_t *len, struct ag_err *err);
+/* Reads fd to its end (up to max_bytes) into *out, like ag_read_file; name is for messages. */
+int ag_read_fd(int fd, const char *name, size_t max_bytes, char **out, size_t *len,
+               struct ag_err *err);
 /* Returns the last path component (a pointer into path). */
 const char *ag_basename(const char *path);
 

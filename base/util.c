@@ -81,13 +81,12 @@ int ag_mkdir_p(const char *path, unsigned mode, struct ag_err *err)
     return 0;
 }
 
-int ag_read_file(const char *path, size_t max_bytes, char **out, size_t *len, struct ag_err *err)
+int ag_read_fd(int fd, const char *name, size_t max_bytes, char **out, size_t *len,
+               struct ag_err *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct ag_buf b;
     char chunk[16384];
 
-    if (fd < 0) return ag_err_set(err, AG_EIO, "%s: cannot open: %s", path, strerror(errno));
     ag_buf_init(&b);
     ag_buf_reserve(&b, 0);
     for (;;) {
@@ -95,22 +94,27 @@ int ag_read_file(const char *path, size_t max_bytes, char **out, size_t *len, st
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
             int e = errno;
-            close(fd);
             ag_buf_release(&b);
-            return ag_err_set(err, AG_EIO, "%s: read failed: %s", path, strerror(e));
+            return ag_err_set(err, AG_EIO, "%s: cannot read: %s", name, strerror(e));
         }
         if (n == 0) break;
         if (b.len + (size_t)n > max_bytes) {
-            close(fd);
             ag_buf_release(&b);
-            return ag_err_set(err, AG_ETOOBIG, "%s: file is larger than %zu bytes", path,
-                              max_bytes);
+            return ag_err_set(err, AG_ETOOBIG, "%s: larger than %zu bytes", name, max_bytes);
         }
         ag_buf_append(&b, chunk, (size_t)n);
     }
-    close(fd);
     *out = ag_buf_detach(&b, len);
     return 0;
+}
+
+int ag_read_file(const char *path, size_t max_bytes, char **out, size_t *len, struct ag_err *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return ag_err_set(err, AG_EIO, "%s: cannot open: %s", path, strerror(errno));
+    int rc = ag_read_fd(fd, path, max_bytes, out, len, err);
+    close(fd);
+    return rc;
 }
 
 const char *ag_basename(const char *path)
