@@ -18,7 +18,7 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -pthread -MMD -MP $(SANITIZE)
 LDFLAGS += -pthread $(SANITIZE)
 LDLIBS  := -luv -lcjson -lsqlite3 -lyaml -lm
 
-LIB_SRC    := $(wildcard base/*.c protocol/*.c memory/*.c)
+LIB_SRC    := $(wildcard base/*.c protocol/*.c memory/*.c engine/*.c)
 DAEMON_SRC := $(filter-out agentd/main.c,$(wildcard agentd/*.c))
 CTL_SRC    := $(wildcard agentctl/*.c)
 TEST_SRC   := $(wildcard tests/test_*.c)
