@@ -312,7 +312,7 @@ static void on_connection(uv_stream_t *server, int status)
         c->uid = cred.uid;
         c->pid = cred.pid;
     }
-    ag_debug("client %llu: connected (uid %u, pid %d)", (unsigned long long)c->id, (unsigned)c->uid,
+    ag_info("client %llu: connected (uid %u, pid %d)", (unsigned long long)c->id, (unsigned)c->uid,
              (int)c->pid);
     if (d->draining) {
         conn_close(c);
