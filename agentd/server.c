@@ -313,7 +313,7 @@ static void on_connection(uv_stream_t *server, int status)
         c->pid = cred.pid;
     }
     ag_info("client %llu: connected (uid %u, pid %d)", (unsigned long long)c->id, (unsigned)c->uid,
-             (int)c->pid);
+            (int)c->pid);
     if (d->draining) {
         conn_close(c);
         return;
