@@ -45,12 +45,17 @@ help:
 	@echo "  make asan     build with ASan+UBSan into build-asan/ and run the tests"
 	@echo "  make fuzz     build the libFuzzer targets and run each for FUZZ_SECONDS (default 60)"
 	@echo "  make bench    socket ping throughput beside redis-benchmark (see bench/RESULTS.md)"
+	@echo "  make model    fetch model weights into models/ (MODEL=smollm2|gemma3|all|list; default smollm2)"
 	@echo "  make format   clang-format every C source and header"
 	@echo "  make clean    remove build outputs"
 	@echo "variables: WERROR=0 (packagers), OPT='-O0 -g', BUILD=dir, FUZZ_SECONDS=N"
 
 deps:
 	@scripts/deps.sh
+
+.PHONY: model
+model:
+	@scripts/model.sh $(MODEL)
 
 # Installs what is missing first, so a fresh clone needs nothing but this command.
 test:
