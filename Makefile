@@ -60,6 +60,7 @@ model:
 # Installs what is missing first, so a fresh clone needs nothing but this command.
 test:
 	@scripts/deps.sh --check || scripts/deps.sh
+	@scripts/model.sh all
 	@$(MAKE) --no-print-directory all
 	@tests/run.sh $(TESTS)
 
@@ -72,6 +73,7 @@ run:
 
 asan:
 	@scripts/deps.sh --check || scripts/deps.sh
+	@scripts/model.sh all
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT='-O1 -g -fno-omit-frame-pointer' \
 		SANITIZE='-fsanitize=address,undefined -fno-sanitize-recover=all' all
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:quarantine_size_mb=16 UBSAN_OPTIONS=print_stacktrace=1 \
