@@ -1,0 +1,554 @@
+/*
+ * model.c - loads a transformer from GGUF (hyperparameters, weights bound in place, run state)
+ * and runs its forward pass through the backend ops table.
+ *
+ * Loading trusts nothing in the file: every count is range-checked before it sizes anything,
+ * every tensor must exist with exactly the shape the hyperparameters imply (the error names the
+ * tensor and both shapes) and a type the matmul kernels support. After that the forward pass
+ * needs no checks beyond the caller's token ids and positions.
+ *
+ * The forward pass takes up to ENG_MODEL_MAX_BATCH tokens per step as rows of every buffer.
+ * Per layer (llama):
+ *   xb = rmsnorm(x) * attn_norm
+ *   q, k, v = xb Wq, xb Wk, xb Wv         one matmul call (one quantization of xb)
+ *   rope(q), rope(k); k, v stored in the cache at their positions
+ *   att = softmax(q k^T / sqrt(head_dim)) v   causal, grouped KV heads
+ *   x += att Wo
+ *   xb = rmsnorm(x) * ffn_norm
+ *   x += (silu(xb Wgate) * (xb Wup)) Wdown
+ * and after the last layer logits = (rmsnorm(x) * output_norm) Woutput for the last row only.
+ */
+#include "model.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- hyperparameters ---- */
+
+/* Reads "<arch>.<suffix>" as an integer in [lo, hi]. When the key is absent, uses def if
+ * def_ok, else fails. */
+static int get_int(struct eng_gguf *g, const char *arch, const char *suffix, int64_t lo, int64_t hi,
+                   bool def_ok, int def, int *out, struct ag_err *err)
+{
+    char key[128];
+    snprintf(key, sizeof(key), "%s.%s", arch, suffix);
+    int64_t v;
+    int rc = eng_gguf_get_i64(g, key, &v, err);
+    if (rc == AG_ENOTFOUND && def_ok) {
+        ag_err_clear(err);
+        *out = def;
+        return 0;
+    }
+    if (rc == AG_ENOTFOUND)
+        return ag_err_set(err, AG_EPARSE, "%s: missing metadata key %s", eng_gguf_name(g), key);
+    if (rc < 0) return rc;
+    if (v < lo || v > hi)
+        return ag_err_set(err, AG_EINVAL, "%s: %s = %" PRId64 " is outside %" PRId64 "..%" PRId64,
+                          eng_gguf_name(g), key, v, lo, hi);
+    *out = (int)v;
+    return 0;
+}
+
+/* Reads "<arch>.<suffix>" as a float in (lo, hi), or def when absent and def_ok. */
+static int get_float(struct eng_gguf *g, const char *arch, const char *suffix, float lo, float hi,
+                     bool def_ok, float def, float *out, struct ag_err *err)
+{
+    char key[128];
+    snprintf(key, sizeof(key), "%s.%s", arch, suffix);
+    float v;
+    int rc = eng_gguf_get_f32(g, key, &v, err);
+    if (rc == AG_ENOTFOUND && def_ok) {
+        ag_err_clear(err);
+        *out = def;
+        return 0;
+    }
+    if (rc == AG_ENOTFOUND)
+        return ag_err_set(err, AG_EPARSE, "%s: missing metadata key %s", eng_gguf_name(g), key);
+    if (rc < 0) return rc;
+    if (!(v > lo && v < hi)) /* also refuses NaN */
+        return ag_err_set(err, AG_EINVAL, "%s: %s = %g is outside (%g, %g)", eng_gguf_name(g), key,
+                          (double)v, (double)lo, (double)hi);
+    *out = v;
+    return 0;
+}
+
+static int load_hparams(struct eng_gguf *g, struct eng_hparams *hp, struct ag_err *err)
+{
+    const char *name = eng_gguf_name(g);
+    const char *arch;
+    int rc = eng_gguf_get_str(g, "general.architecture", &arch, NULL, err);
+    if (rc == AG_ENOTFOUND)
+        return ag_err_set(err, AG_EPARSE, "%s: missing metadata key general.architecture", name);
+    if (rc < 0) return rc;
+    if (strcmp(arch, "llama") != 0)
+        return ag_err_set(err, AG_EUNSUPPORTED, "%s: architecture '%s' is not supported", name,
+                          arch);
+    memset(hp, 0, sizeof(*hp));
+    hp->arch = ENG_ARCH_LLAMA;
+
+    if ((rc = get_int(g, arch, "block_count", 1, ENG_MODEL_MAX_LAYERS, false, 0, &hp->n_layer,
+                      err)) < 0 ||
+        (rc = get_int(g, arch, "embedding_length", 1, ENG_MODEL_MAX_EMBD, false, 0, &hp->n_embd,
+                      err)) < 0 ||
+        (rc = get_int(g, arch, "feed_forward_length", 1, ENG_MODEL_MAX_FF, false, 0, &hp->n_ff,
+                      err)) < 0 ||
+        (rc = get_int(g, arch, "attention.head_count", 1, ENG_MODEL_MAX_HEADS, false, 0,
+                      &hp->n_head, err)) < 0 ||
+        (rc = get_int(g, arch, "attention.head_count_kv", 1, hp->n_head, true, hp->n_head,
+                      &hp->n_head_kv, err)) < 0 ||
+        (rc = get_int(g, arch, "context_length", 1, ENG_MODEL_MAX_CTX, false, 0, &hp->n_ctx_train,
+                      err)) < 0 ||
+        (rc = get_float(g, arch, "attention.layer_norm_rms_epsilon", 0.0f, 1.0f, false, 0.0f,
+                        &hp->rms_eps, err)) < 0 ||
+        (rc = get_float(g, arch, "rope.freq_base", 0.0f, 1e12f, true, 10000.0f, &hp->rope_base,
+                        err)) < 0)
+        return rc;
+    if (hp->n_head % hp->n_head_kv != 0)
+        return ag_err_set(err, AG_EINVAL, "%s: head_count %d is not a multiple of head_count_kv %d",
+                          name, hp->n_head, hp->n_head_kv);
+    int def_hd = hp->n_embd % hp->n_head == 0 ? hp->n_embd / hp->n_head : 0;
+    if ((rc = get_int(g, arch, "attention.key_length", 1, ENG_MODEL_MAX_HEAD_DIM, def_hd > 0,
+                      def_hd, &hp->head_dim, err)) < 0)
+        return rc;
+    int v_len;
+    if ((rc = get_int(g, arch, "attention.value_length", 1, ENG_MODEL_MAX_HEAD_DIM, true,
+                      hp->head_dim, &v_len, err)) < 0)
+        return rc;
+    if (v_len != hp->head_dim)
+        return ag_err_set(err, AG_EUNSUPPORTED, "%s: key_length %d != value_length %d", name,
+                          hp->head_dim, v_len);
+    if (hp->head_dim < 1 || hp->head_dim > ENG_MODEL_MAX_HEAD_DIM)
+        return ag_err_set(err, AG_EINVAL, "%s: head dimension %d is outside 1..%d", name,
+                          hp->head_dim, ENG_MODEL_MAX_HEAD_DIM);
+    if ((rc = get_int(g, arch, "rope.dimension_count", 2, hp->head_dim, true, hp->head_dim,
+                      &hp->n_rot, err)) < 0)
+        return rc;
+    if (hp->n_rot % 2 != 0)
+        return ag_err_set(err, AG_EINVAL, "%s: rope.dimension_count %d is odd", name, hp->n_rot);
+    hp->q_dim = hp->n_head * hp->head_dim;
+    hp->kv_dim = hp->n_head_kv * hp->head_dim;
+
+    /* The vocabulary size: <arch>.vocab_size when present, else the token list's length. */
+    int n_vocab = 0;
+    if ((rc = get_int(g, arch, "vocab_size", 1, ENG_MODEL_MAX_VOCAB, true, 0, &n_vocab, err)) < 0)
+        return rc;
+    const struct eng_gguf_kv *tokens = NULL;
+    rc = eng_gguf_get_arr(g, "tokenizer.ggml.tokens", ENG_GGUF_STRING, &tokens, err);
+    if (rc < 0 && rc != AG_ENOTFOUND) return rc;
+    ag_err_clear(err);
+    if (tokens) {
+        if (tokens->arr_n < 1 || tokens->arr_n > ENG_MODEL_MAX_VOCAB)
+            return ag_err_set(err, AG_EINVAL,
+                              "%s: tokenizer.ggml.tokens has %" PRIu64 " entries, outside 1..%d",
+                              name, tokens->arr_n, ENG_MODEL_MAX_VOCAB);
+        if (n_vocab && (uint64_t)n_vocab != tokens->arr_n)
+            return ag_err_set(err, AG_EINVAL, "%s: %s.vocab_size %d != %" PRIu64 " tokens", name,
+                              arch, n_vocab, tokens->arr_n);
+        n_vocab = (int)tokens->arr_n;
+    }
+    if (n_vocab == 0)
+        return ag_err_set(err, AG_EPARSE,
+                          "%s: no vocabulary size (%s.vocab_size or "
+                          "tokenizer.ggml.tokens)",
+                          name, arch);
+    hp->n_vocab = n_vocab;
+    return 0;
+}
+
+/* ---- weights ---- */
+
+/* Formats a tensor's shape as "[a, b]" into buf. */
+static const char *shape_str(const struct eng_gguf_tensor *t, char *buf, size_t len)
+{
+    size_t off = (size_t)snprintf(buf, len, "[");
+    for (uint32_t d = 0; d < t->n_dims && off < len; d++)
+        off += (size_t)snprintf(buf + off, len - off, "%s%" PRId64, d ? ", " : "", t->ne[d]);
+    if (off < len) snprintf(buf + off, len - off, "]");
+    return buf;
+}
+
+/* Finds name and checks that its shape is (ne0) or (ne0, ne1) (ne1 = 0: one dimension). */
+static int find_shaped(struct eng_gguf *g, const char *name, int64_t ne0, int64_t ne1,
+                       const struct eng_gguf_tensor **out, struct ag_err *err)
+{
+    const struct eng_gguf_tensor *t = eng_gguf_find_tensor(g, name);
+    if (!t) return ag_err_set(err, AG_EPARSE, "%s: missing tensor '%s'", eng_gguf_name(g), name);
+    int64_t want1 = ne1 ? ne1 : 1;
+    if (t->ne[0] != ne0 || t->ne[1] != want1 || t->ne[2] != 1 || t->ne[3] != 1) {
+        char found[128];
+        if (ne1)
+            return ag_err_set(err, AG_EPARSE,
+                              "%s: tensor '%s': expected shape [%" PRId64 ", %" PRId64
+                              "], found %s",
+                              eng_gguf_name(g), name, ne0, ne1, shape_str(t, found, sizeof(found)));
+        return ag_err_set(err, AG_EPARSE, "%s: tensor '%s': expected shape [%" PRId64 "], found %s",
+                          eng_gguf_name(g), name, ne0, shape_str(t, found, sizeof(found)));
+    }
+    /* Block structs hold 16-bit fields and F32 rows floats: a start that is not 4-aligned
+     * (possible only with a general.alignment below 4) would make every access misaligned. */
+    if ((uintptr_t)t->data % 4 != 0)
+        return ag_err_set(err, AG_EUNSUPPORTED, "%s: tensor '%s' data is not 4-byte aligned",
+                          eng_gguf_name(g), name);
+    *out = t;
+    return 0;
+}
+
+/* Binds the matrix name, which must have n_rows rows of n_cols values of a matmul type. */
+static int bind_mat(struct eng_gguf *g, const char *name, int64_t n_cols, int64_t n_rows,
+                    struct eng_mat *m, struct ag_err *err)
+{
+    const struct eng_gguf_tensor *t;
+    int rc = find_shaped(g, name, n_cols, n_rows, &t, err);
+    if (rc < 0) return rc;
+    const struct eng_qtype *qt = eng_qtype_get((int)t->type);
+    m->data = t->data;
+    m->qt = qt;
+    m->n_cols = n_cols;
+    m->n_rows = n_rows;
+    m->row_bytes = eng_qtype_row_bytes(qt, n_cols);
+    const struct eng_mat *mp = m;
+    bool ok = qt && qt->weight && qt->vec_dot && m->row_bytes != 0;
+    if (ok && qt->quantize_act) ok = eng_matmul_act_bytes(1, &mp, 1) != 0;
+    if (!ok)
+        return ag_err_set(err, AG_EUNSUPPORTED,
+                          "%s: tensor '%s' has type %s, which matmul does "
+                          "not support",
+                          eng_gguf_name(g), name, eng_gguf_type_name(t->type));
+    return 0;
+}
+
+/* Dequantizes the vector name (n values) into dst. */
+static int load_norm(struct eng_gguf *g, const char *name, int64_t n, float *dst,
+                     struct ag_err *err)
+{
+    const struct eng_gguf_tensor *t;
+    int rc = find_shaped(g, name, n, 0, &t, err);
+    if (rc < 0) return rc;
+    const struct eng_qtype *qt = eng_qtype_get((int)t->type);
+    if (!qt || !qt->weight || eng_qtype_row_bytes(qt, n) == 0)
+        return ag_err_set(err, AG_EUNSUPPORTED, "%s: tensor '%s' has unsupported type %s",
+                          eng_gguf_name(g), name, eng_gguf_type_name(t->type));
+    qt->dequantize(t->data, dst, n);
+    return 0;
+}
+
+static int build_weights(struct eng_gguf *g, const struct eng_hparams *hp, struct eng_weights *w,
+                         struct ag_err *err)
+{
+    const int64_t E = hp->n_embd;
+    char name[96];
+    int rc;
+
+    w->layers = ag_calloc((size_t)hp->n_layer, sizeof(*w->layers));
+    w->norms = ag_calloc((size_t)(2 * hp->n_layer + 1) * (size_t)E, sizeof(float));
+    if ((rc = bind_mat(g, "token_embd.weight", E, hp->n_vocab, &w->tok_embd, err)) < 0) return rc;
+    for (int l = 0; l < hp->n_layer; l++) {
+        struct eng_layer_weights *L = &w->layers[l];
+        float *an = w->norms + (size_t)(2 * l) * E, *fn = an + E;
+        struct {
+            const char *suffix;
+            struct eng_mat *m;
+            int64_t n_cols, n_rows;
+        } mats[] = {
+            {"attn_q", &L->wq, E, hp->q_dim},      {"attn_k", &L->wk, E, hp->kv_dim},
+            {"attn_v", &L->wv, E, hp->kv_dim},     {"attn_output", &L->wo, hp->q_dim, E},
+            {"ffn_gate", &L->w_gate, E, hp->n_ff}, {"ffn_up", &L->w_up, E, hp->n_ff},
+            {"ffn_down", &L->w_down, hp->n_ff, E},
+        };
+        for (size_t i = 0; i < sizeof(mats) / sizeof(mats[0]); i++) {
+            snprintf(name, sizeof(name), "blk.%d.%s.weight", l, mats[i].suffix);
+            if ((rc = bind_mat(g, name, mats[i].n_cols, mats[i].n_rows, mats[i].m, err)) < 0)
+                return rc;
+        }
+        snprintf(name, sizeof(name), "blk.%d.attn_norm.weight", l);
+        if ((rc = load_norm(g, name, E, an, err)) < 0) return rc;
+        snprintf(name, sizeof(name), "blk.%d.ffn_norm.weight", l);
+        if ((rc = load_norm(g, name, E, fn, err)) < 0) return rc;
+        L->attn_norm = an;
+        L->ffn_norm = fn;
+    }
+    float *on = w->norms + (size_t)(2 * hp->n_layer) * E;
+    if ((rc = load_norm(g, "output_norm.weight", E, on, err)) < 0) return rc;
+    w->output_norm = on;
+    if (eng_gguf_find_tensor(g, "output.weight")) {
+        if ((rc = bind_mat(g, "output.weight", E, hp->n_vocab, &w->output, err)) < 0) return rc;
+    } else {
+        w->output = w->tok_embd;
+        w->tied_output = true;
+    }
+    return 0;
+}
+
+static void free_weights(struct eng_weights *w)
+{
+    free(w->layers);
+    free(w->norms);
+    memset(w, 0, sizeof(*w));
+}
+
+/* ---- run state ---- */
+
+/* The largest matmul scratch any call of the forward pass needs (the calls of forward_batch:
+ * Q/K/V together, Wo, gate/up together, down for B rows; the output for one). */
+static size_t max_act_bytes(const struct eng_model *m)
+{
+    const int B = ENG_MODEL_MAX_BATCH;
+    const struct eng_mat *out = &m->w.output;
+    size_t best = eng_matmul_act_bytes(1, &out, 1);
+    for (int l = 0; l < m->hp.n_layer; l++) {
+        const struct eng_layer_weights *L = &m->w.layers[l];
+        const struct eng_mat *qkv[] = {&L->wq, &L->wk, &L->wv}, *gu[] = {&L->w_gate, &L->w_up};
+        const struct eng_mat *wo = &L->wo, *wd = &L->w_down;
+        const size_t need[] = {eng_matmul_act_bytes(3, qkv, B), eng_matmul_act_bytes(1, &wo, B),
+                               eng_matmul_act_bytes(2, gu, B), eng_matmul_act_bytes(1, &wd, B)};
+        for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++)
+            if (need[i] > best) best = need[i];
+    }
+    return best;
+}
+
+static int build_run_state(struct eng_model *m, struct ag_err *err)
+{
+    const struct eng_hparams *hp = &m->hp;
+    struct eng_run_state *s = &m->s;
+    const size_t B = ENG_MODEL_MAX_BATCH;
+
+    s->x = ag_calloc(B * (size_t)hp->n_embd, sizeof(float));
+    s->xb = ag_calloc(B * (size_t)hp->n_embd, sizeof(float));
+    s->xb2 = ag_calloc(B * (size_t)hp->n_embd, sizeof(float));
+    s->q = ag_calloc(B * (size_t)hp->q_dim, sizeof(float));
+    s->k = ag_calloc(B * (size_t)hp->kv_dim, sizeof(float));
+    s->v = ag_calloc(B * (size_t)hp->kv_dim, sizeof(float));
+    s->att = ag_calloc(B * (size_t)hp->q_dim, sizeof(float));
+    s->hb = ag_calloc(B * (size_t)hp->n_ff, sizeof(float));
+    s->hb2 = ag_calloc(B * (size_t)hp->n_ff, sizeof(float));
+    s->rope_cs = ag_calloc(B * (size_t)hp->n_rot, sizeof(float));
+    s->logits = ag_calloc((size_t)hp->n_vocab, sizeof(float));
+    s->act_bytes = max_act_bytes(m);
+    s->act = ag_calloc(s->act_bytes ? s->act_bytes : 1, 1);
+
+    /* The KV cache is the one buffer whose size the caller's n_ctx drives: fail, not abort. */
+    size_t per = (size_t)hp->n_layer * (size_t)m->n_ctx; /* fits: both bounded well below 2^32 */
+    const size_t esize = eng_kv_type_size(m->kv_type);
+    if (per > SIZE_MAX / esize / (size_t)hp->kv_dim / 2)
+        return ag_err_set(err, AG_ENOMEM, "KV cache of %d positions does not fit in memory",
+                          m->n_ctx);
+    s->key_cache = calloc(per * (size_t)hp->kv_dim, esize);
+    s->value_cache = calloc(per * (size_t)hp->kv_dim, esize);
+    if (!s->key_cache || !s->value_cache)
+        return ag_err_set(err, AG_ENOMEM, "cannot allocate a KV cache of %d positions (%zu MiB)",
+                          m->n_ctx, 2 * per * (size_t)hp->kv_dim * esize >> 20);
+    return 0;
+}
+
+static void free_run_state(struct eng_run_state *s)
+{
+    free(s->x);
+    free(s->xb);
+    free(s->xb2);
+    free(s->q);
+    free(s->k);
+    free(s->v);
+    free(s->att);
+    free(s->hb);
+    free(s->hb2);
+    free(s->rope_cs);
+    free(s->logits);
+    free(s->act);
+    free(s->key_cache);
+    free(s->value_cache);
+    memset(s, 0, sizeof(*s));
+}
+
+/* ---- load and free ---- */
+
+int eng_model_load_gguf(struct eng_gguf *g, const struct eng_model_params *p,
+                        struct eng_model **out, struct ag_err *err)
+{
+    *out = NULL;
+    int n_ctx = p->n_ctx;
+    if (p->n_threads < 1)
+        return ag_err_set(err, AG_EINVAL, "%s: threads %d < 1", eng_gguf_name(g), p->n_threads);
+    if (p->kv_type != ENG_KV_F16 && p->kv_type != ENG_KV_F32)
+        return ag_err_set(err, AG_EINVAL, "%s: unknown KV cache type %d", eng_gguf_name(g),
+                          (int)p->kv_type);
+    struct eng_model *m = ag_calloc(1, sizeof(*m));
+    m->gguf = g;
+    m->n_threads = p->n_threads;
+    m->kv_type = p->kv_type;
+    int rc = load_hparams(g, &m->hp, err);
+    if (rc < 0) goto fail;
+    if (n_ctx == 0) n_ctx = m->hp.n_ctx_train;
+    if (n_ctx < 1 || n_ctx > m->hp.n_ctx_train) {
+        rc = ag_err_set(err, AG_EINVAL, "%s: context %d is outside 1..%d (the trained context)",
+                        eng_gguf_name(g), n_ctx, m->hp.n_ctx_train);
+        goto fail;
+    }
+    m->n_ctx = n_ctx;
+    if ((rc = build_weights(g, &m->hp, &m->w, err)) < 0) goto fail;
+    if ((rc = build_run_state(m, err)) < 0) goto fail;
+    if ((rc = eng_backend_cpu_init(&m->be, p->n_threads, n_ctx, m->hp.head_dim, err)) < 0)
+        goto fail;
+    *out = m;
+    return 0;
+fail:
+    eng_model_free(m);
+    return rc;
+}
+
+int eng_model_load(const char *path, int n_threads, int n_ctx, struct eng_model **out,
+                   struct ag_err *err)
+{
+    struct eng_gguf *g;
+    *out = NULL;
+    int rc = eng_gguf_open(path, &g, err);
+    if (rc < 0) return rc;
+    struct eng_model_params p = {.n_threads = n_threads, .n_ctx = n_ctx, .kv_type = ENG_KV_F16};
+    rc = eng_model_load_gguf(g, &p, out, err);
+    if (rc < 0) {
+        eng_gguf_close(g);
+        return rc;
+    }
+    (*out)->owns_gguf = true;
+    return 0;
+}
+
+void eng_model_free(struct eng_model *m)
+{
+    if (!m) return;
+    eng_backend_release(&m->be);
+    free_run_state(&m->s);
+    free_weights(&m->w);
+    if (m->owns_gguf) eng_gguf_close(m->gguf);
+    free(m);
+}
+
+/* ---- forward ---- */
+
+/* Runs n (1..ENG_MODEL_MAX_BATCH) tokens at positions pos..pos+n-1; computes the logits of the
+ * last one when want_logits. */
+static void forward_batch(struct eng_model *m, const int32_t *tokens, int n, int pos,
+                          bool want_logits)
+{
+    const struct eng_hparams *hp = &m->hp;
+    const struct eng_backend_ops *ops = m->be.ops;
+    void *ctx = m->be.ctx;
+    struct eng_run_state *s = &m->s;
+    const int E = hp->n_embd;
+    const size_t esize = eng_kv_type_size(m->kv_type);
+    const size_t layer_kv = (size_t)m->n_ctx * (size_t)hp->kv_dim * esize; /* bytes per layer */
+    const size_t new_kv = (size_t)pos * (size_t)hp->kv_dim * esize;        /* offset of row pos */
+
+    ops->get_rows(ctx, s->x, &m->w.tok_embd, tokens, n);
+    for (int t = 0; t < n; t++)
+        eng_rope_cache(s->rope_cs + t * hp->n_rot, pos + t, hp->n_rot, hp->rope_base);
+
+    for (int l = 0; l < hp->n_layer; l++) {
+        const struct eng_layer_weights *L = &m->w.layers[l];
+        unsigned char *kc = (unsigned char *)s->key_cache + l * layer_kv;
+        unsigned char *vc = (unsigned char *)s->value_cache + l * layer_kv;
+
+        /* Attention. */
+        ops->rmsnorm(ctx, s->xb, s->x, L->attn_norm, n, E, hp->rms_eps);
+        const struct eng_mat *qkv[] = {&L->wq, &L->wk, &L->wv};
+        float *qkv_out[] = {s->q, s->k, s->v};
+        ops->matmul(ctx, 3, qkv, qkv_out, s->xb, n, s->act);
+        ops->rope(ctx, s->q, n, hp->n_head, hp->head_dim, hp->n_rot, s->rope_cs, false);
+        ops->rope(ctx, s->k, n, hp->n_head_kv, hp->head_dim, hp->n_rot, s->rope_cs, false);
+        ops->store(ctx, kc + new_kv, m->kv_type, s->k, (int64_t)n * hp->kv_dim);
+        ops->store(ctx, vc + new_kv, m->kv_type, s->v, (int64_t)n * hp->kv_dim);
+        struct eng_attn a = {
+            .out = s->att,
+            .q = s->q,
+            .k = kc,
+            .v = vc,
+            .kv_type = m->kv_type,
+            .n_tok = n,
+            .pos = pos,
+            .n_head = hp->n_head,
+            .n_head_kv = hp->n_head_kv,
+            .head_dim = hp->head_dim,
+            .kv_stride = hp->kv_dim,
+            .scale = 1.0f / sqrtf((float)hp->head_dim),
+        };
+        ops->attention(ctx, &a);
+        const struct eng_mat *wo = &L->wo;
+        ops->matmul(ctx, 1, &wo, &s->xb2, s->att, n, s->act);
+        ops->add(ctx, s->x, s->xb2, (int64_t)n * E);
+
+        /* Feed-forward. */
+        ops->rmsnorm(ctx, s->xb, s->x, L->ffn_norm, n, E, hp->rms_eps);
+        const struct eng_mat *gu[] = {&L->w_gate, &L->w_up};
+        float *gu_out[] = {s->hb, s->hb2};
+        ops->matmul(ctx, 2, gu, gu_out, s->xb, n, s->act);
+        ops->swiglu(ctx, s->hb, s->hb, s->hb2, n, hp->n_ff);
+        const struct eng_mat *wd = &L->w_down;
+        ops->matmul(ctx, 1, &wd, &s->xb2, s->hb, n, s->act);
+        ops->add(ctx, s->x, s->xb2, (int64_t)n * E);
+    }
+
+    if (want_logits) {
+        const float *last = s->x + (size_t)(n - 1) * E;
+        ops->rmsnorm(ctx, s->xb, last, m->w.output_norm, 1, E, hp->rms_eps);
+        const struct eng_mat *wout = &m->w.output;
+        ops->matmul(ctx, 1, &wout, &s->logits, s->xb, 1, s->act);
+    }
+}
+
+int eng_model_forward(struct eng_model *m, const int32_t *tokens, int n, int pos, float **logits,
+                      struct ag_err *err)
+{
+    if (n < 1) return ag_err_set(err, AG_EINVAL, "forward: %d tokens", n);
+    if (pos < 0 || pos > m->n_past)
+        return ag_err_set(err, AG_EINVAL, "forward: position %d is outside 0..%d (filled)", pos,
+                          m->n_past);
+    if (n > m->n_ctx - pos)
+        return ag_err_set(err, AG_ECTXOVERFLOW,
+                          "forward: %d tokens at position %d do not fit in the context of %d", n,
+                          pos, m->n_ctx);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= m->hp.n_vocab)
+            return ag_err_set(err, AG_EINVAL, "forward: token %d (index %d) is outside 0..%d",
+                              tokens[i], i, m->hp.n_vocab - 1);
+
+    for (int i = 0; i < n; i += ENG_MODEL_MAX_BATCH) {
+        int nb = n - i < ENG_MODEL_MAX_BATCH ? n - i : ENG_MODEL_MAX_BATCH;
+        forward_batch(m, tokens + i, nb, pos + i, i + nb == n);
+        m->n_past = pos + i + nb;
+    }
+    if (logits) *logits = m->s.logits;
+    return 0;
+}
+
+void eng_model_reset(struct eng_model *m)
+{
+    m->n_past = 0;
+}
+
+const struct eng_hparams *eng_model_hparams(const struct eng_model *m)
+{
+    return &m->hp;
+}
+
+int eng_model_n_vocab(const struct eng_model *m)
+{
+    return m->hp.n_vocab;
+}
+
+int eng_model_n_ctx(const struct eng_model *m)
+{
+    return m->n_ctx;
+}
+
+int eng_model_n_past(const struct eng_model *m)
+{
+    return m->n_past;
+}
+
+struct eng_gguf *eng_model_gguf(const struct eng_model *m)
+{
+    return m->gguf;
+}

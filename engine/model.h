@@ -1,0 +1,157 @@
+/*
+ * model.h - a transformer loaded from a GGUF file, its run state and the forward pass
+ * (model.c). Engine-internal: the daemon reaches it through the engine's public API.
+ *
+ * Layout after llama2.c: `struct eng_hparams` (what the file says), `struct eng_weights`
+ * (pointers into the file's mapping; quantized weights are never copied), `struct eng_run_state`
+ * (every activation buffer and the KV cache, allocated once at load: nothing is allocated per
+ * token). The forward pass calls the backend's ops table (ops.h) only, so another backend runs
+ * the same code.
+ *
+ * Architectures: `llama` (SmolLM2, Llama 3.x): RMSNorm, grouped-query attention with RoPE in
+ * ggml's "normal" mode (pairs of adjacent values: the GGUF converter permutes Q and K rows from
+ * Hugging Face's rotate-half order into it), SwiGLU feed-forward, output tied to the token
+ * embedding when the file has no output.weight.
+ *
+ * KV cache: (n_layer, n_ctx, kv_dim) keys and the same for values, one sequence, F16 by
+ * default (as llama.cpp; the CPU backend then reproduces llama.cpp's arithmetic bit for bit, see
+ * ggml_kernels.h) or F32 (plain float attention). A forward pass that would go past n_ctx fails
+ * with AG_ECTXOVERFLOW; nothing is ever truncated or shifted.
+ *
+ * Threads: a model is used by one thread at a time; it owns its compute threads.
+ */
+#ifndef ENG_MODEL_H
+#define ENG_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../base/base.h"
+#include "gguf.h"
+#include "ops.h"
+
+/* Limits on what a file may declare, beyond "its tensors must have these shapes". */
+#define ENG_MODEL_MAX_LAYERS   512
+#define ENG_MODEL_MAX_EMBD     65536
+#define ENG_MODEL_MAX_HEADS    1024
+#define ENG_MODEL_MAX_HEAD_DIM 1024
+#define ENG_MODEL_MAX_FF       (1 << 20)
+#define ENG_MODEL_MAX_VOCAB    (1 << 22)
+#define ENG_MODEL_MAX_CTX      (1 << 24)
+/* Tokens per forward batch: a longer prompt is processed in batches of this many rows. */
+#define ENG_MODEL_MAX_BATCH 32
+
+enum eng_arch {
+    ENG_ARCH_LLAMA = 0,
+};
+
+/* Hyperparameters, from the file's metadata (keys prefixed with the architecture name). */
+struct eng_hparams {
+    enum eng_arch arch; /* from general.architecture */
+    int n_vocab;        /* tokenizer.ggml.tokens length (= <arch>.vocab_size when present) */
+    int n_ctx_train;    /* <arch>.context_length */
+    int n_embd;         /* <arch>.embedding_length */
+    int n_layer;        /* <arch>.block_count, 1..ENG_MODEL_MAX_LAYERS */
+    int n_head;         /* <arch>.attention.head_count */
+    int n_head_kv;      /* <arch>.attention.head_count_kv (default n_head), divides n_head */
+    int head_dim;       /* <arch>.attention.key_length, default n_embd / n_head */
+    int n_rot;          /* <arch>.rope.dimension_count, default head_dim; even, <= head_dim */
+    int n_ff;           /* <arch>.feed_forward_length */
+    int q_dim;          /* n_head * head_dim */
+    int kv_dim;         /* n_head_kv * head_dim */
+    float rms_eps;      /* <arch>.attention.layer_norm_rms_epsilon */
+    float rope_base;    /* <arch>.rope.freq_base, default 10000 */
+};
+
+/* One transformer block's weights. Matrices point into the mapping; norms are F32 copies. */
+struct eng_layer_weights {
+    const float *attn_norm; /* (n_embd) */
+    struct eng_mat wq;      /* (q_dim rows, n_embd cols) */
+    struct eng_mat wk;      /* (kv_dim, n_embd) */
+    struct eng_mat wv;      /* (kv_dim, n_embd) */
+    struct eng_mat wo;      /* (n_embd, q_dim) */
+    const float *ffn_norm;  /* (n_embd) */
+    struct eng_mat w_gate;  /* (n_ff, n_embd) */
+    struct eng_mat w_up;    /* (n_ff, n_embd) */
+    struct eng_mat w_down;  /* (n_embd, n_ff) */
+};
+
+struct eng_weights {
+    struct eng_mat tok_embd;          /* (n_vocab rows, n_embd cols) */
+    struct eng_layer_weights *layers; /* (n_layer) */
+    const float *output_norm;         /* (n_embd) */
+    struct eng_mat output;            /* (n_vocab, n_embd); token_embd's data when tied */
+    bool tied_output;                 /* the file has no output.weight */
+    float *norms;                     /* (2 * n_layer + 1, n_embd) F32 copies of every norm */
+};
+
+/* Every buffer a forward pass touches, allocated at load. B = ENG_MODEL_MAX_BATCH. */
+struct eng_run_state {
+    float *x;          /* (B, n_embd) residual stream */
+    float *xb;         /* (B, n_embd) normed input of a sublayer */
+    float *xb2;        /* (B, n_embd) output of wo and w_down, before the residual add */
+    float *q;          /* (B, q_dim) queries */
+    float *k;          /* (B, kv_dim) new keys, before they are stored in the cache */
+    float *v;          /* (B, kv_dim) new values, before they are stored in the cache */
+    float *att;        /* (B, q_dim) attention output, input of wo */
+    float *hb;         /* (B, n_ff) gate, then silu(gate) * up */
+    float *hb2;        /* (B, n_ff) up */
+    float *rope_cs;    /* (B, n_rot) cos, sin pairs per row's position */
+    float *logits;     /* (n_vocab) logits of the last token of the last forward */
+    void *act;         /* act_bytes: quantized matmul inputs */
+    size_t act_bytes;  /* the largest eng_matmul_act_bytes() of any matmul in the pass */
+    void *key_cache;   /* (n_layer, n_ctx, kv_dim) of kv_type, RoPE applied */
+    void *value_cache; /* (n_layer, n_ctx, kv_dim) of kv_type */
+};
+
+struct eng_model {
+    struct eng_gguf *gguf;    /* the mapped file; weights point into it */
+    bool owns_gguf;           /* eng_model_free() closes gguf */
+    struct eng_hparams hp;    /* hyperparameters */
+    struct eng_weights w;     /* weights */
+    struct eng_run_state s;   /* buffers and KV cache */
+    struct eng_backend be;    /* compute backend (CPU) */
+    int n_threads;            /* compute threads, the caller included */
+    int n_ctx;                /* positions the KV cache holds */
+    enum eng_kv_type kv_type; /* KV cache element type */
+    int n_past;               /* positions 0..n_past-1 of the cache are filled */
+};
+
+/* How to build a model. Zero-initialized fields mean the defaults noted. */
+struct eng_model_params {
+    int n_threads;            /* compute threads including the caller, >= 1 */
+    int n_ctx;                /* KV cache positions; 0: the trained context length */
+    enum eng_kv_type kv_type; /* ENG_KV_F16 (default, llama.cpp's numerics) or ENG_KV_F32 */
+};
+
+/* Opens path, checks it and builds everything a forward pass needs, with an F16 KV cache.
+ * n_threads >= 1; n_ctx 0 means the trained context length, otherwise 1..n_ctx_train.
+ * Errors: the file's (see eng_gguf_open), AG_EUNSUPPORTED (architecture, tensor type),
+ * AG_EPARSE (a missing key or tensor, a shape that does not match: the message names the
+ * tensor, expected and found shapes), AG_EINVAL (arguments, values out of range), AG_ENOMEM
+ * (KV cache). */
+int eng_model_load(const char *path, int n_threads, int n_ctx, struct eng_model **out,
+                   struct ag_err *err);
+/* The same from an open file, which the model borrows (g must outlive the model), with
+ * explicit parameters. */
+int eng_model_load_gguf(struct eng_gguf *g, const struct eng_model_params *p,
+                        struct eng_model **out, struct ag_err *err);
+void eng_model_free(struct eng_model *m); /* NULL is fine */
+
+/* Runs tokens[0..n) at positions pos..pos+n-1 and sets *logits to the n_vocab logits after the
+ * last one (valid until the next forward or free). pos may be at most eng_model_n_past(): a
+ * smaller pos rewinds the sequence and overwrites the cache from there. Errors: AG_EINVAL
+ * (n < 1, pos out of range, a token id outside the vocabulary: nothing is run),
+ * AG_ECTXOVERFLOW (pos + n > n_ctx: nothing is run). */
+int eng_model_forward(struct eng_model *m, const int32_t *tokens, int n, int pos, float **logits,
+                      struct ag_err *err);
+/* Forgets the sequence: the next forward starts at position 0. */
+void eng_model_reset(struct eng_model *m);
+
+const struct eng_hparams *eng_model_hparams(const struct eng_model *m);
+int eng_model_n_vocab(const struct eng_model *m);
+int eng_model_n_ctx(const struct eng_model *m);
+int eng_model_n_past(const struct eng_model *m);
+struct eng_gguf *eng_model_gguf(const struct eng_model *m); /* lives as long as the model */
+
+#endif

@@ -1,0 +1,393 @@
+/*
+ * ops_cpu.c - the CPU backend: the ops table of ops.h on host memory, with the thread pool.
+ *
+ * What runs in parallel: matmuls (rows split in chunks across the pool; the input is quantized
+ * once by the calling thread before the loop) and attention (one task per query row and head).
+ * The elementwise ops and the norms touch a few thousand floats and run on the caller: a
+ * parallel loop would cost more than it saves. Which thread computes a row never changes its
+ * value, so results do not depend on the thread count.
+ *
+ * Numerics are llama.cpp's, bit for bit (see ggml_kernels.h for why that matters): matmuls use
+ * eng_qtype_cpu()'s kernels; RMSNorm sums float squares in double and applies (x * scale) * w;
+ * RoPE angles are a running float product and the rotation fuses as GCC fuses ggml's
+ * rotate_pairs (x0*c - x1*s with the first product fused); SiLU uses ggml's expf; attention over
+ * an F16 cache follows ggml's flash-attention kernel for one query row
+ * (ggml_compute_forward_flash_attn_ext_f16_one_chunk): the query rounded to f16, an online
+ * softmax, V accumulated in f16. Over an F32 cache it is plain float attention with a two-pass
+ * softmax, the accurate reference for tests.
+ *
+ * Limits of the reproduction: llama.cpp switches to other attention kernels for a batch of 64
+ * or more query rows (tiled, f32 queries) and for one query over a KV view of 512 or more cells
+ * (the keys split across threads, so its result depends on its thread count). We always compute
+ * the one-row kernel, so a long prompt that llama.cpp evaluates in one batch, or a long context,
+ * agrees with it closely but not bit for bit. Matmuls, norms and the rest do not depend on
+ * batch size or threads in either engine.
+ *
+ * Invariants: no allocation after eng_backend_cpu_init(); each thread owns one scratch row.
+ */
+#include "ops.h"
+
+/* Exact emulation needs every fused multiply-add spelled out: GCC does not contract in ISO C
+ * mode, Clang must be told. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ggml_kernels.h"
+#include "threadpool.h"
+
+/* Rows per matmul chunk are sized so that each thread gets about this many chunks: enough to
+ * even out threads that lose their core for a while, few enough to keep the counter cold. */
+#define CHUNKS_PER_THREAD 4
+#define MIN_CHUNK_ROWS    16
+
+struct cpu_ctx {
+    struct eng_threadpool *tp; /* the compute threads; the caller is thread 0 */
+    int n_threads;             /* eng_threadpool_n_threads(tp) */
+    int max_kv;                /* keys the attention scratch can hold */
+    int max_head_dim;          /* head size the attention scratch can hold */
+    size_t scratch_floats;     /* floats per thread in scratch */
+    float *scratch;            /* (n_threads, scratch_floats): max_kv scores for F32
+                                  attention, or 2 * max_head_dim f16 values for F16 */
+};
+
+/* ---- matmul ---- */
+
+/* One matmul call as the parallel loop sees it: the matrices laid end to end by rows. */
+struct mm_job {
+    int n_mat;
+    const struct eng_mat *const *w;       /* (n_mat) */
+    float *const *y;                      /* (n_mat) outputs (n_tok, w[i]->n_rows) */
+    eng_vec_dot_fn dot[ENG_MATMUL_MAX];   /* per matrix: its dot kernel */
+    const void *act[ENG_MATMUL_MAX];      /* per matrix: its quantized input (n_tok rows) or
+                                             the F32 input itself */
+    size_t act_row_bytes[ENG_MATMUL_MAX]; /* bytes per token row of act[i] */
+    int64_t row0[ENG_MATMUL_MAX + 1];     /* first global row of each matrix; row0[n_mat] total */
+    int n_tok;
+};
+
+static void mm_task(void *arg, int64_t begin, int64_t end, int ith)
+{
+    const struct mm_job *j = arg;
+    (void)ith;
+    for (int m = 0; m < j->n_mat; m++) {
+        int64_t lo = begin > j->row0[m] ? begin : j->row0[m];
+        int64_t hi = end < j->row0[m + 1] ? end : j->row0[m + 1];
+        if (lo >= hi) continue;
+        const struct eng_mat *w = j->w[m];
+        const eng_vec_dot_fn dot = j->dot[m];
+        const int n_cols = (int)w->n_cols;
+        const unsigned char *act = j->act[m];
+        float *y = j->y[m];
+        for (int64_t r = lo - j->row0[m]; r < hi - j->row0[m]; r++) {
+            const void *wrow = (const unsigned char *)w->data + (size_t)r * w->row_bytes;
+            for (int t = 0; t < j->n_tok; t++)
+                y[(int64_t)t * w->n_rows + r] = dot(n_cols, wrow, act + t * j->act_row_bytes[m]);
+        }
+    }
+}
+
+size_t eng_matmul_act_bytes(int n_mat, const struct eng_mat *const *w, int n_tok)
+{
+    size_t total = 0;
+    for (int i = 0; i < n_mat; i++) {
+        const struct eng_qtype *qt = w[i]->qt ? eng_qtype_cpu(w[i]->qt->type) : NULL;
+        if (!qt || !qt->vec_dot) return 0;
+        if (!qt->quantize_act) continue; /* the F32 input is used as it is */
+        size_t rb = eng_qtype_row_bytes(eng_qtype_get(qt->act_type), w[i]->n_cols);
+        if (rb == 0) return 0;
+        total += rb * (size_t)n_tok;
+    }
+    return total;
+}
+
+static void cpu_matmul(void *vctx, int n_mat, const struct eng_mat *const *w, float *const *y,
+                       const float *x, int n_tok, void *act)
+{
+    struct cpu_ctx *c = vctx;
+    struct mm_job j = {.n_mat = n_mat, .w = w, .y = y, .n_tok = n_tok};
+    const struct eng_qtype *qt[ENG_MATMUL_MAX];
+    unsigned char *scratch = act;
+    const int64_t n_cols = w[0]->n_cols;
+
+    /* Quantize the input once per activation quantizer: matrices whose kernels share one (Q,
+     * K and V of one type; gate and up) reuse the first one's rows. */
+    for (int m = 0; m < n_mat; m++) {
+        qt[m] = eng_qtype_cpu(w[m]->qt->type);
+        j.dot[m] = qt[m]->vec_dot;
+        j.row0[m + 1] = j.row0[m] + w[m]->n_rows;
+        if (!qt[m]->quantize_act) {
+            j.act[m] = x;
+            j.act_row_bytes[m] = (size_t)n_cols * sizeof(float);
+            continue;
+        }
+        j.act_row_bytes[m] = eng_qtype_row_bytes(eng_qtype_get(qt[m]->act_type), n_cols);
+        int prev = -1;
+        for (int p = 0; p < m && prev < 0; p++)
+            if (qt[p]->quantize_act == qt[m]->quantize_act) prev = p;
+        if (prev >= 0) {
+            j.act[m] = j.act[prev];
+            continue;
+        }
+        for (int t = 0; t < n_tok; t++)
+            qt[m]->quantize_act(x + (int64_t)t * n_cols, scratch + t * j.act_row_bytes[m], n_cols);
+        j.act[m] = scratch;
+        scratch += (size_t)n_tok * j.act_row_bytes[m];
+    }
+
+    int64_t rows = j.row0[n_mat];
+    int64_t chunk = rows / ((int64_t)c->n_threads * CHUNKS_PER_THREAD);
+    if (chunk < MIN_CHUNK_ROWS) chunk = MIN_CHUNK_ROWS;
+    eng_threadpool_for(c->tp, rows, chunk, mm_task, &j);
+}
+
+/* ---- elementwise and per-row ops ---- */
+
+static void cpu_rmsnorm(void *ctx, float *y, const float *x, const float *w, int n_tok, int n,
+                        float eps)
+{
+    (void)ctx;
+    for (int t = 0; t < n_tok; t++, x += n, y += n) {
+        double sum = 0.0;
+        for (int i = 0; i < n; i++) sum += (double)(x[i] * x[i]);
+        const float mean = (float)(sum / n);
+        const float scale = 1.0f / sqrtf(mean + eps);
+        for (int i = 0; i < n; i++) y[i] = x[i] * scale * w[i];
+    }
+}
+
+static void cpu_get_rows(void *ctx, float *y, const struct eng_mat *w, const int32_t *ids,
+                         int n_tok)
+{
+    (void)ctx;
+    for (int t = 0; t < n_tok; t++)
+        w->qt->dequantize((const unsigned char *)w->data + (size_t)ids[t] * w->row_bytes,
+                          y + (int64_t)t * w->n_cols, w->n_cols);
+}
+
+static void cpu_rope(void *ctx, float *x, int n_tok, int n_head, int head_dim, int n_rot,
+                     const float *cs, bool neox)
+{
+    (void)ctx;
+    const int half = n_rot / 2;
+    for (int t = 0; t < n_tok; t++, cs += n_rot) {
+        for (int h = 0; h < n_head; h++, x += head_dim) {
+            for (int i = 0; i < half; i++) {
+                const int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+                const float c = cs[2 * i], s = cs[2 * i + 1];
+                const float x0 = x[a], x1 = x[b];
+                x[a] = fmaf(x0, c, -(x1 * s));
+                x[b] = fmaf(x0, s, x1 * c);
+            }
+        }
+    }
+}
+
+static void cpu_softmax(void *ctx, float *x, int n)
+{
+    (void)ctx;
+    float max = -INFINITY;
+    for (int i = 0; i < n; i++)
+        if (x[i] > max) max = x[i];
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+static void cpu_swiglu(void *ctx, float *y, const float *gate, const float *up, int n_tok, int n)
+{
+    (void)ctx;
+    for (int t = 0; t < n_tok; t++) {
+        const int64_t off = (int64_t)t * n;
+        eng__ggml_swiglu(n, y + off, gate + off, up + off);
+    }
+}
+
+static void cpu_add(void *ctx, float *y, const float *x, int64_t n)
+{
+    (void)ctx;
+    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+static void cpu_store(void *ctx, void *dst, enum eng_kv_type type, const float *src, int64_t n)
+{
+    (void)ctx;
+    if (type == ENG_KV_F32) {
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        return;
+    }
+    uint16_t *h = dst;
+    for (int64_t i = 0; i < n; i++) h[i] = eng_fp32_to_fp16(src[i]);
+}
+
+/* ---- attention ---- */
+
+struct attn_job {
+    const struct eng_attn *a;
+    struct cpu_ctx *c;
+};
+
+/* Plain float attention of one query row and head over an F32 cache. */
+static void attn_f32(const struct eng_attn *a, float *scores, const float *q, int n_kv, int kv_off,
+                     float *out)
+{
+    const int hd = a->head_dim;
+    const float *k = a->k, *v = a->v;
+    for (int p = 0; p < n_kv; p++) {
+        const float *kp = k + (int64_t)p * a->kv_stride + kv_off;
+        float dot = 0.0f;
+        for (int i = 0; i < hd; i++) dot += q[i] * kp[i];
+        scores[p] = dot * a->scale;
+    }
+    cpu_softmax(NULL, scores, n_kv);
+    for (int i = 0; i < hd; i++) out[i] = 0.0f;
+    for (int p = 0; p < n_kv; p++) {
+        const float *vp = v + (int64_t)p * a->kv_stride + kv_off;
+        const float sp = scores[p];
+        for (int i = 0; i < hd; i++) out[i] += sp * vp[i];
+    }
+}
+
+/* One query row and head over an F16 cache, as ggml's flash attention computes it (one
+ * chunk, no KV split). scratch holds 2 * head_dim f16 values. */
+static void attn_f16(const struct eng_attn *a, uint16_t *scratch, const float *q, int n_kv,
+                     int kv_off, float *out)
+{
+    const int hd = a->head_dim;
+    const uint16_t *k = a->k, *v = a->v;
+    uint16_t *q16 = scratch, *acc = scratch + hd; /* (hd) query, (hd) V accumulator */
+    float M = -INFINITY, S = 0.0f;
+
+    for (int i = 0; i < hd; i++) {
+        q16[i] = eng_fp32_to_fp16(q[i]);
+        acc[i] = 0;
+    }
+    for (int p = 0; p < n_kv; p++) {
+        const uint16_t *kp = k + (int64_t)p * a->kv_stride + kv_off;
+        const uint16_t *vp = v + (int64_t)p * a->kv_stride + kv_off;
+        const float s = eng__ggml_dot_f16(hd, kp, q16) * a->scale;
+        const float Mold = M;
+        float ms = 1.0f, vs = 1.0f;
+        if (s > M) {
+            M = s;
+            ms = expf(Mold - M);
+            eng__ggml_scale_f16(hd, acc, ms);
+        } else {
+            vs = expf(s - M);
+        }
+        eng__ggml_mad_f16(hd, acc, vp, vs);
+        S = fmaf(S, ms, vs);
+    }
+    const float inv = S == 0.0f ? 0.0f : 1.0f / S;
+    for (int i = 0; i < hd; i++) out[i] = eng_fp16_to_fp32(acc[i]) * inv;
+}
+
+/* Tasks are (query row, head) pairs: index = t * n_head + h. */
+static void attn_task(void *arg, int64_t begin, int64_t end, int ith)
+{
+    const struct attn_job *j = arg;
+    const struct eng_attn *a = j->a;
+    const int hd = a->head_dim, q_stride = a->n_head * hd, group = a->n_head / a->n_head_kv;
+    float *scratch = j->c->scratch + (size_t)ith * j->c->scratch_floats;
+
+    for (int64_t task = begin; task < end; task++) {
+        const int t = (int)(task / a->n_head), h = (int)(task % a->n_head);
+        const int n_kv = a->pos + t + 1, kv_off = (h / group) * hd;
+        const float *q = a->q + (int64_t)t * q_stride + h * hd;
+        float *out = a->out + (int64_t)t * q_stride + h * hd;
+        if (a->kv_type == ENG_KV_F16)
+            attn_f16(a, (uint16_t *)scratch, q, n_kv, kv_off, out);
+        else
+            attn_f32(a, scratch, q, n_kv, kv_off, out);
+    }
+}
+
+static void cpu_attention(void *vctx, const struct eng_attn *a)
+{
+    struct cpu_ctx *c = vctx;
+    struct attn_job j = {.a = a, .c = c};
+    eng_threadpool_for(c->tp, (int64_t)a->n_tok * a->n_head, 1, attn_task, &j);
+}
+
+/* ---- the table ---- */
+
+static void cpu_release(void *vctx)
+{
+    struct cpu_ctx *c = vctx;
+    if (!c) return;
+    eng_threadpool_free(c->tp);
+    free(c->scratch);
+    free(c);
+}
+
+static const struct eng_backend_ops cpu_ops = {
+    .name = "cpu",
+    .release = cpu_release,
+    .rmsnorm = cpu_rmsnorm,
+    .matmul = cpu_matmul,
+    .get_rows = cpu_get_rows,
+    .rope = cpu_rope,
+    .softmax = cpu_softmax,
+    .swiglu = cpu_swiglu,
+    .add = cpu_add,
+    .store = cpu_store,
+    .attention = cpu_attention,
+};
+
+int eng_backend_cpu_init(struct eng_backend *be, int n_threads, int max_kv, int max_head_dim,
+                         struct ag_err *err)
+{
+    be->ops = NULL;
+    be->ctx = NULL;
+    if (max_kv < 1 || max_head_dim < 1)
+        return ag_err_set(err, AG_EINVAL, "cpu backend: max_kv %d or max_head_dim %d < 1", max_kv,
+                          max_head_dim);
+    struct cpu_ctx *c = ag_calloc(1, sizeof(*c));
+    int rc = eng_threadpool_new(n_threads, &c->tp, err);
+    if (rc < 0) {
+        free(c);
+        return rc;
+    }
+    c->n_threads = n_threads;
+    c->max_kv = max_kv;
+    c->max_head_dim = max_head_dim;
+    /* F32 attention needs max_kv scores, F16 attention 2 * max_head_dim halves; padded to a
+     * cache line so threads do not share one. */
+    size_t need = (size_t)max_kv > (size_t)max_head_dim ? (size_t)max_kv : (size_t)max_head_dim;
+    c->scratch_floats = (need + 15) & ~(size_t)15;
+    c->scratch = ag_calloc((size_t)n_threads * c->scratch_floats, sizeof(float));
+    be->ops = &cpu_ops;
+    be->ctx = c;
+    return 0;
+}
+
+void eng_backend_release(struct eng_backend *be)
+{
+    if (be->ops) be->ops->release(be->ctx);
+    be->ops = NULL;
+    be->ctx = NULL;
+}
+
+size_t eng_kv_type_size(enum eng_kv_type type)
+{
+    return type == ENG_KV_F32 ? sizeof(float) : sizeof(uint16_t);
+}
+
+void eng_rope_cache(float *cs, int pos, int n_rot, float base)
+{
+    const float theta_scale = powf(base, -2.0f / (float)n_rot);
+    float theta = (float)pos;
+    for (int i = 0; i < n_rot / 2; i++) {
+        cs[2 * i] = cosf(theta);
+        cs[2 * i + 1] = sinf(theta);
+        theta *= theta_scale;
+    }
+}
