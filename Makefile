@@ -21,6 +21,7 @@ LDLIBS  := -luv -lcjson -lsqlite3 -lyaml -lm
 LIB_SRC    := $(wildcard base/*.c protocol/*.c memory/*.c engine/*.c)
 DAEMON_SRC := $(filter-out agentd/main.c,$(wildcard agentd/*.c))
 CTL_SRC    := $(wildcard agentctl/*.c)
+INFER_SRC  := $(wildcard infer/*.c)
 TEST_SRC   := $(wildcard tests/test_*.c)
 BENCH_SRC  := $(wildcard bench/*.c)
 
@@ -28,9 +29,10 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 LIB_OBJ    := $(call obj,$(LIB_SRC))
 DAEMON_OBJ := $(call obj,$(DAEMON_SRC))
 CTL_OBJ    := $(call obj,$(CTL_SRC))
+INFER_OBJ  := $(call obj,$(INFER_SRC))
 TESTS      := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BENCHES    := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
-BINS       := $(BUILD)/agentd $(BUILD)/agentctl
+BINS       := $(BUILD)/agentd $(BUILD)/agentctl $(if $(INFER_SRC),$(BUILD)/agentd-infer)
 
 .PHONY: all deps test check run asan fuzz bench format help clean
 
@@ -124,6 +126,9 @@ $(BUILD)/agentd: $(BUILD)/obj/agentd/main.o $(DAEMON_OBJ) $(BUILD)/libagent.a
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 $(BUILD)/agentctl: $(CTL_OBJ) $(BUILD)/libagent.a
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/agentd-infer: $(INFER_OBJ) $(BUILD)/libagent.a
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 # Test binaries link the libraries and the daemon's modules (not its main).
