@@ -467,40 +467,10 @@ struct bpair {
     int32_t result; /* atom of the merged string */
 };
 
-static bool pair_before(const struct bpair *a, const struct bpair *b)
+static bool pair_before(const void *va, const void *vb)
 {
+    const struct bpair *a = va, *b = vb;
     return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
-}
-
-static void heap_push(struct eng__tok_work *w, size_t *n, struct bpair p)
-{
-    eng__grow(&w->heap, &w->cap_heap, *n + 1, sizeof p);
-    struct bpair *h = w->heap;
-    size_t i = (*n)++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!pair_before(&p, &h[parent])) break;
-        h[i] = h[parent];
-        i = parent;
-    }
-    h[i] = p;
-}
-
-static struct bpair heap_pop(struct eng__tok_work *w, size_t *n)
-{
-    struct bpair *h = w->heap;
-    struct bpair top = h[0], last = h[--(*n)];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= *n) break;
-        if (c + 1 < *n && pair_before(&h[c + 1], &h[c])) c++;
-        if (!pair_before(&h[c], &last)) break;
-        h[i] = h[c];
-        i = c;
-    }
-    if (*n > 0) h[i] = last;
-    return top;
 }
 
 static void queue_pair(const struct eng_tokenizer *t, struct eng__tok_work *w, size_t *n_heap,
@@ -511,12 +481,13 @@ static void queue_pair(const struct eng_tokenizer *t, struct eng__tok_work *w, s
     if (sym[left].atom < 0 || sym[right].atom < 0) return;
     const struct eng__merge *m = merge_find(t, sym[left].atom, sym[right].atom);
     if (!m) return;
-    heap_push(w, n_heap,
-              (struct bpair){.rank = m->rank,
-                             .left = left,
-                             .right = right,
-                             .size = sym[left].len + sym[right].len,
-                             .result = m->result});
+    eng__heap_push(w, n_heap,
+                   &(struct bpair){.rank = m->rank,
+                                   .left = left,
+                                   .right = right,
+                                   .size = sym[left].len + sym[right].len,
+                                   .result = m->result},
+                   sizeof(struct bpair), pair_before);
 }
 
 /* Writes the byte-level characters of bytes[0..n) to w->mbuf; returns their length. */
@@ -552,7 +523,8 @@ static void bpe_word(const struct eng_tokenizer *t, struct eng__tok_work *w, con
     for (size_t i = 1; i < n; i++) queue_pair(t, w, &n_heap, (int32_t)i - 1, (int32_t)i);
 
     while (n_heap > 0) {
-        struct bpair p = heap_pop(w, &n_heap);
+        struct bpair p;
+        eng__heap_pop(w, &n_heap, &p, sizeof p, pair_before);
         sym = w->sym;
         struct bsym *l = &sym[p.left], *r = &sym[p.right];
         if (l->len == 0 || r->len == 0 || l->len + r->len != p.size) continue; /* stale */

@@ -30,40 +30,10 @@ struct spair {
     uint32_t size; /* left.len + right.len when queued */
 };
 
-static bool pair_before(const struct spair *a, const struct spair *b)
+static bool pair_before(const void *va, const void *vb)
 {
+    const struct spair *a = va, *b = vb;
     return a->score > b->score || (a->score == b->score && a->left < b->left);
-}
-
-static void heap_push(struct eng__tok_work *w, size_t *n, struct spair p)
-{
-    eng__grow(&w->heap, &w->cap_heap, *n + 1, sizeof p);
-    struct spair *h = w->heap;
-    size_t i = (*n)++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!pair_before(&p, &h[parent])) break;
-        h[i] = h[parent];
-        i = parent;
-    }
-    h[i] = p;
-}
-
-static struct spair heap_pop(struct eng__tok_work *w, size_t *n)
-{
-    struct spair *h = w->heap;
-    struct spair top = h[0], last = h[--(*n)];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= *n) break;
-        if (c + 1 < *n && pair_before(&h[c + 1], &h[c])) c++;
-        if (!pair_before(&h[c], &last)) break;
-        h[i] = h[c];
-        i = c;
-    }
-    if (*n > 0) h[i] = last;
-    return top;
 }
 
 static void queue_pair(const struct eng_tokenizer *t, struct eng__tok_work *w, size_t *n_heap,
@@ -75,8 +45,10 @@ static void queue_pair(const struct eng_tokenizer *t, struct eng__tok_work *w, s
     if (size > t->max_len) return; /* no token is that long */
     int32_t id = eng__atom_find(t, text + sym[left].off, size);
     if (id < 0 || (uint32_t)id >= t->n_vocab) return;
-    heap_push(w, n_heap,
-              (struct spair){.score = t->score[id], .left = left, .right = right, .size = size});
+    eng__heap_push(
+        w, n_heap,
+        &(struct spair){.score = t->score[id], .left = left, .right = right, .size = size},
+        sizeof(struct spair), pair_before);
 }
 
 /* Bytes of the UTF-8 character whose lead byte is c, as the reference counts them. */
@@ -105,7 +77,8 @@ int eng__spm_tokenize(const struct eng_tokenizer *t, struct eng__tok_work *w, co
     size_t n_heap = 0;
     for (int32_t i = 1; i < n; i++) queue_pair(t, w, &n_heap, text, i - 1, i);
     while (n_heap > 0) {
-        struct spair p = heap_pop(w, &n_heap);
+        struct spair p;
+        eng__heap_pop(w, &n_heap, &p, sizeof p, pair_before);
         sym = w->sym;
         struct ssym *l = &sym[p.left], *r = &sym[p.right];
         if (l->len == 0 || r->len == 0 || l->len + r->len != p.size) continue; /* stale */

@@ -38,6 +38,40 @@ void eng__grow(void **p, size_t *cap, size_t need, size_t elem)
     *cap = c;
 }
 
+void eng__heap_push(struct eng__tok_work *w, size_t *n, const void *item, size_t elem,
+                    eng__heap_before before)
+{
+    eng__grow(&w->heap, &w->cap_heap, *n + 1, elem);
+    char *h = w->heap;
+    size_t i = (*n)++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!before(item, h + parent * elem)) break;
+        memcpy(h + i * elem, h + parent * elem, elem);
+        i = parent;
+    }
+    memcpy(h + i * elem, item, elem);
+}
+
+void eng__heap_pop(struct eng__tok_work *w, size_t *n, void *top, size_t elem,
+                   eng__heap_before before)
+{
+    char *h = w->heap, last[ENG__HEAP_MAX_ELEM];
+    size_t i = 0;
+    memcpy(top, h, elem);
+    (*n)--;
+    memcpy(last, h + *n * elem, elem);
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= *n) break;
+        if (c + 1 < *n && before(h + (c + 1) * elem, h + c * elem)) c++;
+        if (!before(h + c * elem, last)) break;
+        memcpy(h + i * elem, h + c * elem, elem);
+        i = c;
+    }
+    if (*n > 0) memcpy(h + i * elem, last, elem);
+}
+
 void eng__tok_emit(struct eng__tok_work *w, int32_t id)
 {
     eng__grow((void **)&w->out, &w->cap_out, w->n_out + 1, sizeof *w->out);

@@ -116,6 +116,16 @@ struct eng__tok_work {
 
 /* Grows *p (of *cap elements of size elem) to hold at least need elements. */
 void eng__grow(void **p, size_t *cap, size_t need, size_t elem);
+
+/* The merge queue shared by the BPE and SentencePiece mergers: a binary min-heap of elem-byte
+ * items (at most ENG__HEAP_MAX_ELEM bytes) in w->heap, ordered by before(a, b) ("a comes
+ * first"). Push grows w->heap; pop copies the first item to *top. */
+#define ENG__HEAP_MAX_ELEM 64
+typedef bool (*eng__heap_before)(const void *a, const void *b);
+void eng__heap_push(struct eng__tok_work *w, size_t *n, const void *item, size_t elem,
+                    eng__heap_before before);
+void eng__heap_pop(struct eng__tok_work *w, size_t *n, void *top, size_t elem,
+                   eng__heap_before before);
 void eng__tok_emit(struct eng__tok_work *w, int32_t id);
 /* The atom of s[0..n), or -1. */
 int32_t eng__atom_find(const struct eng_tokenizer *t, const char *s, size_t n);

@@ -109,12 +109,18 @@ static void test_table(void)
         const char *name;
         int elems, bytes, act;
     } want[] = {
-        {ENG_GGML_F32, "f32", 1, 4, ENG_GGML_F32},        {ENG_GGML_F16, "f16", 1, 2, ENG_GGML_F32},
-        {ENG_GGML_Q4_0, "q4_0", 32, 18, ENG_GGML_Q8_0},   {ENG_GGML_Q4_1, "q4_1", 32, 20, ENG_GGML_Q8_1},
-        {ENG_GGML_Q5_0, "q5_0", 32, 22, ENG_GGML_Q8_0},   {ENG_GGML_Q5_1, "q5_1", 32, 24, ENG_GGML_Q8_1},
-        {ENG_GGML_Q8_0, "q8_0", 32, 34, ENG_GGML_Q8_0},   {ENG_GGML_Q8_1, "q8_1", 32, 40, -1},
-        {ENG_GGML_Q4_K, "q4_K", 256, 144, ENG_GGML_Q8_K}, {ENG_GGML_Q5_K, "q5_K", 256, 176, ENG_GGML_Q8_K},
-        {ENG_GGML_Q6_K, "q6_K", 256, 210, ENG_GGML_Q8_K}, {ENG_GGML_Q8_K, "q8_K", 256, 292, -1},
+        {ENG_GGML_F32, "f32", 1, 4, ENG_GGML_F32},
+        {ENG_GGML_F16, "f16", 1, 2, ENG_GGML_F32},
+        {ENG_GGML_Q4_0, "q4_0", 32, 18, ENG_GGML_Q8_0},
+        {ENG_GGML_Q4_1, "q4_1", 32, 20, ENG_GGML_Q8_1},
+        {ENG_GGML_Q5_0, "q5_0", 32, 22, ENG_GGML_Q8_0},
+        {ENG_GGML_Q5_1, "q5_1", 32, 24, ENG_GGML_Q8_1},
+        {ENG_GGML_Q8_0, "q8_0", 32, 34, ENG_GGML_Q8_0},
+        {ENG_GGML_Q8_1, "q8_1", 32, 40, -1},
+        {ENG_GGML_Q4_K, "q4_K", 256, 144, ENG_GGML_Q8_K},
+        {ENG_GGML_Q5_K, "q5_K", 256, 176, ENG_GGML_Q8_K},
+        {ENG_GGML_Q6_K, "q6_K", 256, 210, ENG_GGML_Q8_K},
+        {ENG_GGML_Q8_K, "q8_K", 256, 292, -1},
         {ENG_GGML_BF16, "bf16", 1, 2, ENG_GGML_F32},
     };
     int n_supported = 0;
@@ -472,8 +478,9 @@ static void test_fixture(void)
         if (weight_types[i] != ENG_GGML_F32)
             CHECKF(dequant_seen & (1u << weight_types[i]), "no dequant fixture for type %d",
                    weight_types[i]);
-    static const int ggml_quantizers[] = {ENG_GGML_F16,  ENG_GGML_BF16, ENG_GGML_Q4_0, ENG_GGML_Q4_1,
-                                          ENG_GGML_Q5_0, ENG_GGML_Q5_1, ENG_GGML_Q8_0};
+    static const int ggml_quantizers[] = {ENG_GGML_F16,  ENG_GGML_BF16, ENG_GGML_Q4_0,
+                                          ENG_GGML_Q4_1, ENG_GGML_Q5_0, ENG_GGML_Q5_1,
+                                          ENG_GGML_Q8_0};
     for (size_t i = 0; i < sizeof(ggml_quantizers) / sizeof(ggml_quantizers[0]); i++)
         CHECKF(quant_seen & (1u << ggml_quantizers[i]), "no quantize fixture for type %d",
                ggml_quantizers[i]);
@@ -911,8 +918,8 @@ static void test_layout_by_hand(void)
 static void test_sizes_match_gguf(void)
 {
     static const int types[] = {ENG_GGML_F32,  ENG_GGML_F16,  ENG_GGML_Q4_0, ENG_GGML_Q4_1,
-                                ENG_GGML_Q5_0, ENG_GGML_Q5_1, ENG_GGML_Q8_0, ENG_GGML_Q4_K, ENG_GGML_Q5_K, ENG_GGML_Q6_K, ENG_GGML_Q8_K,
-                                ENG_GGML_BF16};
+                                ENG_GGML_Q5_0, ENG_GGML_Q5_1, ENG_GGML_Q8_0, ENG_GGML_Q4_K,
+                                ENG_GGML_Q5_K, ENG_GGML_Q6_K, ENG_GGML_Q8_K, ENG_GGML_BF16};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         const struct eng_qtype *qt = eng_qtype_ref(types[i]);
         uint32_t elems = 0, bytes = 0;
