@@ -86,7 +86,7 @@ static const char *const vtype_names[ENG_GGUF_VTYPE_COUNT] = {
 };
 
 /* Bytes of one element of a fixed-size value type; 0 for string and array. */
-static size_t vtype_size(uint32_t t)
+size_t eng__gguf_vtype_size(uint32_t t)
 {
     switch (t) {
     case ENG_GGUF_U8:
@@ -464,7 +464,7 @@ static int read_array(struct parser *P, struct eng_gguf_kv *kv)
         return 0;
     }
 
-    size_t es = vtype_size(et);
+    size_t es = eng__gguf_vtype_size(et);
     if (n > remaining(P) / es)
         return fail(P, AG_EPARSE,
                     "array count %" PRIu64 " exceeds the remaining %zu bytes (%s elements take "
@@ -505,7 +505,7 @@ static int read_kv(struct parser *P, uint64_t i)
     if (t == ENG_GGUF_STRING) return read_str(P, &kv->v.str, "string", NO_ELEM);
     if (t == ENG_GGUF_ARRAY) return read_array(P, kv);
 
-    size_t es = vtype_size(t);
+    size_t es = eng__gguf_vtype_size(t);
     if ((rc = need(P, es, vtype_names[t])) != 0) return rc;
     decode_scalar(kv, t, P->g->base + P->pos);
     P->pos += es;
@@ -992,7 +992,7 @@ int eng_gguf_get_arr(const struct eng_gguf *g, const char *key, int elem_type,
 int eng_gguf_arr_int(const struct eng_gguf_kv *kv, uint64_t i, int64_t *out)
 {
     if (kv->type != ENG_GGUF_ARRAY || i >= kv->arr_n) return AG_EINVAL;
-    const unsigned char *p = kv->v.raw + i * vtype_size(kv->arr_type);
+    const unsigned char *p = kv->v.raw + i * eng__gguf_vtype_size(kv->arr_type);
     switch (kv->arr_type) {
     case ENG_GGUF_U8:
     case ENG_GGUF_BOOL:

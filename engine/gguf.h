@@ -258,4 +258,8 @@ int eng_gguf_writer_finish(struct eng_gguf_writer *w, void **buf, size_t *len, s
 /* The whole file written to path (created or truncated, mode 0644). */
 int eng_gguf_writer_write(struct eng_gguf_writer *w, const char *path, struct ag_err *err);
 
+/* Bytes of one element of a fixed-size metadata value type in the file (bool is one byte); 0
+ * for string and array. Shared by the loader and the writer. */
+size_t eng__gguf_vtype_size(uint32_t t);
+
 #endif

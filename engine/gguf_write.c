@@ -103,30 +103,8 @@ static void put_scalar(struct ag_buf *b, enum eng_gguf_vtype t, const void *v)
     }
 }
 
-/* Host bytes of one element of fixed-size type t (bool is the host's bool); 0 otherwise. */
-static size_t host_size(enum eng_gguf_vtype t)
-{
-    switch (t) {
-    case ENG_GGUF_U8:
-    case ENG_GGUF_I8:
-        return 1;
-    case ENG_GGUF_BOOL:
-        return sizeof(bool);
-    case ENG_GGUF_U16:
-    case ENG_GGUF_I16:
-        return 2;
-    case ENG_GGUF_U32:
-    case ENG_GGUF_I32:
-    case ENG_GGUF_F32:
-        return 4;
-    case ENG_GGUF_U64:
-    case ENG_GGUF_I64:
-    case ENG_GGUF_F64:
-        return 8;
-    default:
-        return 0;
-    }
-}
+/* Array elements are copied as laid out in the file, which holds for bool too. */
+_Static_assert(sizeof(bool) == 1, "GGUF bools are one byte");
 
 struct eng_gguf_writer *eng_gguf_writer_new(void)
 {
@@ -240,7 +218,7 @@ int eng_gguf_writer_add_strn(struct eng_gguf_writer *w, const char *key, const c
 int eng_gguf_writer_add_arr(struct eng_gguf_writer *w, const char *key,
                             enum eng_gguf_vtype elem_type, const void *elems, uint64_t n)
 {
-    size_t hs = host_size(elem_type);
+    size_t hs = eng__gguf_vtype_size((uint32_t)elem_type);
 
     if (w->err.code) return w->err.code;
     if (hs == 0)
