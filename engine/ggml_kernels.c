@@ -15,6 +15,8 @@
  */
 #include "ggml_kernels.h"
 
+#include "cpu.h"
+
 /* Exact emulation needs every fused multiply-add spelled out: GCC does not contract in ISO C
  * mode, Clang must be told. */
 #if defined(__clang__)
@@ -54,7 +56,6 @@ void eng__quantize_row_q8_1_ggml(const float *src, void *dst, int64_t n)
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(ENG_NO_SIMD)
 #define HAVE_FMA_CLONE 1
 #define FMA_TARGET     __attribute__((target("fma,avx2,f16c")))
-#include <cpuid.h>
 #include <immintrin.h>
 #else
 #define HAVE_FMA_CLONE 0
@@ -153,23 +154,10 @@ FMA_TARGET static float dot_q8_0_fma(int n, const void *wv, const void *av)
 }
 #endif
 
-/* Whether this CPU (and OS) runs the FMA_TARGET code: AVX2, FMA, F16C and YMM state saved.
- * Asked of CPUID directly because compilers disagree on __builtin_cpu_supports' names. */
+/* Whether the FMA_TARGET code may run: the CPU has it and AGENTD_CPU allows it (cpu.h). */
 static bool cpu_has_avx2_fma_f16c(void)
 {
-#if HAVE_FMA_CLONE
-    unsigned a, b, c, d, lo, hi;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
-    const unsigned need =
-        (1u << 12) | (1u << 27) | (1u << 28) | (1u << 29); /* FMA OSXSAVE AVX F16C */
-    if ((c & need) != need) return false;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    if ((lo & 6) != 6) return false; /* XMM and YMM registers saved by the OS */
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-    return (b & (1u << 5)) != 0; /* AVX2 */
-#else
-    return false;
-#endif
+    return HAVE_FMA_CLONE && eng_cpu_level() >= ENG_CPU_AVX2;
 }
 
 /* The fast variant's name where it exists, NULL elsewhere. */
