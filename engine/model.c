@@ -83,11 +83,18 @@ static int load_hparams(struct eng_gguf *g, struct eng_hparams *hp, struct ag_er
     if (rc == AG_ENOTFOUND)
         return ag_err_set(err, AG_EPARSE, "%s: missing metadata key general.architecture", name);
     if (rc < 0) return rc;
-    if (strcmp(arch, "llama") != 0)
-        return ag_err_set(err, AG_EUNSUPPORTED, "%s: architecture '%s' is not supported", name,
-                          arch);
     memset(hp, 0, sizeof(*hp));
-    hp->arch = ENG_ARCH_LLAMA;
+    if (strcmp(arch, "llama") == 0)
+        hp->arch = ENG_ARCH_LLAMA;
+    else if (strcmp(arch, "qwen2") == 0)
+        hp->arch = ENG_ARCH_QWEN2;
+    else if (strcmp(arch, "gemma3") == 0)
+        hp->arch = ENG_ARCH_GEMMA3;
+    else
+        return ag_err_set(err, AG_EUNSUPPORTED,
+                          "%s: architecture '%s' is not supported (supported: llama, qwen2, "
+                          "gemma3)",
+                          name, arch);
 
     if ((rc = get_int(g, arch, "block_count", 1, ENG_MODEL_MAX_LAYERS, false, 0, &hp->n_layer,
                       err)) < 0 ||
@@ -130,6 +137,29 @@ static int load_hparams(struct eng_gguf *g, struct eng_hparams *hp, struct ag_er
         return ag_err_set(err, AG_EINVAL, "%s: rope.dimension_count %d is odd", name, hp->n_rot);
     hp->q_dim = hp->n_head * hp->head_dim;
     hp->kv_dim = hp->n_head_kv * hp->head_dim;
+
+    /* What the architecture fixes (llama.cpp's llama_model_rope_type and per-arch graphs). */
+    hp->rope_neox = hp->arch != ENG_ARCH_LLAMA;
+    hp->embd_scale = 1.0f;
+    hp->q_scale = 1.0f;
+    hp->kq_scale = 1.0f / sqrtf((float)hp->head_dim);
+    hp->swa_pattern = 1;
+    hp->rope_base_swa = hp->rope_base;
+    if (hp->arch == ENG_ARCH_GEMMA3) {
+        hp->embd_scale = sqrtf((float)hp->n_embd);
+        hp->q_scale = 1.0f / sqrtf((float)hp->head_dim);
+        hp->kq_scale = 1.0f;
+        hp->qk_norm = true;
+        hp->post_norms = true;
+        hp->ffn_act = ENG_FFN_GELU;
+        if ((rc = get_int(g, arch, "attention.sliding_window", 0, ENG_MODEL_MAX_CTX, true, 0,
+                          &hp->n_swa, err)) < 0 ||
+            (rc = get_int(g, arch, "attention.sliding_window_pattern", 1, ENG_MODEL_MAX_LAYERS,
+                          true, 6, &hp->swa_pattern, err)) < 0 ||
+            (rc = get_float(g, arch, "rope.freq_base_swa", 0.0f, 1e12f, true, 10000.0f,
+                            &hp->rope_base_swa, err)) < 0)
+            return rc;
+    }
 
     /* The vocabulary size: <arch>.vocab_size when present, else the token list's length. */
     int n_vocab = 0;
@@ -235,19 +265,46 @@ static int load_norm(struct eng_gguf *g, const char *name, int64_t n, float *dst
     return 0;
 }
 
+/* Binds an optional F32 vector: *out stays NULL when the file has no tensor name. */
+static int load_opt_vec(struct eng_gguf *g, const char *name, int64_t n, float **cursor,
+                        const float **out, struct ag_err *err)
+{
+    if (!eng_gguf_find_tensor(g, name)) return 0;
+    int rc = load_norm(g, name, n, *cursor, err);
+    if (rc < 0) return rc;
+    *out = *cursor;
+    *cursor += n;
+    return 0;
+}
+
+/* Binds a required F32 vector. */
+static int load_vec(struct eng_gguf *g, const char *name, int64_t n, float **cursor,
+                    const float **out, struct ag_err *err)
+{
+    int rc = load_norm(g, name, n, *cursor, err);
+    if (rc < 0) return rc;
+    *out = *cursor;
+    *cursor += n;
+    return 0;
+}
+
 static int build_weights(struct eng_gguf *g, const struct eng_hparams *hp, struct eng_weights *w,
                          struct ag_err *err)
 {
-    const int64_t E = hp->n_embd;
+    const int64_t E = hp->n_embd, HD = hp->head_dim;
     char name[96];
     int rc;
 
+    /* Room for every vector any architecture may have: per layer four norms of n_embd, two of
+     * head_dim and the Q, K, V biases; the output norm and bias. */
+    const size_t per_layer = (size_t)(4 * E + 2 * HD + hp->q_dim + 2 * hp->kv_dim);
     w->layers = ag_calloc((size_t)hp->n_layer, sizeof(*w->layers));
-    w->norms = ag_calloc((size_t)(2 * hp->n_layer + 1) * (size_t)E, sizeof(float));
+    w->vecs =
+        ag_calloc(per_layer * (size_t)hp->n_layer + (size_t)E + (size_t)hp->n_vocab, sizeof(float));
+    float *cur = w->vecs;
     if ((rc = bind_mat(g, "token_embd.weight", E, hp->n_vocab, &w->tok_embd, err)) < 0) return rc;
     for (int l = 0; l < hp->n_layer; l++) {
         struct eng_layer_weights *L = &w->layers[l];
-        float *an = w->norms + (size_t)(2 * l) * E, *fn = an + E;
         struct {
             const char *suffix;
             struct eng_mat *m;
@@ -263,29 +320,45 @@ static int build_weights(struct eng_gguf *g, const struct eng_hparams *hp, struc
             if ((rc = bind_mat(g, name, mats[i].n_cols, mats[i].n_rows, mats[i].m, err)) < 0)
                 return rc;
         }
-        snprintf(name, sizeof(name), "blk.%d.attn_norm.weight", l);
-        if ((rc = load_norm(g, name, E, an, err)) < 0) return rc;
-        snprintf(name, sizeof(name), "blk.%d.ffn_norm.weight", l);
-        if ((rc = load_norm(g, name, E, fn, err)) < 0) return rc;
-        L->attn_norm = an;
-        L->ffn_norm = fn;
+        struct {
+            const char *suffix;
+            const float **v;
+            int64_t n;
+            bool required;
+        } vecs[] = {
+            {"attn_norm.weight", &L->attn_norm, E, true},
+            {"ffn_norm.weight", &L->ffn_norm, E, true},
+            {"attn_q.bias", &L->bq, hp->q_dim, hp->arch == ENG_ARCH_QWEN2},
+            {"attn_k.bias", &L->bk, hp->kv_dim, hp->arch == ENG_ARCH_QWEN2},
+            {"attn_v.bias", &L->bv, hp->kv_dim, hp->arch == ENG_ARCH_QWEN2},
+            {"attn_q_norm.weight", &L->q_norm, HD, hp->qk_norm},
+            {"attn_k_norm.weight", &L->k_norm, HD, hp->qk_norm},
+            {"post_attention_norm.weight", &L->attn_post_norm, E, hp->post_norms},
+            {"post_ffw_norm.weight", &L->ffn_post_norm, E, hp->post_norms},
+        };
+        for (size_t i = 0; i < sizeof(vecs) / sizeof(vecs[0]); i++) {
+            snprintf(name, sizeof(name), "blk.%d.%s", l, vecs[i].suffix);
+            rc = vecs[i].required ? load_vec(g, name, vecs[i].n, &cur, vecs[i].v, err)
+                                  : load_opt_vec(g, name, vecs[i].n, &cur, vecs[i].v, err);
+            if (rc < 0) return rc;
+        }
     }
-    float *on = w->norms + (size_t)(2 * hp->n_layer) * E;
-    if ((rc = load_norm(g, "output_norm.weight", E, on, err)) < 0) return rc;
-    w->output_norm = on;
+    if ((rc = load_vec(g, "output_norm.weight", E, &cur, &w->output_norm, err)) < 0) return rc;
     if (eng_gguf_find_tensor(g, "output.weight")) {
         if ((rc = bind_mat(g, "output.weight", E, hp->n_vocab, &w->output, err)) < 0) return rc;
     } else {
         w->output = w->tok_embd;
         w->tied_output = true;
     }
+    if ((rc = load_opt_vec(g, "output.bias", hp->n_vocab, &cur, &w->output_bias, err)) < 0)
+        return rc;
     return 0;
 }
 
 static void free_weights(struct eng_weights *w)
 {
     free(w->layers);
-    free(w->norms);
+    free(w->vecs);
     memset(w, 0, sizeof(*w));
 }
 
@@ -326,6 +399,7 @@ static int build_run_state(struct eng_model *m, struct ag_err *err)
     s->hb = ag_calloc(B * (size_t)hp->n_ff, sizeof(float));
     s->hb2 = ag_calloc(B * (size_t)hp->n_ff, sizeof(float));
     s->rope_cs = ag_calloc(B * (size_t)hp->n_rot, sizeof(float));
+    s->rope_cs_swa = ag_calloc(B * (size_t)hp->n_rot, sizeof(float));
     s->logits = ag_calloc((size_t)hp->n_vocab, sizeof(float));
     s->act_bytes = max_act_bytes(m);
     s->act = ag_calloc(s->act_bytes ? s->act_bytes : 1, 1);
@@ -356,6 +430,7 @@ static void free_run_state(struct eng_run_state *s)
     free(s->hb);
     free(s->hb2);
     free(s->rope_cs);
+    free(s->rope_cs_swa);
     free(s->logits);
     free(s->act);
     free(s->key_cache);
@@ -428,6 +503,13 @@ void eng_model_free(struct eng_model *m)
 
 /* ---- forward ---- */
 
+/* y = rmsnorm(x) * w over n_tok rows of n, when w is set; otherwise nothing. */
+static void norm_if(const struct eng_model *m, float *y, const float *x, const float *w, int n_tok,
+                    int n)
+{
+    if (w) m->be.ops->rmsnorm(m->be.ctx, y, x, w, n_tok, n, m->hp.rms_eps);
+}
+
 /* Runs n (1..ENG_MODEL_MAX_BATCH) tokens at positions pos..pos+n-1; computes the logits of the
  * last one when want_logits. */
 static void forward_batch(struct eng_model *m, const int32_t *tokens, int n, int pos,
@@ -437,27 +519,39 @@ static void forward_batch(struct eng_model *m, const int32_t *tokens, int n, int
     const struct eng_backend_ops *ops = m->be.ops;
     void *ctx = m->be.ctx;
     struct eng_run_state *s = &m->s;
-    const int E = hp->n_embd;
+    const int E = hp->n_embd, HD = hp->head_dim;
     const size_t esize = eng_kv_type_size(m->kv_type);
     const size_t layer_kv = (size_t)m->n_ctx * (size_t)hp->kv_dim * esize; /* bytes per layer */
     const size_t new_kv = (size_t)pos * (size_t)hp->kv_dim * esize;        /* offset of row pos */
 
     ops->get_rows(ctx, s->x, &m->w.tok_embd, tokens, n);
-    for (int t = 0; t < n; t++)
+    if (hp->embd_scale != 1.0f) ops->scale(ctx, s->x, hp->embd_scale, (int64_t)n * E);
+    for (int t = 0; t < n; t++) {
         eng_rope_cache(s->rope_cs + t * hp->n_rot, pos + t, hp->n_rot, hp->rope_base);
+        if (hp->n_swa > 0)
+            eng_rope_cache(s->rope_cs_swa + t * hp->n_rot, pos + t, hp->n_rot, hp->rope_base_swa);
+    }
 
     for (int l = 0; l < hp->n_layer; l++) {
         const struct eng_layer_weights *L = &m->w.layers[l];
         unsigned char *kc = (unsigned char *)s->key_cache + l * layer_kv;
         unsigned char *vc = (unsigned char *)s->value_cache + l * layer_kv;
+        const bool swa = eng_hparams_is_swa(hp, l);
+        const float *cs = swa ? s->rope_cs_swa : s->rope_cs;
 
         /* Attention. */
         ops->rmsnorm(ctx, s->xb, s->x, L->attn_norm, n, E, hp->rms_eps);
         const struct eng_mat *qkv[] = {&L->wq, &L->wk, &L->wv};
         float *qkv_out[] = {s->q, s->k, s->v};
         ops->matmul(ctx, 3, qkv, qkv_out, s->xb, n, s->act);
-        ops->rope(ctx, s->q, n, hp->n_head, hp->head_dim, hp->n_rot, s->rope_cs, false);
-        ops->rope(ctx, s->k, n, hp->n_head_kv, hp->head_dim, hp->n_rot, s->rope_cs, false);
+        if (L->bq) ops->add_rows(ctx, s->q, L->bq, n, hp->q_dim);
+        if (L->bk) ops->add_rows(ctx, s->k, L->bk, n, hp->kv_dim);
+        if (L->bv) ops->add_rows(ctx, s->v, L->bv, n, hp->kv_dim);
+        norm_if(m, s->q, s->q, L->q_norm, n * hp->n_head, HD);
+        ops->rope(ctx, s->q, n, hp->n_head, HD, hp->n_rot, cs, hp->rope_neox);
+        norm_if(m, s->k, s->k, L->k_norm, n * hp->n_head_kv, HD);
+        ops->rope(ctx, s->k, n, hp->n_head_kv, HD, hp->n_rot, cs, hp->rope_neox);
+        if (hp->q_scale != 1.0f) ops->scale(ctx, s->q, hp->q_scale, (int64_t)n * hp->q_dim);
         ops->store(ctx, kc + new_kv, m->kv_type, s->k, (int64_t)n * hp->kv_dim);
         ops->store(ctx, vc + new_kv, m->kv_type, s->v, (int64_t)n * hp->kv_dim);
         struct eng_attn a = {
@@ -468,15 +562,17 @@ static void forward_batch(struct eng_model *m, const int32_t *tokens, int n, int
             .kv_type = m->kv_type,
             .n_tok = n,
             .pos = pos,
+            .window = swa ? hp->n_swa : 0,
             .n_head = hp->n_head,
             .n_head_kv = hp->n_head_kv,
-            .head_dim = hp->head_dim,
+            .head_dim = HD,
             .kv_stride = hp->kv_dim,
-            .scale = 1.0f / sqrtf((float)hp->head_dim),
+            .scale = hp->kq_scale,
         };
         ops->attention(ctx, &a);
         const struct eng_mat *wo = &L->wo;
         ops->matmul(ctx, 1, &wo, &s->xb2, s->att, n, s->act);
+        norm_if(m, s->xb2, s->xb2, L->attn_post_norm, n, E);
         ops->add(ctx, s->x, s->xb2, (int64_t)n * E);
 
         /* Feed-forward. */
@@ -484,9 +580,13 @@ static void forward_batch(struct eng_model *m, const int32_t *tokens, int n, int
         const struct eng_mat *gu[] = {&L->w_gate, &L->w_up};
         float *gu_out[] = {s->hb, s->hb2};
         ops->matmul(ctx, 2, gu, gu_out, s->xb, n, s->act);
-        ops->swiglu(ctx, s->hb, s->hb, s->hb2, n, hp->n_ff);
+        if (hp->ffn_act == ENG_FFN_GELU)
+            ops->geglu(ctx, s->hb, s->hb, s->hb2, n, hp->n_ff);
+        else
+            ops->swiglu(ctx, s->hb, s->hb, s->hb2, n, hp->n_ff);
         const struct eng_mat *wd = &L->w_down;
         ops->matmul(ctx, 1, &wd, &s->xb2, s->hb, n, s->act);
+        norm_if(m, s->xb2, s->xb2, L->ffn_post_norm, n, E);
         ops->add(ctx, s->x, s->xb2, (int64_t)n * E);
     }
 
@@ -495,6 +595,7 @@ static void forward_batch(struct eng_model *m, const int32_t *tokens, int n, int
         ops->rmsnorm(ctx, s->xb, last, m->w.output_norm, 1, E, hp->rms_eps);
         const struct eng_mat *wout = &m->w.output;
         ops->matmul(ctx, 1, &wout, &s->logits, s->xb, 1, s->act);
+        if (m->w.output_bias) ops->add(ctx, s->logits, m->w.output_bias, hp->n_vocab);
     }
 }
 

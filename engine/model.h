@@ -8,10 +8,20 @@
  * token). The forward pass calls the backend's ops table (ops.h) only, so another backend runs
  * the same code.
  *
- * Architectures: `llama` (SmolLM2, Llama 3.x): RMSNorm, grouped-query attention with RoPE in
- * ggml's "normal" mode (pairs of adjacent values: the GGUF converter permutes Q and K rows from
- * Hugging Face's rotate-half order into it), SwiGLU feed-forward, output tied to the token
- * embedding when the file has no output.weight.
+ * Architectures (what differs is data in struct eng_hparams, not separate code paths):
+ *   - `llama` (SmolLM2, Llama 3.x): RMSNorm, grouped-query attention with RoPE in ggml's
+ *     "normal" mode (pairs of adjacent values: the GGUF converter permutes Q and K rows from
+ *     Hugging Face's rotate-half order into it), SwiGLU feed-forward.
+ *   - `qwen2`: llama plus biases on Q, K and V, and NEOX RoPE (pairs i, i + n_rot/2).
+ *   - `gemma3`: the embedding scaled by sqrt(n_embd); RMSNorm of each query and key head
+ *     (QK-norm) before NEOX RoPE; queries scaled by 1/sqrt(head_dim) instead of the scores;
+ *     "sandwich" norms (a second RMSNorm on the attention and feed-forward outputs before
+ *     each residual add); GeGLU (tanh GELU) feed-forward; layers alternate between sliding-window
+ *     attention (a key is seen when query position - key position < n_swa) with RoPE base
+ *     rope_base_swa, and every swa_pattern-th layer global attention with rope_base.
+ *     Norm weights in Gemma GGUF files already include Gemma's "1 +".
+ * Every architecture takes its output projection from token_embd when the file has no
+ * output.weight, and adds biases on Q, K, V or the output where the file has them.
  *
  * KV cache: (n_layer, n_ctx, kv_dim) keys and the same for values, one sequence, F16 by
  * default (as llama.cpp; the CPU backend then reproduces llama.cpp's arithmetic bit for bit, see
@@ -43,37 +53,70 @@
 
 enum eng_arch {
     ENG_ARCH_LLAMA = 0,
+    ENG_ARCH_QWEN2 = 1,
+    ENG_ARCH_GEMMA3 = 2,
+};
+
+/* The feed-forward gate's activation. */
+enum eng_ffn_act {
+    ENG_FFN_SILU = 0, /* SwiGLU */
+    ENG_FFN_GELU = 1, /* GeGLU, tanh approximation */
 };
 
 /* Hyperparameters, from the file's metadata (keys prefixed with the architecture name). */
 struct eng_hparams {
-    enum eng_arch arch; /* from general.architecture */
-    int n_vocab;        /* tokenizer.ggml.tokens length (= <arch>.vocab_size when present) */
-    int n_ctx_train;    /* <arch>.context_length */
-    int n_embd;         /* <arch>.embedding_length */
-    int n_layer;        /* <arch>.block_count, 1..ENG_MODEL_MAX_LAYERS */
-    int n_head;         /* <arch>.attention.head_count */
-    int n_head_kv;      /* <arch>.attention.head_count_kv (default n_head), divides n_head */
-    int head_dim;       /* <arch>.attention.key_length, default n_embd / n_head */
-    int n_rot;          /* <arch>.rope.dimension_count, default head_dim; even, <= head_dim */
-    int n_ff;           /* <arch>.feed_forward_length */
-    int q_dim;          /* n_head * head_dim */
-    int kv_dim;         /* n_head_kv * head_dim */
-    float rms_eps;      /* <arch>.attention.layer_norm_rms_epsilon */
-    float rope_base;    /* <arch>.rope.freq_base, default 10000 */
+    enum eng_arch arch;       /* from general.architecture */
+    int n_vocab;              /* tokenizer.ggml.tokens length (= <arch>.vocab_size when present) */
+    int n_ctx_train;          /* <arch>.context_length */
+    int n_embd;               /* <arch>.embedding_length */
+    int n_layer;              /* <arch>.block_count, 1..ENG_MODEL_MAX_LAYERS */
+    int n_head;               /* <arch>.attention.head_count */
+    int n_head_kv;            /* <arch>.attention.head_count_kv (default n_head), divides n_head */
+    int head_dim;             /* <arch>.attention.key_length, default n_embd / n_head */
+    int n_rot;                /* <arch>.rope.dimension_count, default head_dim; even, <= head_dim */
+    int n_ff;                 /* <arch>.feed_forward_length */
+    int q_dim;                /* n_head * head_dim */
+    int kv_dim;               /* n_head_kv * head_dim */
+    float rms_eps;            /* <arch>.attention.layer_norm_rms_epsilon */
+    float rope_base;          /* <arch>.rope.freq_base, default 10000 */
+    bool rope_neox;           /* RoPE pairs (i, i + n_rot/2) rather than (2i, 2i+1) */
+    int n_swa;                /* <arch>.attention.sliding_window, 0: every layer global */
+    int swa_pattern;          /* with n_swa: layer l is global when l % swa_pattern ==
+                                 swa_pattern - 1 (<arch>.attention.sliding_window_pattern, default 6) */
+    float rope_base_swa;      /* RoPE base of sliding-window layers (<arch>.rope.freq_base_swa,
+                                 default 10000) */
+    float embd_scale;         /* the token embedding is multiplied by this (1: not at all) */
+    float q_scale;            /* queries are multiplied by this before attention (1: not at all) */
+    float kq_scale;           /* scores q.k are multiplied by this (usually 1/sqrt(head_dim)) */
+    bool qk_norm;             /* RMSNorm of every query and key head (attn_q_norm, attn_k_norm) */
+    bool post_norms;          /* RMSNorm of the attention and FFN outputs (post_attention_norm,
+                                 post_ffw_norm) before the residual adds */
+    enum eng_ffn_act ffn_act; /* gate activation */
 };
 
-/* One transformer block's weights. Matrices point into the mapping; norms are F32 copies. */
+/* Whether layer l uses sliding-window attention. */
+static inline bool eng_hparams_is_swa(const struct eng_hparams *hp, int l)
+{
+    return hp->n_swa > 0 && l % hp->swa_pattern < hp->swa_pattern - 1;
+}
+
+/* One transformer block's weights. Matrices point into the mapping; vectors (norms, biases)
+ * are F32 copies, NULL when the architecture or the file has none. */
 struct eng_layer_weights {
-    const float *attn_norm; /* (n_embd) */
-    struct eng_mat wq;      /* (q_dim rows, n_embd cols) */
-    struct eng_mat wk;      /* (kv_dim, n_embd) */
-    struct eng_mat wv;      /* (kv_dim, n_embd) */
-    struct eng_mat wo;      /* (n_embd, q_dim) */
-    const float *ffn_norm;  /* (n_embd) */
-    struct eng_mat w_gate;  /* (n_ff, n_embd) */
-    struct eng_mat w_up;    /* (n_ff, n_embd) */
-    struct eng_mat w_down;  /* (n_embd, n_ff) */
+    const float *attn_norm;      /* (n_embd) */
+    struct eng_mat wq;           /* (q_dim rows, n_embd cols) */
+    struct eng_mat wk;           /* (kv_dim, n_embd) */
+    struct eng_mat wv;           /* (kv_dim, n_embd) */
+    const float *bq, *bk, *bv;   /* (q_dim), (kv_dim), (kv_dim) biases or NULL */
+    const float *q_norm;         /* (head_dim) with qk_norm */
+    const float *k_norm;         /* (head_dim) with qk_norm */
+    struct eng_mat wo;           /* (n_embd, q_dim) */
+    const float *attn_post_norm; /* (n_embd) with post_norms */
+    const float *ffn_norm;       /* (n_embd) */
+    struct eng_mat w_gate;       /* (n_ff, n_embd) */
+    struct eng_mat w_up;         /* (n_ff, n_embd) */
+    struct eng_mat w_down;       /* (n_embd, n_ff) */
+    const float *ffn_post_norm;  /* (n_embd) with post_norms */
 };
 
 struct eng_weights {
@@ -81,27 +124,29 @@ struct eng_weights {
     struct eng_layer_weights *layers; /* (n_layer) */
     const float *output_norm;         /* (n_embd) */
     struct eng_mat output;            /* (n_vocab, n_embd); token_embd's data when tied */
+    const float *output_bias;         /* (n_vocab) or NULL */
     bool tied_output;                 /* the file has no output.weight */
-    float *norms;                     /* (2 * n_layer + 1, n_embd) F32 copies of every norm */
+    float *vecs;                      /* F32 copies of every norm and bias, end to end */
 };
 
 /* Every buffer a forward pass touches, allocated at load. B = ENG_MODEL_MAX_BATCH. */
 struct eng_run_state {
-    float *x;          /* (B, n_embd) residual stream */
-    float *xb;         /* (B, n_embd) normed input of a sublayer */
-    float *xb2;        /* (B, n_embd) output of wo and w_down, before the residual add */
-    float *q;          /* (B, q_dim) queries */
-    float *k;          /* (B, kv_dim) new keys, before they are stored in the cache */
-    float *v;          /* (B, kv_dim) new values, before they are stored in the cache */
-    float *att;        /* (B, q_dim) attention output, input of wo */
-    float *hb;         /* (B, n_ff) gate, then silu(gate) * up */
-    float *hb2;        /* (B, n_ff) up */
-    float *rope_cs;    /* (B, n_rot) cos, sin pairs per row's position */
-    float *logits;     /* (n_vocab) logits of the last token of the last forward */
-    void *act;         /* act_bytes: quantized matmul inputs */
-    size_t act_bytes;  /* the largest eng_matmul_act_bytes() of any matmul in the pass */
-    void *key_cache;   /* (n_layer, n_ctx, kv_dim) of kv_type, RoPE applied */
-    void *value_cache; /* (n_layer, n_ctx, kv_dim) of kv_type */
+    float *x;           /* (B, n_embd) residual stream */
+    float *xb;          /* (B, n_embd) normed input of a sublayer */
+    float *xb2;         /* (B, n_embd) output of wo and w_down, before the residual add */
+    float *q;           /* (B, q_dim) queries */
+    float *k;           /* (B, kv_dim) new keys, before they are stored in the cache */
+    float *v;           /* (B, kv_dim) new values, before they are stored in the cache */
+    float *att;         /* (B, q_dim) attention output, input of wo */
+    float *hb;          /* (B, n_ff) gate, then silu(gate) * up */
+    float *hb2;         /* (B, n_ff) up */
+    float *rope_cs;     /* (B, n_rot) cos, sin pairs per row's position (rope_base) */
+    float *rope_cs_swa; /* (B, n_rot) the same for sliding-window layers (rope_base_swa) */
+    float *logits;      /* (n_vocab) logits of the last token of the last forward */
+    void *act;          /* act_bytes: quantized matmul inputs */
+    size_t act_bytes;   /* the largest eng_matmul_act_bytes() of any matmul in the pass */
+    void *key_cache;    /* (n_layer, n_ctx, kv_dim) of kv_type, RoPE applied */
+    void *value_cache;  /* (n_layer, n_ctx, kv_dim) of kv_type */
 };
 
 struct eng_model {

@@ -61,6 +61,8 @@ struct eng_attn {
     enum eng_kv_type kv_type; /* element type of k and v */
     int n_tok;                /* query rows */
     int pos;                  /* position of query row 0; row t sees keys 0..pos + t */
+    int window;               /* 0, or a sliding window: row t sees only the keys p with
+                                 pos + t - p < window */
     int n_head;               /* query heads, a multiple of n_head_kv */
     int n_head_kv;            /* KV heads */
     int head_dim;             /* values per head, at most the backend's max_head_dim */
@@ -92,8 +94,14 @@ struct eng_backend_ops {
     void (*softmax)(void *ctx, float *x, int n);
     /* y = silu(gate) * up per row; y, gate, up (n_tok, n). y may be gate or up. */
     void (*swiglu)(void *ctx, float *y, const float *gate, const float *up, int n_tok, int n);
+    /* y = gelu(gate) * up per row (tanh approximation, as ggml computes it); shapes as swiglu. */
+    void (*geglu)(void *ctx, float *y, const float *gate, const float *up, int n_tok, int n);
     /* y += x, n values. */
     void (*add)(void *ctx, float *y, const float *x, int64_t n);
+    /* y (n_tok, n) += b (n) on every row. */
+    void (*add_rows)(void *ctx, float *y, const float *b, int n_tok, int n);
+    /* y *= v, n values. */
+    void (*scale)(void *ctx, float *y, float v, int64_t n);
     /* Stores n floats of src as n elements of type at dst (a KV cache row). */
     void (*store)(void *ctx, void *dst, enum eng_kv_type type, const float *src, int64_t n);
     /* Causal multi-head attention with grouped KV heads (see struct eng_attn). */

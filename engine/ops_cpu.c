@@ -211,10 +211,41 @@ static void cpu_swiglu(void *ctx, float *y, const float *gate, const float *up, 
     }
 }
 
+/* TEMPORARY until ggml_kernels_q provides eng__ggml_geglu. */
+static float gelu_tmp(float x)
+{
+    if (x <= -10.0f) return 0.0f;
+    if (x >= 10.0f) return x;
+    const float f = eng_fp16_to_fp32(eng_fp32_to_fp16(x));
+    const float g =
+        0.5f * f *
+        (1.0f + tanhf(0.79788456080286535587989211986876f * f * (1.0f + 0.044715f * f * f)));
+    return eng_fp16_to_fp32(eng_fp32_to_fp16(g));
+}
+
+static void cpu_geglu(void *ctx, float *y, const float *gate, const float *up, int n_tok, int n)
+{
+    (void)ctx;
+    for (int64_t i = 0; i < (int64_t)n_tok * n; i++) y[i] = gelu_tmp(gate[i]) * up[i];
+}
+
 static void cpu_add(void *ctx, float *y, const float *x, int64_t n)
 {
     (void)ctx;
     for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+static void cpu_add_rows(void *ctx, float *y, const float *b, int n_tok, int n)
+{
+    (void)ctx;
+    for (int t = 0; t < n_tok; t++, y += n)
+        for (int i = 0; i < n; i++) y[i] += b[i];
+}
+
+static void cpu_scale(void *ctx, float *y, float v, int64_t n)
+{
+    (void)ctx;
+    for (int64_t i = 0; i < n; i++) y[i] *= v;
 }
 
 static void cpu_store(void *ctx, void *dst, enum eng_kv_type type, const float *src, int64_t n)
@@ -236,11 +267,12 @@ struct attn_job {
 };
 
 /* Plain float attention of one query row and head over an F32 cache. */
-static void attn_f32(const struct eng_attn *a, float *scores, const float *q, int n_kv, int kv_off,
-                     float *out)
+static void attn_f32(const struct eng_attn *a, float *scores, const float *q, int first, int n_kv,
+                     int kv_off, float *out)
 {
     const int hd = a->head_dim;
-    const float *k = a->k, *v = a->v;
+    const float *k = (const float *)a->k + (int64_t)first * a->kv_stride;
+    const float *v = (const float *)a->v + (int64_t)first * a->kv_stride;
     for (int p = 0; p < n_kv; p++) {
         const float *kp = k + (int64_t)p * a->kv_stride + kv_off;
         float dot = 0.0f;
@@ -258,11 +290,12 @@ static void attn_f32(const struct eng_attn *a, float *scores, const float *q, in
 
 /* One query row and head over an F16 cache, as ggml's flash attention computes it (one
  * chunk, no KV split). scratch holds 2 * head_dim f16 values. */
-static void attn_f16(const struct eng_attn *a, uint16_t *scratch, const float *q, int n_kv,
-                     int kv_off, float *out)
+static void attn_f16(const struct eng_attn *a, uint16_t *scratch, const float *q, int first,
+                     int n_kv, int kv_off, float *out)
 {
     const int hd = a->head_dim;
-    const uint16_t *k = a->k, *v = a->v;
+    const uint16_t *k = (const uint16_t *)a->k + (int64_t)first * a->kv_stride;
+    const uint16_t *v = (const uint16_t *)a->v + (int64_t)first * a->kv_stride;
     uint16_t *q16 = scratch, *acc = scratch + hd; /* (hd) query, (hd) V accumulator */
     float M = -INFINITY, S = 0.0f;
 
@@ -300,13 +333,17 @@ static void attn_task(void *arg, int64_t begin, int64_t end, int ith)
 
     for (int64_t task = begin; task < end; task++) {
         const int t = (int)(task / a->n_head), h = (int)(task % a->n_head);
-        const int n_kv = a->pos + t + 1, kv_off = (h / group) * hd;
+        const int q_pos = a->pos + t, kv_off = (h / group) * hd;
+        /* Keys first..q_pos: the ones a sliding window masks are skipped, as ggml's kernel
+         * skips keys whose mask is -inf. */
+        const int first = a->window > 0 && q_pos - a->window + 1 > 0 ? q_pos - a->window + 1 : 0;
+        const int n_kv = q_pos + 1 - first;
         const float *q = a->q + (int64_t)t * q_stride + h * hd;
         float *out = a->out + (int64_t)t * q_stride + h * hd;
         if (a->kv_type == ENG_KV_F16)
-            attn_f16(a, (uint16_t *)scratch, q, n_kv, kv_off, out);
+            attn_f16(a, (uint16_t *)scratch, q, first, n_kv, kv_off, out);
         else
-            attn_f32(a, scratch, q, n_kv, kv_off, out);
+            attn_f32(a, scratch, q, first, n_kv, kv_off, out);
     }
 }
 
@@ -337,7 +374,10 @@ static const struct eng_backend_ops cpu_ops = {
     .rope = cpu_rope,
     .softmax = cpu_softmax,
     .swiglu = cpu_swiglu,
+    .geglu = cpu_geglu,
     .add = cpu_add,
+    .add_rows = cpu_add_rows,
+    .scale = cpu_scale,
     .store = cpu_store,
     .attention = cpu_attention,
 };

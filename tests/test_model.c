@@ -32,8 +32,10 @@
 
 #include "test.h"
 
-#define SMOLLM2_PATH "models/SmolLM2-135M-Instruct.Q4_1.gguf"
-#define GREEDY_PATH  "tests/data/greedy_smollm2.jsonl"
+#define SMOLLM2_PATH       "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+#define GREEDY_PATH        "tests/data/greedy_smollm2.jsonl"
+#define GEMMA3_PATH        "models/gemma-3-270m-q4_k_m.gguf"
+#define GREEDY_GEMMA3_PATH "tests/data/greedy_gemma3.jsonl"
 
 /* ---- helpers ---- */
 
@@ -993,24 +995,35 @@ static int json_ids(const cJSON *arr, int32_t *out, int cap)
     return n;
 }
 
-static void test_smollm2_greedy(void)
+/* One real model's greedy check: its file, the reference data, and the shape it must have. */
+struct greedy_case {
+    const char *model;
+    const char *data;
+    int n_layer, n_embd, n_ff, n_head, n_head_kv, head_dim, n_vocab;
+};
+
+static void greedy_parity(const struct greedy_case *gc)
 {
-    FILE *f = fopen(SMOLLM2_PATH, "rb");
-    if (!f) SKIP(SMOLLM2_PATH " is missing: run `make model`");
+    FILE *f = fopen(gc->model, "rb");
+    if (!f) {
+        printf("  %s is missing: run `make model MODEL=all`\n", gc->model);
+        SKIP("model file missing");
+    }
     fclose(f);
     struct ag_err err = {0};
     struct eng_model *m;
-    int rc = eng_model_load(SMOLLM2_PATH, 2, 512, &m, &err);
+    int rc = eng_model_load(gc->model, 2, 512, &m, &err);
     CHECKF(rc == 0, "%s", err.msg);
     if (rc != 0) return;
     const struct eng_hparams *hp = eng_model_hparams(m);
-    CHECK(hp->n_layer == 30 && hp->n_embd == 576 && hp->n_ff == 1536 && hp->n_head == 9 &&
-          hp->n_head_kv == 3 && hp->head_dim == 64 && hp->n_rot == 64 && hp->n_vocab == 49152);
+    CHECK(hp->n_layer == gc->n_layer && hp->n_embd == gc->n_embd && hp->n_ff == gc->n_ff &&
+          hp->n_head == gc->n_head && hp->n_head_kv == gc->n_head_kv &&
+          hp->head_dim == gc->head_dim && hp->n_rot == gc->head_dim && hp->n_vocab == gc->n_vocab);
     CHECK(m->w.tied_output);
 
     char *text;
     size_t len;
-    rc = ag_read_file(GREEDY_PATH, 1 << 24, &text, &len, &err);
+    rc = ag_read_file(gc->data, 1 << 24, &text, &len, &err);
     CHECKF(rc == 0, "%s", err.msg);
     if (rc != 0) {
         eng_model_free(m);
@@ -1067,6 +1080,19 @@ static void test_smollm2_greedy(void)
     eng_model_free(m);
 }
 
+static void test_smollm2_greedy(void)
+{
+    const struct greedy_case gc = {SMOLLM2_PATH, GREEDY_PATH, 30, 576, 1536, 9, 3, 64, 49152};
+    greedy_parity(&gc);
+}
+
+static void test_gemma3_greedy(void)
+{
+    const struct greedy_case gc = {GEMMA3_PATH, GREEDY_GEMMA3_PATH, 18, 640, 2048, 4, 1, 256,
+                                   262144};
+    greedy_parity(&gc);
+}
+
 int main(int argc, char **argv)
 {
     TEST_BEGIN(argc, argv);
@@ -1081,5 +1107,6 @@ int main(int argc, char **argv)
     RUN(test_tiny_api);
     RUN(test_load_refusals);
     RUN(test_smollm2_greedy);
+    RUN(test_gemma3_greedy);
     return TEST_END();
 }
