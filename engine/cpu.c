@@ -21,7 +21,8 @@ static enum eng_cpu_level detect(void)
 #if HAVE_X86
     unsigned a, b, c, d, lo, hi;
     if (!__get_cpuid(1, &a, &b, &c, &d)) return ENG_CPU_SCALAR;
-    const unsigned need1 = (1u << 12) | (1u << 27) | (1u << 28) | (1u << 29); /* FMA OSXSAVE AVX F16C */
+    const unsigned need1 =
+        (1u << 12) | (1u << 27) | (1u << 28) | (1u << 29); /* FMA OSXSAVE AVX F16C */
     if ((c & need1) != need1) return ENG_CPU_SCALAR;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     if ((lo & 6) != 6) return ENG_CPU_SCALAR; /* XMM and YMM state saved by the OS */

@@ -370,7 +370,7 @@ static size_t max_act_bytes(const struct eng_model *m)
 {
     const int B = ENG_MODEL_MAX_BATCH;
     const struct eng_mat *out = &m->w.output;
-    size_t best = eng_matmul_act_bytes(1, &out, 1);
+    size_t best = eng_matmul_act_bytes(1, &out, B);
     for (int l = 0; l < m->hp.n_layer; l++) {
         const struct eng_layer_weights *L = &m->w.layers[l];
         const struct eng_mat *qkv[] = {&L->wq, &L->wk, &L->wv}, *gu[] = {&L->w_gate, &L->w_up};
@@ -511,9 +511,10 @@ static void norm_if(const struct eng_model *m, float *y, const float *x, const f
 }
 
 /* Runs n (1..ENG_MODEL_MAX_BATCH) tokens at positions pos..pos+n-1; computes the logits of the
- * last one when want_logits. */
+ * last one into s->logits when want_logits, or of every row into all_logits (n, n_vocab) when
+ * that is set. */
 static void forward_batch(struct eng_model *m, const int32_t *tokens, int n, int pos,
-                          bool want_logits)
+                          bool want_logits, float *all_logits)
 {
     const struct eng_hparams *hp = &m->hp;
     const struct eng_backend_ops *ops = m->be.ops;
@@ -590,17 +591,20 @@ static void forward_batch(struct eng_model *m, const int32_t *tokens, int n, int
         ops->add(ctx, s->x, s->xb2, (int64_t)n * E);
     }
 
-    if (want_logits) {
-        const float *last = s->x + (size_t)(n - 1) * E;
-        ops->rmsnorm(ctx, s->xb, last, m->w.output_norm, 1, E, hp->rms_eps);
+    if (want_logits || all_logits) {
+        const int rows = all_logits ? n : 1;
+        float *out = all_logits ? all_logits : s->logits;
+        const float *first = s->x + (size_t)(n - rows) * E;
+        ops->rmsnorm(ctx, s->xb, first, m->w.output_norm, rows, E, hp->rms_eps);
         const struct eng_mat *wout = &m->w.output;
-        ops->matmul(ctx, 1, &wout, &s->logits, s->xb, 1, s->act);
-        if (m->w.output_bias) ops->add(ctx, s->logits, m->w.output_bias, hp->n_vocab);
+        ops->matmul(ctx, 1, &wout, &out, s->xb, rows, s->act);
+        if (m->w.output_bias) ops->add_rows(ctx, out, m->w.output_bias, rows, hp->n_vocab);
     }
 }
 
-int eng_model_forward(struct eng_model *m, const int32_t *tokens, int n, int pos, float **logits,
-                      struct ag_err *err)
+/* Checks a forward call's arguments (see eng_model_forward). */
+static int check_forward(const struct eng_model *m, const int32_t *tokens, int n, int pos,
+                         struct ag_err *err)
 {
     if (n < 1) return ag_err_set(err, AG_EINVAL, "forward: %d tokens", n);
     if (pos < 0 || pos > m->n_past)
@@ -615,12 +619,33 @@ int eng_model_forward(struct eng_model *m, const int32_t *tokens, int n, int pos
             return ag_err_set(err, AG_EINVAL, "forward: token %d (index %d) is outside 0..%d",
                               tokens[i], i, m->hp.n_vocab - 1);
 
+    return 0;
+}
+
+int eng_model_forward(struct eng_model *m, const int32_t *tokens, int n, int pos, float **logits,
+                      struct ag_err *err)
+{
+    int rc = check_forward(m, tokens, n, pos, err);
+    if (rc < 0) return rc;
     for (int i = 0; i < n; i += ENG_MODEL_MAX_BATCH) {
         int nb = n - i < ENG_MODEL_MAX_BATCH ? n - i : ENG_MODEL_MAX_BATCH;
-        forward_batch(m, tokens + i, nb, pos + i, i + nb == n);
+        forward_batch(m, tokens + i, nb, pos + i, i + nb == n, NULL);
         m->n_past = pos + i + nb;
     }
     if (logits) *logits = m->s.logits;
+    return 0;
+}
+
+int eng_model_forward_all(struct eng_model *m, const int32_t *tokens, int n, int pos, float *logits,
+                          struct ag_err *err)
+{
+    int rc = check_forward(m, tokens, n, pos, err);
+    if (rc < 0) return rc;
+    for (int i = 0; i < n; i += ENG_MODEL_MAX_BATCH) {
+        int nb = n - i < ENG_MODEL_MAX_BATCH ? n - i : ENG_MODEL_MAX_BATCH;
+        forward_batch(m, tokens + i, nb, pos + i, false, logits + (size_t)i * m->hp.n_vocab);
+        m->n_past = pos + i + nb;
+    }
     return 0;
 }
 

@@ -190,6 +190,10 @@ void eng_model_free(struct eng_model *m); /* NULL is fine */
  * AG_ECTXOVERFLOW (pos + n > n_ctx: nothing is run). */
 int eng_model_forward(struct eng_model *m, const int32_t *tokens, int n, int pos, float **logits,
                       struct ag_err *err);
+/* The same, writing the logits after every token into logits (n, n_vocab), caller-owned:
+ * for teacher forcing and perplexity. */
+int eng_model_forward_all(struct eng_model *m, const int32_t *tokens, int n, int pos, float *logits,
+                          struct ag_err *err);
 /* Forgets the sequence: the next forward starts at position 0. */
 void eng_model_reset(struct eng_model *m);
 
