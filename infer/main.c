@@ -21,14 +21,14 @@
 #include <unistd.h>
 
 #include "../base/base.h"
+#include "../engine/chat.h"
 #include "../engine/gguf.h"
 #include "../engine/model.h"
 #include "../engine/sampler.h"
 #include "../engine/tokenizer.h"
 #include "../protocol/protocol.h"
 
-#define PROG           "agentd-infer"
-#define DEFAULT_SYSTEM "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+#define PROG "agentd-infer"
 
 struct opts {
     const char *model;            /* -m path */
@@ -39,7 +39,8 @@ struct opts {
     int n_ctx;                    /* --ctx, 0: prompt + n_predict, capped at the trained one */
     bool json;                    /* --json: a statistics line at the end */
     bool tokenize;                /* --tokenize: print the prompt's ids and exit */
-    bool chat;                    /* --chat: wrap the prompt in the model's ChatML template */
+    bool chat;                    /* --chat: wrap the prompt in the model's chat template */
+    const char *chat_template;    /* --chat-template NAME: the family, instead of the file's */
     struct eng_sampler_params sp; /* sampling */
 };
 
@@ -58,8 +59,9 @@ static void usage(FILE *f)
             "  --seed S              random seed (default: from the clock)\n"
             "  --threads N           compute threads (default: number of cores)\n"
             "  --ctx N               context size (default: prompt + N, at most the trained one)\n"
-            "  --chat                wrap the prompt in the model's ChatML chat template\n"
-            "  --system TEXT         system message for --chat\n"
+            "  --chat                wrap the prompt in the model's chat template (a user turn)\n"
+            "  --system TEXT         system message for --chat (default: the template's)\n"
+            "  --chat-template NAME  chatml | qwen2 | llama3 | gemma (default: from the file)\n"
             "  --json                print a line of JSON statistics after the text\n"
             "  --tokenize            print the prompt's token ids as JSON and exit\n"
             "  -h, --help            this help\n");
@@ -126,7 +128,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
             "-m",          "--model",   "-p",      "--prompt", "-n",
             "--n-predict", "--temp",    "--top-k", "--top-p",  "--min-p",
             "--seed",      "--threads", "--ctx",   "--system", "--repeat-penalty",
-            NULL};
+            "--chat-template", NULL};
         bool known = false;
         for (int k = 0; with_value[k]; k++) known |= !strcmp(a, with_value[k]);
         if (!known) return usage_error("unknown option '%s'", a);
@@ -140,6 +142,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
             o->prompt = v;
         else if (!strcmp(a, "--system"))
             o->system = v;
+        else if (!strcmp(a, "--chat-template"))
+            o->chat_template = v;
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
             if (!parse_long(v, 0, ENG_MODEL_MAX_CTX, &n)) return usage_error("bad -n '%s'", v);
             o->n_predict = (int)n;
@@ -175,6 +179,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
     if (!o->model) return usage_error("%s", "missing -m MODEL");
     if (!o->prompt) return usage_error("%s", "missing -p PROMPT");
     if (o->system && !o->chat) return usage_error("%s", "--system needs --chat");
+    if (o->chat_template && !o->chat) return usage_error("%s", "--chat-template needs --chat");
     return -1;
 }
 
@@ -191,7 +196,8 @@ static int fail(const struct ag_err *err)
     return 1;
 }
 
-/* The prompt as the model sees it: the text, or with --chat the ChatML turn (SmolLM2 style). */
+/* The prompt as the model sees it: the text, or with --chat a system turn (when given) and a
+ * user turn in the model's chat template, ready for the assistant's reply. */
 static int build_prompt(const struct opts *o, const struct eng_gguf *g, struct ag_buf *out,
                         struct ag_err *err)
 {
@@ -199,20 +205,18 @@ static int build_prompt(const struct opts *o, const struct eng_gguf *g, struct a
         ag_buf_puts(out, o->prompt);
         return 0;
     }
-    const char *tmpl = NULL;
-    struct ag_err e2 = {0};
-    if (eng_gguf_get_str(g, "tokenizer.chat_template", &tmpl, NULL, &e2) != 0)
-        return ag_err_set(err, AG_EUNSUPPORTED, "%s: --chat: the model has no chat template",
-                          o->model);
-    if (!strstr(tmpl, "<|im_start|>") || !strstr(tmpl, "<|im_end|>"))
-        return ag_err_set(err, AG_EUNSUPPORTED,
-                          "%s: --chat: only ChatML templates (<|im_start|>) are supported so far",
-                          o->model);
-    ag_buf_printf(out,
-                  "<|im_start|>system\n%s<|im_end|>\n<|im_start|>user\n%s<|im_end|>\n"
-                  "<|im_start|>assistant\n",
-                  o->system ? o->system : DEFAULT_SYSTEM, o->prompt);
-    return 0;
+    enum eng_chat_family fam;
+    int rc = o->chat_template ? eng_chat_family_by_name(o->chat_template, &fam, err)
+                              : eng_chat_family_from_gguf(g, &fam, err);
+    if (rc != 0) return rc;
+    struct eng_chat_msg msgs[2] = {
+        {.role = ENG_CHAT_SYSTEM, .content = o->system},
+        {.role = ENG_CHAT_USER, .content = o->prompt},
+    };
+    struct eng_chat c = {.msgs = o->system ? msgs : msgs + 1,
+                         .n_msgs = o->system ? 2 : 1,
+                         .add_generation_prompt = true};
+    return eng_chat_render(fam, &c, out, NULL, err);
 }
 
 /* Reads <arch>.context_length, 0 when absent. */
