@@ -46,7 +46,8 @@ help:
 	@echo "  make run      set up, build, start the daemon in the foreground with examples/ loaded"
 	@echo "  make asan     build with ASan+UBSan into build-asan/ and run the tests"
 	@echo "  make fuzz     build the libFuzzer targets and run each for FUZZ_SECONDS (default 60)"
-	@echo "  make bench    socket ping throughput beside redis-benchmark (see bench/RESULTS.md)"
+	@echo "  make bench    socket ping throughput beside redis-benchmark, engine prefill/decode"
+	@echo "               speed and RSS (beside llama-bench when LLAMA_BENCH=path; bench/RESULTS.md)"
 	@echo "  make model    fetch model weights into models/ (MODEL=smollm2|gemma3|all|list; default smollm2)"
 	@echo "  make format   clang-format every C source and header"
 	@echo "  make clean    remove build outputs"
@@ -107,6 +108,8 @@ $(BUILD)/fuzz/%: fuzz/%.c $(LIB_SRC)
 bench: all
 	@scripts/deps.sh --check --bench || scripts/deps.sh --bench
 	@bench/run.sh
+	@echo
+	@bench/run_engine.sh
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
