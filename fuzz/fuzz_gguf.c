@@ -1,13 +1,16 @@
 /*
- * fuzz_gguf.c - libFuzzer target for the GGUF reader (engine/gguf.c). Any input either opens,
- * and then every metadata entry, array element and tensor can be read through the accessors
- * without leaving the input (ASan watches), or is refused with a message and one of the
- * reader's documented error codes.
+ * fuzz_gguf.c - libFuzzer target for the GGUF reader (engine/gguf.c) and the model loader
+ * (engine/model.c). Any input either opens, and then every metadata entry, array element and
+ * tensor can be read through the accessors without leaving the input (ASan watches), or is
+ * refused with a message and one of the reader's documented error codes. An input that opens is
+ * then loaded as a model (a small context, one thread): it is either refused with a message, or
+ * it runs two forward steps whose logits stay inside their buffer.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "../engine/gguf.h"
+#include "../engine/model.h"
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
 
@@ -84,6 +87,27 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
         (void)eng_gguf_type_name(t->type);
     }
     if (eng_gguf_tensor_at(g, eng_gguf_n_tensors(g)) != NULL) abort();
+
+    /* The model loader on the same file: refusal with a message, or a working model. Files
+     * declaring a context above 64 positions get 64 (the KV cache is the caller's choice). */
+    struct eng_model *m = NULL;
+    struct eng_model_params mp = {.n_threads = 1, .n_ctx = 8};
+    rc = eng_model_load_gguf(g, &mp, &m, &err);
+    if (rc == AG_EINVAL && strstr(err.msg, "context 8 is outside")) {
+        mp.n_ctx = 0; /* the file's own context is smaller: use it */
+        rc = eng_model_load_gguf(g, &mp, &m, &err);
+    }
+    if (rc != 0) {
+        if (m || !err.msg[0]) abort();
+    } else {
+        const int32_t toks[2] = {0, eng_model_n_vocab(m) - 1};
+        float *logits = NULL;
+        if (eng_model_forward(m, toks, eng_model_n_ctx(m) > 1 ? 2 : 1, 0, &logits, &err) != 0)
+            abort();
+        float f = logits[0] + logits[eng_model_n_vocab(m) - 1];
+        acc += f == f;
+        eng_model_free(m);
+    }
     eng_gguf_close(g);
     sink = acc;
     return 0;

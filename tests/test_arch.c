@@ -106,9 +106,14 @@ static const struct tiny_arch tiny_archs[] = {
 };
 #define N_ARCHS ((int)(sizeof(tiny_archs) / sizeof(tiny_archs[0])))
 
+/* A tensor name tiny_write() leaves out, or writes with the wrong type (the refusal tests). */
+static const char *skip_tensor, *badtype_tensor;
+
 static void add_mat(struct eng_gguf_writer *w, const char *name, int type, int n_cols, int n_rows,
                     float scale)
 {
+    if (skip_tensor && strcmp(name, skip_tensor) == 0) return;
+    if (badtype_tensor && strcmp(name, badtype_tensor) == 0) type = ENG_GGML_Q8_1;
     const struct eng_qtype *qt = eng_qtype_get(type);
     const size_t rb = eng_qtype_row_bytes(qt, n_cols);
     float *row = malloc((size_t)n_cols * sizeof(float));
@@ -127,6 +132,7 @@ static void add_mat(struct eng_gguf_writer *w, const char *name, int type, int n
 /* A vector of n floats: 1 + jitter (norm weights) or small values (biases). */
 static void add_vec(struct eng_gguf_writer *w, const char *name, int n, float base, float jitter)
 {
+    if (skip_tensor && strcmp(name, skip_tensor) == 0) return;
     float *v = malloc((size_t)n * sizeof(float));
     for (int i = 0; i < n; i++) v[i] = base + jitter * frand();
     int64_t ne[1] = {n};
@@ -340,6 +346,44 @@ static void test_tiny_archs_f32_cache(void)
     run_kv(ENG_KV_F32);
 }
 
+/* What each architecture needs is checked at load: a missing QK-norm, bias or post-norm, a
+ * matrix of a type matmul cannot use, or a window pattern of 0, is a clear error. */
+static void test_refusals(void)
+{
+    static const struct {
+        int arch; /* index in tiny_archs */
+        const char *skip, *badtype;
+        const char *want; /* substring of the message */
+    } cases[] = {
+        {2, "blk.1.attn_q_norm.weight", NULL, "missing tensor 'blk.1.attn_q_norm.weight'"},
+        {2, "blk.0.post_ffw_norm.weight", NULL, "missing tensor 'blk.0.post_ffw_norm.weight'"},
+        {1, "blk.1.attn_v.bias", NULL, "missing tensor 'blk.1.attn_v.bias'"},
+        {0, NULL, "blk.0.ffn_up.weight", "'blk.0.ffn_up.weight' has type q8_1"},
+        {2, "output_norm.weight", NULL, "missing tensor 'output_norm.weight'"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        skip_tensor = cases[i].skip;
+        badtype_tensor = cases[i].badtype;
+        struct eng_gguf_writer *w = tiny_write(&tiny_archs[cases[i].arch]);
+        skip_tensor = badtype_tensor = NULL;
+        void *buf;
+        size_t len;
+        struct ag_err err = {0};
+        struct eng_gguf *g;
+        struct eng_model *m = NULL;
+        CHECK(eng_gguf_writer_finish(w, &buf, &len, &err) == 0);
+        eng_gguf_writer_free(w);
+        CHECK(eng_gguf_open_mem(buf, len, "bad.gguf", &g, &err) == 0);
+        struct eng_model_params mp = {.n_threads = 1, .n_ctx = 16};
+        int rc = eng_model_load_gguf(g, &mp, &m, &err);
+        CHECKF(rc < 0 && m == NULL && strstr(err.msg, cases[i].want) != NULL,
+               "case %zu: rc %d, message '%s'", i, rc, err.msg);
+        eng_model_free(m);
+        eng_gguf_close(g);
+        free(buf);
+    }
+}
+
 /* --write DIR: the models as files, for tests/data/gen_arch_data.sh. */
 static int write_models(const char *dir)
 {
@@ -369,5 +413,6 @@ int main(int argc, char **argv)
     TEST_BEGIN(argc, argv);
     RUN(test_tiny_archs_f16_cache);
     RUN(test_tiny_archs_f32_cache);
+    RUN(test_refusals);
     return TEST_END();
 }
