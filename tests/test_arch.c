@@ -113,7 +113,15 @@ static void add_mat(struct eng_gguf_writer *w, const char *name, int type, int n
                     float scale)
 {
     if (skip_tensor && strcmp(name, skip_tensor) == 0) return;
-    if (badtype_tensor && strcmp(name, badtype_tensor) == 0) type = ENG_GGML_Q8_1;
+    if (badtype_tensor && strcmp(name, badtype_tensor) == 0) {
+        /* Integer elements: a valid GGUF tensor no matmul kernel takes. */
+        int64_t ne[2] = {n_cols, n_rows};
+        size_t bytes = (size_t)n_cols * (size_t)n_rows * 4;
+        void *zero = calloc(1, bytes);
+        CHECK(eng_gguf_writer_add_tensor(w, name, ENG_GGML_I32, 2, ne, zero, bytes) == 0);
+        free(zero);
+        return;
+    }
     const struct eng_qtype *qt = eng_qtype_get(type);
     const size_t rb = eng_qtype_row_bytes(qt, n_cols);
     float *row = malloc((size_t)n_cols * sizeof(float));
@@ -358,7 +366,7 @@ static void test_refusals(void)
         {2, "blk.1.attn_q_norm.weight", NULL, "missing tensor 'blk.1.attn_q_norm.weight'"},
         {2, "blk.0.post_ffw_norm.weight", NULL, "missing tensor 'blk.0.post_ffw_norm.weight'"},
         {1, "blk.1.attn_v.bias", NULL, "missing tensor 'blk.1.attn_v.bias'"},
-        {0, NULL, "blk.0.ffn_up.weight", "'blk.0.ffn_up.weight' has type q8_1"},
+        {0, NULL, "blk.0.ffn_up.weight", "'blk.0.ffn_up.weight' has type I32, which matmul does not support"},
         {2, "output_norm.weight", NULL, "missing tensor 'output_norm.weight'"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -373,7 +381,12 @@ static void test_refusals(void)
         struct eng_model *m = NULL;
         CHECK(eng_gguf_writer_finish(w, &buf, &len, &err) == 0);
         eng_gguf_writer_free(w);
-        CHECK(eng_gguf_open_mem(buf, len, "bad.gguf", &g, &err) == 0);
+        int orc = eng_gguf_open_mem(buf, len, "bad.gguf", &g, &err);
+        CHECKF(orc == 0, "case %zu: %s", i, err.msg);
+        if (orc != 0) {
+            free(buf);
+            continue;
+        }
         struct eng_model_params mp = {.n_threads = 1, .n_ctx = 16};
         int rc = eng_model_load_gguf(g, &mp, &m, &err);
         CHECKF(rc < 0 && m == NULL && strstr(err.msg, cases[i].want) != NULL,
