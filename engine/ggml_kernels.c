@@ -16,6 +16,7 @@
 #include "ggml_kernels.h"
 
 #include "cpu.h"
+#include "ggml_kernels_q.h"
 
 /* Exact emulation needs every fused multiply-add spelled out: GCC does not contract in ISO C
  * mode, Clang must be told. */
@@ -222,9 +223,17 @@ const struct eng_qtype *eng_qtype_cpu(int type)
         return &cpu_q4_1;
     case ENG_GGML_Q8_0:
         return &cpu_q8_0;
-    default:
-        return eng_qtype_get(type);
+    default: {
+        const struct eng_qtype *q = eng__qtype_cpu_q(type);
+        return q ? q : eng_qtype_get(type);
     }
+    }
+}
+
+const struct eng_qtype *eng_qtype_cpu_gemm(int type, int64_t n_rows)
+{
+    const struct eng_qtype *q = n_rows % 8 == 0 ? eng__qtype_cpu_q_gemm(type) : NULL;
+    return q ? q : eng_qtype_cpu(type);
 }
 
 /* ---- SiLU ---- */

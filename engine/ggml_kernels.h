@@ -27,8 +27,14 @@
 #include "quant.h"
 
 /* The kernels the CPU backend uses for a weight type: the ggml-order entry where one exists
- * (Q4_1, Q8_0), else eng_qtype_get(type). NULL for an unsupported type. */
+ * (Q4_1, Q8_0 here; Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K in ggml_kernels_q.c), else
+ * eng_qtype_get(type). NULL for an unsupported type. */
 const struct eng_qtype *eng_qtype_cpu(int type);
+/* The kernels for the tokens of a batch that llama.cpp multiplies four at a time (the first
+ * n_tok - n_tok % 4): for a Q4_K matrix of n_rows a multiple of 8 llama.cpp repacks the weights
+ * and its 4-token kernel sums in another order (ggml_kernels_q.h); for every other case this
+ * is eng_qtype_cpu(type). */
+const struct eng_qtype *eng_qtype_cpu_gemm(int type, int64_t n_rows);
 
 /* Q8_1 activations as ggml's quantize_row_q8_1 writes them: codes as quant.h's quantizer, but d
  * and s rounded to f16 (stored in the f32 fields, so any Q8_1 kernel can read them). */

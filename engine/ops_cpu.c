@@ -38,6 +38,8 @@
 #include <string.h>
 
 #include "ggml_kernels.h"
+#include "ggml_kernels_q.h"
+#include "mm_cpu.h"
 #include "threadpool.h"
 
 /* Rows per matmul chunk are sized so that each thread gets about this many chunks: enough to
@@ -63,6 +65,8 @@ struct mm_job {
     const struct eng_mat *const *w;       /* (n_mat) */
     float *const *y;                      /* (n_mat) outputs (n_tok, w[i]->n_rows) */
     eng_vec_dot_fn dot[ENG_MATMUL_MAX];   /* per matrix: its dot kernel */
+    eng_mm_fn mm[ENG_MATMUL_MAX];         /* per matrix: its block kernel (mm_cpu.h), which
+                                             gives dot's bits faster; NULL: dot per output */
     const void *act[ENG_MATMUL_MAX];      /* per matrix: its quantized input (n_tok rows) or
                                              the F32 input itself */
     size_t act_row_bytes[ENG_MATMUL_MAX]; /* bytes per token row of act[i] */
@@ -83,6 +87,13 @@ static void mm_task(void *arg, int64_t begin, int64_t end, int ith)
         const int n_cols = (int)w->n_cols;
         const unsigned char *act = j->act[m];
         float *y = j->y[m];
+        if (j->mm[m]) {
+            const int64_t r0 = lo - j->row0[m];
+            j->mm[m](n_cols, (const unsigned char *)w->data + (size_t)r0 * w->row_bytes,
+                     w->row_bytes, (int)(hi - lo), act, j->act_row_bytes[m], j->n_tok, y + r0,
+                     w->n_rows);
+            continue;
+        }
         for (int64_t r = lo - j->row0[m]; r < hi - j->row0[m]; r++) {
             const void *wrow = (const unsigned char *)w->data + (size_t)r * w->row_bytes;
             for (int t = 0; t < j->n_tok; t++)
@@ -105,22 +116,28 @@ size_t eng_matmul_act_bytes(int n_mat, const struct eng_mat *const *w, int n_tok
     return total;
 }
 
-static void cpu_matmul(void *vctx, int n_mat, const struct eng_mat *const *w, float *const *y,
-                       const float *x, int n_tok, void *act)
+/* One matmul over n_tok tokens with the gemm kernels (eng_qtype_cpu_gemm) or the usual ones. */
+static void matmul_run(struct cpu_ctx *c, int n_mat, const struct eng_mat *const *w,
+                       float *const *y, const float *x, int n_tok, void *act, bool gemm)
 {
-    struct cpu_ctx *c = vctx;
     struct mm_job j = {.n_mat = n_mat, .w = w, .y = y, .n_tok = n_tok};
     const struct eng_qtype *qt[ENG_MATMUL_MAX];
+    eng_quantize_fn quant[ENG_MATMUL_MAX];
     unsigned char *scratch = act;
     const int64_t n_cols = w[0]->n_cols;
 
     /* Quantize the input once per activation quantizer: matrices whose kernels share one (Q,
      * K and V of one type; gate and up) reuse the first one's rows. */
     for (int m = 0; m < n_mat; m++) {
-        qt[m] = eng_qtype_cpu(w[m]->qt->type);
+        qt[m] = gemm ? eng_qtype_cpu_gemm(w[m]->qt->type, w[m]->n_rows)
+                     : eng_qtype_cpu(w[m]->qt->type);
         j.dot[m] = qt[m]->vec_dot;
         j.row0[m + 1] = j.row0[m] + w[m]->n_rows;
-        if (!qt[m]->quantize_act) {
+        /* Block kernels and their quantizers write the same bits as the table's, faster. */
+        const struct eng_mm_kernels *mk = eng__mm_kernels(qt[m]->type, eng_cpu_level());
+        j.mm[m] = mk ? mk->mm : NULL;
+        quant[m] = mk ? mk->quantize_act : qt[m]->quantize_act;
+        if (!quant[m]) {
             j.act[m] = x;
             j.act_row_bytes[m] = (size_t)n_cols * sizeof(float);
             continue;
@@ -128,13 +145,13 @@ static void cpu_matmul(void *vctx, int n_mat, const struct eng_mat *const *w, fl
         j.act_row_bytes[m] = eng_qtype_row_bytes(eng_qtype_get(qt[m]->act_type), n_cols);
         int prev = -1;
         for (int p = 0; p < m && prev < 0; p++)
-            if (qt[p]->quantize_act == qt[m]->quantize_act) prev = p;
+            if (quant[p] == quant[m]) prev = p;
         if (prev >= 0) {
             j.act[m] = j.act[prev];
             continue;
         }
         for (int t = 0; t < n_tok; t++)
-            qt[m]->quantize_act(x + (int64_t)t * n_cols, scratch + t * j.act_row_bytes[m], n_cols);
+            quant[m](x + (int64_t)t * n_cols, scratch + t * j.act_row_bytes[m], n_cols);
         j.act[m] = scratch;
         scratch += (size_t)n_tok * j.act_row_bytes[m];
     }
@@ -143,6 +160,30 @@ static void cpu_matmul(void *vctx, int n_mat, const struct eng_mat *const *w, fl
     int64_t chunk = rows / ((int64_t)c->n_threads * CHUNKS_PER_THREAD);
     if (chunk < MIN_CHUNK_ROWS) chunk = MIN_CHUNK_ROWS;
     eng_threadpool_for(c->tp, rows, chunk, mm_task, &j);
+}
+
+/* llama.cpp multiplies the first n_tok - n_tok % 4 tokens of a batch by a repacked Q4_K matrix
+ * with its 4-token kernel and the rest with the 1-token one, which sum in different orders; the
+ * same split here keeps every output bit equal to llama.cpp's. Other matrices give the same
+ * bits either way, so the split costs only a second pass over the weights. */
+static void cpu_matmul(void *vctx, int n_mat, const struct eng_mat *const *w, float *const *y,
+                       const float *x, int n_tok, void *act)
+{
+    struct cpu_ctx *c = vctx;
+    const int n4 = n_tok - n_tok % 4;
+    bool split = false;
+    for (int m = 0; m < n_mat; m++)
+        split |= n4 > 0 && eng_qtype_cpu_gemm(w[m]->qt->type, w[m]->n_rows) !=
+                               eng_qtype_cpu(w[m]->qt->type);
+    if (!split) {
+        matmul_run(c, n_mat, w, y, x, n_tok, act, false);
+        return;
+    }
+    matmul_run(c, n_mat, w, y, x, n4, act, true);
+    if (n4 == n_tok) return;
+    float *y_rest[ENG_MATMUL_MAX];
+    for (int m = 0; m < n_mat; m++) y_rest[m] = y[m] + (int64_t)n4 * w[m]->n_rows;
+    matmul_run(c, n_mat, w, y_rest, x + (int64_t)n4 * w[0]->n_cols, n_tok - n4, act, false);
 }
 
 /* ---- elementwise and per-row ops ---- */
@@ -211,22 +252,13 @@ static void cpu_swiglu(void *ctx, float *y, const float *gate, const float *up, 
     }
 }
 
-/* TEMPORARY until ggml_kernels_q provides eng__ggml_geglu. */
-static float gelu_tmp(float x)
-{
-    if (x <= -10.0f) return 0.0f;
-    if (x >= 10.0f) return x;
-    const float f = eng_fp16_to_fp32(eng_fp32_to_fp16(x));
-    const float g =
-        0.5f * f *
-        (1.0f + tanhf(0.79788456080286535587989211986876f * f * (1.0f + 0.044715f * f * f)));
-    return eng_fp16_to_fp32(eng_fp32_to_fp16(g));
-}
-
 static void cpu_geglu(void *ctx, float *y, const float *gate, const float *up, int n_tok, int n)
 {
     (void)ctx;
-    for (int64_t i = 0; i < (int64_t)n_tok * n; i++) y[i] = gelu_tmp(gate[i]) * up[i];
+    for (int t = 0; t < n_tok; t++) {
+        const int64_t off = (int64_t)t * n;
+        eng__ggml_geglu(n, y + off, gate + off, up + off);
+    }
 }
 
 static void cpu_add(void *ctx, float *y, const float *x, int64_t n)
