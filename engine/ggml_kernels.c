@@ -391,3 +391,63 @@ void eng__ggml_scale_f16(int n, uint16_t *y, float v)
 {
     f16_kernels()->scale(n, y, v);
 }
+
+/* ---- f16 x f32 helpers of the tiled attention (no ggml order to follow) ---- */
+
+static float f16_dot_f32_portable(int n, const uint16_t *x, const float *y)
+{
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += eng_fp16_to_fp32(x[i]) * y[i];
+    return s;
+}
+
+static void f16_axpy_f32_portable(int n, float *y, const uint16_t *x, float v)
+{
+    for (int i = 0; i < n; i++) y[i] += eng_fp16_to_fp32(x[i]) * v;
+}
+
+#if HAVE_FMA_CLONE
+FMA_TARGET static float f16_dot_f32_fma(int n, const uint16_t *x, const float *y)
+{
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 15 < n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))),
+                               _mm256_loadu_ps(y + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i + 8))),
+                               _mm256_loadu_ps(y + i + 8), acc1);
+    }
+    float s = hsum_float_8_avx(_mm256_add_ps(acc0, acc1));
+    return s + f16_dot_f32_portable(n - i, x + i, y + i);
+}
+
+FMA_TARGET static void f16_axpy_f32_fma(int n, float *y, const uint16_t *x, float v)
+{
+    const __m256 vv = _mm256_set1_ps(v);
+    int i = 0;
+    for (; i + 7 < n; i += 8)
+        _mm256_storeu_ps(y + i,
+                         _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))),
+                                         vv, _mm256_loadu_ps(y + i)));
+    f16_axpy_f32_portable(n - i, y + i, x + i, v);
+}
+#endif
+
+float eng__f16_dot_f32(int n, const uint16_t *x, const float *y)
+{
+#if HAVE_FMA_CLONE
+    if (cpu_has_avx2_fma_f16c()) return f16_dot_f32_fma(n, x, y);
+#endif
+    return f16_dot_f32_portable(n, x, y);
+}
+
+void eng__f16_axpy_f32(int n, float *y, const uint16_t *x, float v)
+{
+#if HAVE_FMA_CLONE
+    if (cpu_has_avx2_fma_f16c()) {
+        f16_axpy_f32_fma(n, y, x, v);
+        return;
+    }
+#endif
+    f16_axpy_f32_portable(n, y, x, v);
+}

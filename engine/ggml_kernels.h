@@ -61,6 +61,11 @@ void eng__ggml_mad_f16(int n, uint16_t *y, const uint16_t *x, float v);
 /* ggml_vec_scale_f16: y = f16(y * v) per value. */
 void eng__ggml_scale_f16(int n, uint16_t *y, float v);
 
+/* Plain float helpers of the tiled attention path (no ggml order to reproduce): the dot of n
+ * f16 values with n floats, and y += f16 x * v. SIMD where the CPU has it. */
+float eng__f16_dot_f32(int n, const uint16_t *x, const float *y);
+void eng__f16_axpy_f32(int n, float *y, const uint16_t *x, float v);
+
 /* Each kernel above may run as ggml's own AVX2/F16C code on CPUs that have it (picked once);
  * these are the portable versions, which must give the same bits (tests compare them). */
 float eng__vec_dot_q4_1_q8_1_portable(int n, const void *w_row, const void *act_row);

@@ -514,7 +514,7 @@ static void norm_if(const struct eng_model *m, float *y, const float *x, const f
  * last one into s->logits when want_logits, or of every row into all_logits (n, n_vocab) when
  * that is set. */
 static void forward_batch(struct eng_model *m, const int32_t *tokens, int n, int pos,
-                          bool want_logits, float *all_logits)
+                          bool want_logits, float *all_logits, bool long_prompt)
 {
     const struct eng_hparams *hp = &m->hp;
     const struct eng_backend_ops *ops = m->be.ops;
@@ -569,6 +569,7 @@ static void forward_batch(struct eng_model *m, const int32_t *tokens, int n, int
             .head_dim = HD,
             .kv_stride = hp->kv_dim,
             .scale = hp->kq_scale,
+            .tiled = long_prompt,
         };
         ops->attention(ctx, &a);
         const struct eng_mat *wo = &L->wo;
@@ -629,7 +630,7 @@ int eng_model_forward(struct eng_model *m, const int32_t *tokens, int n, int pos
     if (rc < 0) return rc;
     for (int i = 0; i < n; i += ENG_MODEL_MAX_BATCH) {
         int nb = n - i < ENG_MODEL_MAX_BATCH ? n - i : ENG_MODEL_MAX_BATCH;
-        forward_batch(m, tokens + i, nb, pos + i, i + nb == n, NULL);
+        forward_batch(m, tokens + i, nb, pos + i, i + nb == n, NULL, n >= ENG_MODEL_LONG_PROMPT);
         m->n_past = pos + i + nb;
     }
     if (logits) *logits = m->s.logits;
@@ -643,7 +644,8 @@ int eng_model_forward_all(struct eng_model *m, const int32_t *tokens, int n, int
     if (rc < 0) return rc;
     for (int i = 0; i < n; i += ENG_MODEL_MAX_BATCH) {
         int nb = n - i < ENG_MODEL_MAX_BATCH ? n - i : ENG_MODEL_MAX_BATCH;
-        forward_batch(m, tokens + i, nb, pos + i, false, logits + (size_t)i * m->hp.n_vocab);
+        forward_batch(m, tokens + i, nb, pos + i, false, logits + (size_t)i * m->hp.n_vocab,
+                      n >= ENG_MODEL_LONG_PROMPT);
         m->n_past = pos + i + nb;
     }
     return 0;

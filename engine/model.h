@@ -50,6 +50,10 @@
 #define ENG_MODEL_MAX_CTX      (1 << 24)
 /* Tokens per forward batch: a longer prompt is processed in batches of this many rows. */
 #define ENG_MODEL_MAX_BATCH 32
+/* A forward call of this many tokens or more runs attention with float accumulation (struct
+ * eng_attn.tiled), as llama.cpp does for a batch of 64 or more rows; shorter calls (every decode
+ * step, short prompts) reproduce llama.cpp's one-row kernel bit for bit. */
+#define ENG_MODEL_LONG_PROMPT 64
 
 enum eng_arch {
     ENG_ARCH_LLAMA = 0,

@@ -68,6 +68,10 @@ struct eng_attn {
     int head_dim;             /* values per head, at most the backend's max_head_dim */
     int kv_stride;            /* elements per KV cache row (at least n_head_kv * head_dim) */
     float scale;              /* multiplies q.k before the softmax, usually 1/sqrt(head_dim) */
+    bool tiled;               /* F16 cache: the rows belong to a long prompt (llama.cpp takes
+                                 another kernel for 64 or more query rows): f32 queries,
+                                 scores and accumulator, a two-pass softmax; much faster, equal
+                                 to the one-row kernel up to rounding */
 };
 
 /* The operations. ctx is the backend's context (struct eng_backend.ctx). */

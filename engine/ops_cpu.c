@@ -129,8 +129,8 @@ static void matmul_run(struct cpu_ctx *c, int n_mat, const struct eng_mat *const
     /* Quantize the input once per activation quantizer: matrices whose kernels share one (Q,
      * K and V of one type; gate and up) reuse the first one's rows. */
     for (int m = 0; m < n_mat; m++) {
-        qt[m] = gemm ? eng_qtype_cpu_gemm(w[m]->qt->type, w[m]->n_rows)
-                     : eng_qtype_cpu(w[m]->qt->type);
+        qt[m] =
+            gemm ? eng_qtype_cpu_gemm(w[m]->qt->type, w[m]->n_rows) : eng_qtype_cpu(w[m]->qt->type);
         j.dot[m] = qt[m]->vec_dot;
         j.row0[m + 1] = j.row0[m] + w[m]->n_rows;
         /* Block kernels and their quantizers write the same bits as the table's, faster. */
@@ -173,8 +173,8 @@ static void cpu_matmul(void *vctx, int n_mat, const struct eng_mat *const *w, fl
     const int n4 = n_tok - n_tok % 4;
     bool split = false;
     for (int m = 0; m < n_mat; m++)
-        split |= n4 > 0 && eng_qtype_cpu_gemm(w[m]->qt->type, w[m]->n_rows) !=
-                               eng_qtype_cpu(w[m]->qt->type);
+        split |= n4 > 0 &&
+                 eng_qtype_cpu_gemm(w[m]->qt->type, w[m]->n_rows) != eng_qtype_cpu(w[m]->qt->type);
     if (!split) {
         matmul_run(c, n_mat, w, y, x, n_tok, act, false);
         return;
@@ -355,6 +355,33 @@ static void attn_f16(const struct eng_attn *a, uint16_t *scratch, const float *q
     for (int i = 0; i < hd; i++) out[i] = eng_fp16_to_fp32(acc[i]) * inv;
 }
 
+/* One query row and head over an F16 cache with float arithmetic: scores q.k from keys widened
+ * to f32, a two-pass softmax, V accumulated in f32. scratch holds n_kv + head_dim floats. */
+static void attn_f16_tiled(const struct eng_attn *a, float *scratch, const float *q, int first,
+                           int n_kv, int kv_off, float *out)
+{
+    const int hd = a->head_dim;
+    const uint16_t *k = (const uint16_t *)a->k + (int64_t)first * a->kv_stride + kv_off;
+    const uint16_t *v = (const uint16_t *)a->v + (int64_t)first * a->kv_stride + kv_off;
+    float *scores = scratch, *acc = scratch + n_kv;
+    float max = -INFINITY;
+    for (int p = 0; p < n_kv; p++) {
+        const float s = eng__f16_dot_f32(hd, k + (int64_t)p * a->kv_stride, q) * a->scale;
+        scores[p] = s;
+        if (s > max) max = s;
+    }
+    float sum = 0.0f;
+    for (int p = 0; p < n_kv; p++) {
+        scores[p] = expf(scores[p] - max);
+        sum += scores[p];
+    }
+    for (int i = 0; i < hd; i++) acc[i] = 0.0f;
+    for (int p = 0; p < n_kv; p++)
+        eng__f16_axpy_f32(hd, acc, v + (int64_t)p * a->kv_stride, scores[p]);
+    const float inv = 1.0f / sum;
+    for (int i = 0; i < hd; i++) out[i] = acc[i] * inv;
+}
+
 /* Tasks are (query row, head) pairs: index = t * n_head + h. */
 static void attn_task(void *arg, int64_t begin, int64_t end, int ith)
 {
@@ -372,7 +399,9 @@ static void attn_task(void *arg, int64_t begin, int64_t end, int ith)
         const int n_kv = q_pos + 1 - first;
         const float *q = a->q + (int64_t)t * q_stride + h * hd;
         float *out = a->out + (int64_t)t * q_stride + h * hd;
-        if (a->kv_type == ENG_KV_F16)
+        if (a->kv_type == ENG_KV_F16 && a->tiled)
+            attn_f16_tiled(a, scratch, q, first, n_kv, kv_off, out);
+        else if (a->kv_type == ENG_KV_F16)
             attn_f16(a, (uint16_t *)scratch, q, first, n_kv, kv_off, out);
         else
             attn_f32(a, scratch, q, first, n_kv, kv_off, out);
@@ -431,9 +460,10 @@ int eng_backend_cpu_init(struct eng_backend *be, int n_threads, int max_kv, int 
     c->n_threads = n_threads;
     c->max_kv = max_kv;
     c->max_head_dim = max_head_dim;
-    /* F32 attention needs max_kv scores, F16 attention 2 * max_head_dim halves; padded to a
-     * cache line so threads do not share one. */
-    size_t need = (size_t)max_kv > (size_t)max_head_dim ? (size_t)max_kv : (size_t)max_head_dim;
+    /* F32 attention needs max_kv scores, F16 attention 2 * max_head_dim halves, the tiled F16
+     * path max_kv scores and max_head_dim sums; padded to a cache line so threads do not share
+     * one. */
+    size_t need = (size_t)max_kv + (size_t)max_head_dim;
     c->scratch_floats = (need + 15) & ~(size_t)15;
     c->scratch = ag_calloc((size_t)n_threads * c->scratch_floats, sizeof(float));
     be->ops = &cpu_ops;

@@ -389,7 +389,7 @@ static void test_ops_attention(void)
     enum { NH = 6, NKV = 2, HD = 80, POS = 5, NT = 4, NKEYS = POS + NT, STRIDE = NKV * HD + 8 };
     enum { NQ = NT * NH * HD, NKV_ALL = NKEYS * STRIDE };
     float *q = rand_vec(NQ, 1.0f), *k = rand_vec(NKV_ALL, 1.0f), *v = rand_vec(NKV_ALL, 1.0f);
-    static float want[NQ], want16[NQ], out[NQ], q16[NQ], k16f[NKV_ALL], v16f[NKV_ALL];
+    static float want[NQ], want16[NQ], want16t[NQ], out[NQ], q16[NQ], k16f[NKV_ALL], v16f[NKV_ALL];
     static uint16_t k16[NKV_ALL], v16[NKV_ALL];
     /* F16 attention sees K, V (and the query) rounded to f16: compare it with the exact
      * attention of the rounded values, so only its f16 accumulator is left to tolerate. */
@@ -400,6 +400,8 @@ static void test_ops_attention(void)
     for (int i = 0; i < NQ; i++) q16[i] = eng_fp16_to_fp32(eng_fp32_to_fp16(q[i]));
     naive_attention(want, q, k, v, NT, NH, NKV, HD, POS, STRIDE);
     naive_attention(want16, q16, k16f, v16f, NT, NH, NKV, HD, POS, STRIDE);
+    /* The tiled path keeps the query in f32. */
+    naive_attention(want16t, q, k16f, v16f, NT, NH, NKV, HD, POS, STRIDE);
     for (int nt = 1; nt <= 3; nt++) {
         struct eng_backend be;
         CHECK(eng_backend_cpu_init(&be, nt, NKEYS, HD, &err) == 0);
@@ -428,6 +430,10 @@ static void test_ops_attention(void)
         be.ops->attention(be.ctx, &a);
         CHECKF(rel_err(out, want16, NQ) < 3e-3, "f16, threads %d: %g", nt,
                rel_err(out, want16, NQ));
+        a.tiled = true;
+        be.ops->attention(be.ctx, &a);
+        CHECKF(rel_err(out, want16t, NQ) < 1e-5, "f16 tiled, threads %d: %g", nt,
+               rel_err(out, want16t, NQ));
         eng_backend_release(&be);
     }
     free(q);
