@@ -37,6 +37,19 @@
 #define GEMMA3_PATH        "models/gemma-3-270m-q4_k_m.gguf"
 #define GREEDY_GEMMA3_PATH "tests/data/greedy_gemma3.jsonl"
 
+/* Under ASan the real-model checks run on a part of their data (a forward pass is ~20x slower
+ * there, and the sanitizer adds nothing a few steps do not already show); `make test` runs all. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED 0
+#endif
+
 /* ---- helpers ---- */
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -1042,7 +1055,9 @@ static void greedy_parity(const struct greedy_case *gc)
     }
     int n_prompts = 0, n_same = 0;
     int64_t t_prefill = 0, t_decode = 0, n_prefill = 0, n_decode = 0;
-    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+    const int max_prompts = SANITIZED ? 2 : 10;
+    for (char *line = strtok(text, "\n"); line && n_prompts < max_prompts;
+         line = strtok(NULL, "\n")) {
         cJSON *j = cJSON_Parse(line);
         CHECK(j != NULL);
         if (!j) continue;
@@ -1086,8 +1101,8 @@ static void greedy_parity(const struct greedy_case *gc)
            "(2 threads, includes the check)\n",
            n_same, n_prompts, n_prefill * 1e9 / (double)(t_prefill ? t_prefill : 1),
            n_decode * 1e9 / (double)(t_decode ? t_decode : 1));
-    CHECK(n_prompts == 10);
-    CHECKF(n_same >= 9, "only %d of %d prompts match llama.cpp", n_same, n_prompts);
+    CHECK(n_prompts == max_prompts);
+    CHECKF(n_same >= max_prompts - 1, "only %d of %d prompts match llama.cpp", n_same, n_prompts);
     eng_model_free(m);
 }
 
@@ -1134,6 +1149,7 @@ static void teacher_forcing(const char *model, const char *data)
     cJSON_Delete(j);
     CHECK(n == 512 && nw == 512);
     if (n != 512 || nw != 512) return;
+    if (SANITIZED) n = 64;
 
     struct eng_model *m;
     rc = eng_model_load(model, 2, 512, &m, &err);
@@ -1154,10 +1170,10 @@ static void teacher_forcing(const char *model, const char *data)
         }
     }
     double secs = (double)(ag_now_ns() - t0) / 1e9;
-    printf("  %s: top-1 agrees with llama.cpp at %d/512 positions (%.1f%%, first miss at %d), "
+    printf("  %s: top-1 agrees with llama.cpp at %d/%d positions (%.1f%%, first miss at %d), "
            "%.1f tok/s\n",
-           data, agree, 100.0 * agree / 512, first_miss, 512 / secs);
-    CHECKF(agree * 100 >= 99 * 512, "top-1 agreement %d/512 is below 99%%", agree);
+           data, agree, n, 100.0 * agree / n, first_miss, n / secs);
+    CHECKF(agree * 100 >= 99 * n, "top-1 agreement %d/%d is below 99%%", agree, n);
     free(logits);
     eng_model_free(m);
 }
