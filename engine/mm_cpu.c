@@ -39,7 +39,8 @@
 
 #include <string.h>
 
-#define MM_MAX_BLOCKS 512 /* blocks per row the tiled kernels' tables hold (16384 values) */
+#define MM_MAX_BLOCKS 512
+/* blocks per row the tiled kernels' tables hold (16384 values) */
 
 /* ---- portable ---- */
 
@@ -239,6 +240,24 @@ AVX2_TARGET static void mm_q4_1_avx2(int n_cols, const void *w, size_t w_row_byt
         return;
     }
     float dt[MM_MAX_BLOCKS * 4], st[MM_MAX_BLOCKS * 4];
+    if (n_tok == 1) {
+        /* Four rows a part apart, for the hardware prefetchers (see mm_q4_1_avx512). */
+        const struct eng_block_q8_1 *a[4] = {act, act, act, act};
+        tables_q8_1(act, act_row_bytes, nb, 1, 4, dt, st);
+        const int part = (n_rows + 3) / 4;
+        for (int r = 0; r < part; r++) {
+            const struct eng_block_q4_1 *wr[4];
+            for (int k = 0; k < 4; k++) {
+                const int row = r + k * part < n_rows ? r + k * part : n_rows - 1;
+                wr[k] = (const void *)((const unsigned char *)w + (size_t)row * w_row_bytes);
+            }
+            float out[4][4];
+            q4_1_tile_avx2(nb, wr, a, dt, st, 4, 1, out);
+            for (int k = 0; k < 4; k++)
+                if (r + k * part < n_rows) y[r + k * part] = out[k][0];
+        }
+        return;
+    }
     for (int t0 = 0; t0 < n_tok; t0 += 4) {
         const int nt = n_tok - t0 < 4 ? n_tok - t0 : 4;
         const void *at = (const unsigned char *)act + (size_t)t0 * act_row_bytes;
@@ -282,6 +301,24 @@ AVX2_TARGET static void mm_q8_0_avx2(int n_cols, const void *w, size_t w_row_byt
         return;
     }
     float dt[MM_MAX_BLOCKS * 4];
+    if (n_tok == 1) {
+        /* Four rows a part apart, for the hardware prefetchers (see mm_q4_1_avx512). */
+        const struct eng_block_q8_0 *a[4] = {act, act, act, act};
+        tables_q8_0(act, act_row_bytes, nb, 1, 4, dt);
+        const int part = (n_rows + 3) / 4;
+        for (int r = 0; r < part; r++) {
+            const struct eng_block_q8_0 *wr[4];
+            for (int k = 0; k < 4; k++) {
+                const int row = r + k * part < n_rows ? r + k * part : n_rows - 1;
+                wr[k] = (const void *)((const unsigned char *)w + (size_t)row * w_row_bytes);
+            }
+            float out[4][4];
+            q8_0_tile_avx2(nb, wr, a, dt, 4, 1, out);
+            for (int k = 0; k < 4; k++)
+                if (r + k * part < n_rows) y[r + k * part] = out[k][0];
+        }
+        return;
+    }
     for (int t0 = 0; t0 < n_tok; t0 += 4) {
         const int nt = n_tok - t0 < 4 ? n_tok - t0 : 4;
         const void *at = (const unsigned char *)act + (size_t)t0 * act_row_bytes;
@@ -600,13 +637,21 @@ AVX512_TARGET static void mm_q4_1_avx512(int n_cols, const void *w, size_t w_row
         return;
     }
     if (n_tok == 1) {
-        for (int r0 = 0; r0 < n_rows; r0 += 8) {
-            const int nr = n_rows - r0 < 8 ? n_rows - r0 : 8;
+        /* Tile k takes rows k, k + part, ..., k + 7 part: each of its eight loads walks its own
+         * contiguous range of rows with a constant stride, which the hardware prefetchers
+         * follow. Eight adjacent rows instead would make the weights come in at half the speed
+         * or less (a jump at every row end breaks the stride). */
+        const int part = (n_rows + 7) / 8;
+        for (int r = 0; r < part; r++) {
             const struct eng_block_q4_1 *wr[8];
-            for (int r = 0; r < 8; r++) wr[r] = tile_row(w, w_row_bytes, r0, nr, r);
+            for (int k = 0; k < 8; k++) {
+                const int row = r + k * part < n_rows ? r + k * part : n_rows - 1;
+                wr[k] = (const void *)((const unsigned char *)w + (size_t)row * w_row_bytes);
+            }
             float out[8];
             q4_1_rows_avx512(nb, wr, act, out);
-            for (int r = 0; r < nr; r++) y[r0 + r] = out[r];
+            for (int k = 0; k < 8; k++)
+                if (r + k * part < n_rows) y[r + k * part] = out[k];
         }
         return;
     }
@@ -653,13 +698,21 @@ AVX512_TARGET static void mm_q8_0_avx512(int n_cols, const void *w, size_t w_row
         return;
     }
     if (n_tok == 1) {
-        for (int r0 = 0; r0 < n_rows; r0 += 8) {
-            const int nr = n_rows - r0 < 8 ? n_rows - r0 : 8;
+        /* Tile k takes rows k, k + part, ..., k + 7 part: each of its eight loads walks its own
+         * contiguous range of rows with a constant stride, which the hardware prefetchers
+         * follow. Eight adjacent rows instead would make the weights come in at half the speed
+         * or less (a jump at every row end breaks the stride). */
+        const int part = (n_rows + 7) / 8;
+        for (int r = 0; r < part; r++) {
             const struct eng_block_q8_0 *wr[8];
-            for (int r = 0; r < 8; r++) wr[r] = tile_row(w, w_row_bytes, r0, nr, r);
+            for (int k = 0; k < 8; k++) {
+                const int row = r + k * part < n_rows ? r + k * part : n_rows - 1;
+                wr[k] = (const void *)((const unsigned char *)w + (size_t)row * w_row_bytes);
+            }
             float out[8];
             q8_0_rows_avx512(nb, wr, act, out);
-            for (int r = 0; r < nr; r++) y[r0 + r] = out[r];
+            for (int k = 0; k < 8; k++)
+                if (r + k * part < n_rows) y[r + k * part] = out[k];
         }
         return;
     }

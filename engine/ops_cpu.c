@@ -133,8 +133,11 @@ static void matmul_run(struct cpu_ctx *c, int n_mat, const struct eng_mat *const
             gemm ? eng_qtype_cpu_gemm(w[m]->qt->type, w[m]->n_rows) : eng_qtype_cpu(w[m]->qt->type);
         j.dot[m] = qt[m]->vec_dot;
         j.row0[m + 1] = j.row0[m] + w[m]->n_rows;
-        /* Block kernels and their quantizers write the same bits as the table's, faster. */
-        const struct eng_mm_kernels *mk = eng__mm_kernels(qt[m]->type, eng_cpu_level());
+        /* Block kernels and their quantizers write the same bits as eng_qtype_cpu()'s, faster
+         * (not those of a gemm entry that sums in another order). */
+        const struct eng_mm_kernels *mk = qt[m] == eng_qtype_cpu(qt[m]->type)
+                                              ? eng__mm_kernels(qt[m]->type, eng_cpu_level())
+                                              : NULL;
         j.mm[m] = mk ? mk->mm : NULL;
         quant[m] = mk ? mk->quantize_act : qt[m]->quantize_act;
         if (!quant[m]) {
