@@ -10,7 +10,10 @@
  * Why this way: a decode step runs a few hundred small parallel loops (seven matmuls per
  * layer); waking sleeping threads through a condition variable for each would cost more than
  * the loops. Workers therefore spin briefly on a generation counter after each loop and only
- * then sleep on the condition variable, like llama.cpp's pool. Nothing is allocated per loop.
+ * then sleep on the condition variable, like llama.cpp's pool; a loop whose workers are spinning
+ * costs no lock and no system call. The caller waits only for workers that took part in a loop:
+ * when another process holds a core, a worker that has not started by the time the chunks run
+ * out is left out rather than waited for. Nothing is allocated per loop.
  *
  * Threads: one loop at a time per pool; eng_threadpool_for() must not be called concurrently
  * on the same pool, nor from inside a task. A pool belongs to whoever created it.
