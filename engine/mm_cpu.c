@@ -81,6 +81,21 @@ static void mm_q8_0_portable(int n_cols, const void *w, size_t w_row_bytes, int 
             n_tok, y, y_stride);
 }
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(ENG_NO_SIMD)
+#define HAVE_X86_SIMD 1
+#include <immintrin.h>
+#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
+#define AVX512_TARGET                                                                              \
+    __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#define INLINE inline __attribute__((always_inline))
+/* Tile loops must be unrolled for their accumulators to live in registers. */
+#define UNROLL _Pragma("GCC unroll 8")
+#else
+#define HAVE_X86_SIMD 0
+#endif
+
+#if HAVE_X86_SIMD
+
 /* Row r of a tile that starts at row r0 and holds n valid rows: past the end, the last row. */
 static inline const void *tile_row(const void *base, size_t row_bytes, int r0, int n, int r)
 {
@@ -115,21 +130,6 @@ static inline float f16_round(float x)
 {
     return eng_fp16_to_fp32(eng_fp32_to_fp16(x));
 }
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(ENG_NO_SIMD)
-#define HAVE_X86_SIMD 1
-#include <immintrin.h>
-#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
-#define AVX512_TARGET                                                                              \
-    __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
-#define INLINE inline __attribute__((always_inline))
-/* Tile loops must be unrolled for their accumulators to live in registers. */
-#define UNROLL _Pragma("GCC unroll 8")
-#else
-#define HAVE_X86_SIMD 0
-#endif
-
-#if HAVE_X86_SIMD
 
 /* ---- AVX2 ---- */
 
