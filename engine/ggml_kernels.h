@@ -51,6 +51,9 @@ float eng__ggml_expf(float x);
 /* silu(g) * u for n values as ggml_vec_swiglu_f32 computes it: x / (1 + ggml_v_expf(-x)) for
  * the first n rounded down to 16, the C library's expf for the rest. */
 void eng__ggml_swiglu(int n, float *y, const float *g, const float *u);
+/* Its portable emulation; eng__ggml_swiglu runs ggml's AVX-512 instructions where the CPU has
+ * them (the same bits). */
+void eng__ggml_swiglu_portable(int n, float *y, const float *g, const float *u);
 
 /* ggml_vec_dot_f16 (AVX-512): four accumulators of 16 lanes over steps of 64 values, fused
  * multiply-adds, then the reduction tree of GGML_F32x16_REDUCE and GCC's _mm512_reduce_add_ps,
