@@ -93,7 +93,11 @@ echo "commands:"
 echo "  $ENGINE MODEL -t $THREADS -p 128,512 -n 128 -r $REPS --json"
 if [ -n "$LB" ]; then
     echo "  $LB -m MODEL -t $THREADS -p 128,512 -n 128 -r $REPS -o jsonl"
-    echo "  llama.cpp: $("$LB" --version 2>&1 | grep -m1 -i version || echo unknown)"
+    echo "  llama.cpp: $("$LB" -m models/SmolLM2-135M-Instruct.Q4_1.gguf -p 0 -n 1 -r 1 -o jsonl 2>/dev/null |
+        python3 -c 'import json, sys
+for line in sys.stdin:
+    j = json.loads(line); print("build", j.get("build_number"), "commit", j.get("build_commit")); break' ||
+        echo unknown)"
 else
     echo "  (llama.cpp: set LLAMA_BENCH=/path/to/llama-bench to measure it beside)"
 fi
