@@ -40,6 +40,7 @@
 #include "ggml_kernels.h"
 #include "ggml_kernels_q.h"
 #include "mm_cpu.h"
+#include "mm_q5_0.h"
 #include "threadpool.h"
 
 /* Rows per matmul chunk are sized so that each thread gets about this many chunks: enough to
@@ -138,6 +139,9 @@ static void matmul_run(struct cpu_ctx *c, int n_mat, const struct eng_mat *const
         const struct eng_mm_kernels *mk = qt[m] == eng_qtype_cpu(qt[m]->type)
                                               ? eng__mm_kernels(qt[m]->type, eng_cpu_level())
                                               : NULL;
+        /* Q5_0 in prompt batches: through the Q8_0 block kernels (mm_q5_0.c). */
+        if (!mk && n_tok >= 4 && qt[m] == eng_qtype_cpu(ENG_GGML_Q5_0))
+            mk = eng__mm_kernels_q5_0(eng_cpu_level());
         j.mm[m] = mk ? mk->mm : NULL;
         quant[m] = mk ? mk->quantize_act : qt[m]->quantize_act;
         if (!quant[m]) {
