@@ -40,6 +40,7 @@
 #include "ggml_kernels.h"
 #include "ggml_kernels_q.h"
 #include "mm_cpu.h"
+#include "mm_q4_k.h"
 #include "mm_q5_0.h"
 #include "threadpool.h"
 
@@ -139,6 +140,9 @@ static void matmul_run(struct cpu_ctx *c, int n_mat, const struct eng_mat *const
         const struct eng_mm_kernels *mk = qt[m] == eng_qtype_cpu(qt[m]->type)
                                               ? eng__mm_kernels(qt[m]->type, eng_cpu_level())
                                               : NULL;
+        /* Q4_K in llama.cpp's 4-token order: its VNNI block kernel (mm_q4_k.c). */
+        if (!mk && gemm && qt[m]->type == ENG_GGML_Q4_K && qt[m] != eng_qtype_cpu(ENG_GGML_Q4_K))
+            mk = eng__mm_kernels_q4_k_gemm(eng_cpu_level());
         /* Q5_0 in prompt batches: through the Q8_0 block kernels (mm_q5_0.c). */
         if (!mk && n_tok >= 4 && qt[m] == eng_qtype_cpu(ENG_GGML_Q5_0))
             mk = eng__mm_kernels_q5_0(eng_cpu_level());
