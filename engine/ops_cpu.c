@@ -42,6 +42,7 @@
 #include "mm_cpu.h"
 #include "mm_q4_k.h"
 #include "mm_q5_0.h"
+#include "mm_q6_k.h"
 #include "threadpool.h"
 
 /* Rows per matmul chunk are sized so that each thread gets about this many chunks: enough to
@@ -143,6 +144,9 @@ static void matmul_run(struct cpu_ctx *c, int n_mat, const struct eng_mat *const
         /* Q4_K in llama.cpp's 4-token order: its VNNI block kernel (mm_q4_k.c). */
         if (!mk && gemm && qt[m]->type == ENG_GGML_Q4_K && qt[m] != eng_qtype_cpu(ENG_GGML_Q4_K))
             mk = eng__mm_kernels_q4_k_gemm(eng_cpu_level());
+        /* Q6_K in prompt batches: its VNNI block kernel (mm_q6_k.c). */
+        if (!mk && n_tok >= 4 && qt[m] == eng_qtype_cpu(ENG_GGML_Q6_K))
+            mk = eng__mm_kernels_q6_k(eng_cpu_level(), qt[m]->quantize_act);
         /* Q5_0 in prompt batches: through the Q8_0 block kernels (mm_q5_0.c). */
         if (!mk && n_tok >= 4 && qt[m] == eng_qtype_cpu(ENG_GGML_Q5_0))
             mk = eng__mm_kernels_q5_0(eng_cpu_level());
