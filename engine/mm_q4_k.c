@@ -81,16 +81,33 @@ VNNI_TARGET static void mm_q4_k_gemm_vnni(int n_cols, const void *wv, size_t w_r
                         i;
                     const float ds = wd * ai->d, dm = wdm * ai->d;
                     float ac = acc[t], am = acc_min[t];
+                    /* The four pairs' scaled lanes, summed together: lane sums of v0..v3 are
+                     * interleaved by 32- then 64-bit unpacks, then the four 128-bit quarters
+                     * added, leaving isum_p in element p. Integer adds in any order: exact. */
+                    __m512i v[4];
+                    for (int p = 0; p < 4; p++)
+                        v[p] = _mm512_mullo_epi32(
+                            _mm512_dpbusd_epi32(
+                                _mm512_setzero_si512(), wq[p],
+                                _mm512_loadu_si512((const void *)(ai->qs + 64 * p))),
+                            scv[p]);
+                    const __m512i x0 = _mm512_add_epi32(_mm512_unpacklo_epi32(v[0], v[1]),
+                                                        _mm512_unpackhi_epi32(v[0], v[1]));
+                    const __m512i x1 = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2], v[3]),
+                                                        _mm512_unpackhi_epi32(v[2], v[3]));
+                    const __m512i x = _mm512_add_epi32(_mm512_unpacklo_epi64(x0, x1),
+                                                       _mm512_unpackhi_epi64(x0, x1));
+                    const __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(x),
+                                                       _mm512_extracti64x4_epi64(x, 1));
+                    const __m128i q4 =
+                        _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+                    int32_t isum[4];
+                    _mm_storeu_si128((__m128i *)(void *)isum, q4);
                     for (int p = 0; p < 4; p++) {
-                        const __m512i av = _mm512_loadu_si512((const void *)(ai->qs + 64 * p));
-                        const __m512i lanes =
-                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq[p], av);
-                        const int32_t isum =
-                            _mm512_reduce_add_epi32(_mm512_mullo_epi32(lanes, scv[p]));
                         const int32_t bs0 = ai->bsums[4 * p] + ai->bsums[4 * p + 1];
                         const int32_t bs1 = ai->bsums[4 * p + 2] + ai->bsums[4 * p + 3];
                         const int32_t imin = m[2 * p] * bs0 + m[2 * p + 1] * bs1;
-                        ac = fmaf((float)isum, ds, ac);
+                        ac = fmaf((float)isum[p], ds, ac);
                         am = fmaf((float)imin, dm, am);
                     }
                     acc[t] = ac;
