@@ -16,9 +16,9 @@ WARN += -Werror
 endif
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -pthread -MMD -MP $(SANITIZE)
 LDFLAGS += -pthread $(SANITIZE)
-LDLIBS  := -luv -lcjson -lsqlite3 -lyaml -lm
+LDLIBS  := -luv -lcjson -lsqlite3 -lyaml -lseccomp -lm
 
-LIB_SRC    := $(wildcard base/*.c protocol/*.c memory/*.c engine/*.c)
+LIB_SRC    := $(wildcard base/*.c protocol/*.c memory/*.c engine/*.c sandbox/*.c)
 DAEMON_SRC := $(filter-out agentd/main.c,$(wildcard agentd/*.c))
 CTL_SRC    := $(wildcard agentctl/*.c)
 INFER_SRC  := $(wildcard infer/*.c)
@@ -120,6 +120,9 @@ clean:
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# The session driver is embedded with .incbin (sandbox/driver.c).
+$(BUILD)/obj/sandbox/driver.o: sandbox/driver.py
 
 $(BUILD)/libagent.a: $(LIB_OBJ)
 	@rm -f $@

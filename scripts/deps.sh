@@ -2,14 +2,14 @@
 # Installs the Debian packages agentd needs to build and test, when they are missing.
 #   scripts/deps.sh           install what is missing (apt-get; as root, or prints the command)
 #   scripts/deps.sh --check   exit 0 when everything is present, 1 otherwise (installs nothing)
-#   scripts/deps.sh --bench   also the packages `make bench` compares against (redis)
+#   scripts/deps.sh --bench   also the packages `make bench` compares against (redis, bubblewrap)
 set -u
-pkgs="build-essential pkg-config libuv1-dev libcjson-dev libsqlite3-dev libyaml-dev python3"
+pkgs="build-essential pkg-config libuv1-dev libcjson-dev libsqlite3-dev libyaml-dev libseccomp-dev python3"
 check_only=0
 for a in "$@"; do
     case "$a" in
     --check) check_only=1 ;;
-    --bench) pkgs="$pkgs redis-server redis-tools" ;;
+    --bench) pkgs="$pkgs redis-server redis-tools bubblewrap" ;;
     --fuzz) pkgs="$pkgs clang libclang-rt-14-dev" ;;
     *) echo "usage: $0 [--check] [--bench] [--fuzz]" >&2; exit 2 ;;
     esac

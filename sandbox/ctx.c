@@ -1,0 +1,178 @@
+/*
+ * ctx.c - the sandbox context: what the host offers (probed once), the seccomp program, the
+ * cgroup directories, and the slots that give each live sandbox its cgroups and host ids.
+ */
+#include "sbx_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+const char *sbx_stop_name(enum sbx_stop stop)
+{
+    switch (stop) {
+    case SBX_STOP_EXIT:
+        return "exit";
+    case SBX_STOP_SIGNAL:
+        return "signal";
+    case SBX_STOP_TIMEOUT:
+        return "timeout";
+    case SBX_STOP_MEMORY:
+        return "memory";
+    case SBX_STOP_OUTPUT:
+        return "output_limit";
+    case SBX_STOP_KILLED:
+        return "killed";
+    }
+    return "unknown";
+}
+
+void sbx_limits_default(struct sbx_limits *lim)
+{
+    lim->memory_bytes = 512ll << 20;
+    lim->pids = 64;
+    lim->cpu_percent = 100;
+    lim->workspace_bytes = 64ll << 20;
+    lim->timeout_ms = 30000;
+    lim->kill_grace_ms = 2000;
+    lim->stdout_max = 1u << 20;
+    lim->stderr_max = 1u << 20;
+    lim->file_bytes = 64ll << 20;
+    lim->open_files = 256;
+}
+
+void sbx_result_release(struct sbx_result *r)
+{
+    free(r->out);
+    free(r->err);
+    free(r->value);
+    free(r->error_name);
+    free(r->error_message);
+    free(r->traceback);
+    memset(r, 0, sizeof(*r));
+}
+
+/* Top-level names of a merged-/usr system that are symlinks into /usr: recreated as such. */
+static void probe_links(struct sbx_ctx *ctx)
+{
+    static const char *const names[] = {"bin", "sbin", "lib", "lib32", "lib64", "libx32"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        char path[16], target[32];
+        snprintf(path, sizeof(path), "/%s", names[i]);
+        ssize_t n = readlink(path, target, sizeof(target) - 1);
+        if (n <= 0) continue;
+        target[n] = '\0';
+        if (strncmp(target, "usr/", 4) != 0 && strncmp(target, "/usr/", 5) != 0) continue;
+        snprintf(ctx->links[ctx->n_links][0], sizeof(ctx->links[0][0]), "%s", names[i]);
+        snprintf(ctx->links[ctx->n_links][1], sizeof(ctx->links[0][1]), "%s", target);
+        ctx->n_links++;
+    }
+}
+
+int sbx_ctx_new(const struct sbx_ctx_opts *opts, struct sbx_ctx **out, struct ag_err *err)
+{
+    struct sbx_ctx *ctx = ag_calloc(1, sizeof(*ctx));
+    char tag[64], why[512];
+    int rc;
+
+    const char *py = opts && opts->python ? opts->python : "/usr/bin/python3";
+    if (strncmp(py, "/usr/", 5) != 0 || access(py, X_OK) != 0) {
+        free(ctx);
+        return ag_err_set(err, AG_EUNSUPPORTED,
+                          "sandbox: %s is not an executable under /usr (the sandbox exposes "
+                          "only /usr); install Debian's python3",
+                          py);
+    }
+    snprintf(ctx->python, sizeof(ctx->python), "%s", py);
+    if ((rc = sbx__seccomp_build(&ctx->seccomp, err)) != 0) {
+        free(ctx);
+        return rc;
+    }
+    ctx->landlock_abi = sbx__landlock_abi();
+    ctx->root = geteuid() == 0;
+    ctx->uid = geteuid();
+    ctx->gid = getegid();
+    ssize_t n = readlink("/etc/localtime", ctx->localtime, sizeof(ctx->localtime) - 1);
+    ctx->localtime[n > 0 && ctx->localtime[0] == '/' ? n : 0] = '\0';
+    probe_links(ctx);
+    pthread_mutex_init(&ctx->mu, NULL);
+    if (opts && opts->tag)
+        snprintf(tag, sizeof(tag), "%s", opts->tag);
+    else
+        snprintf(tag, sizeof(tag), "agentd-%d", (int)getpid());
+    sbx__cg_init(&ctx->cg, tag, why, sizeof(why));
+    if (why[0]) ag_info("sandbox: %s", why);
+    if (opts && opts->pool_size > 0) sbx__pool_start(ctx, opts->pool_size);
+    *out = ctx;
+    return 0;
+}
+
+void sbx_ctx_free(struct sbx_ctx *ctx)
+{
+    if (!ctx) return;
+    sbx__pool_stop(ctx);
+    sbx__cg_release(&ctx->cg);
+    free(ctx->seccomp.filter);
+    pthread_mutex_destroy(&ctx->mu);
+    free(ctx);
+}
+
+static const char *mode_name(int m)
+{
+    return m == SBX__CG_V2 ? "v2" : m == SBX__CG_V1 ? "v1" : "none";
+}
+
+void sbx_ctx_info(struct sbx_ctx *ctx, struct sbx_info *info)
+{
+    info->memory = mode_name(ctx->cg.mode[SBX__CG_MEMORY]);
+    info->pids = mode_name(ctx->cg.mode[SBX__CG_PIDS]);
+    info->cpu = mode_name(ctx->cg.mode[SBX__CG_CPU]);
+    info->landlock_abi = ctx->landlock_abi;
+    pthread_mutex_lock(&ctx->mu);
+    info->n_alive = ctx->n_alive;
+    pthread_mutex_unlock(&ctx->mu);
+    info->pool_ready = sbx__pool_ready(ctx);
+}
+
+int sbx__slot_get(struct sbx_ctx *ctx, struct ag_err *err)
+{
+    pthread_mutex_lock(&ctx->mu);
+    for (int i = 0; i < SBX__MAX_SLOTS; i++) {
+        if (ctx->slots[i]) continue;
+        ctx->slots[i] = 1;
+        ctx->n_alive++;
+        pthread_mutex_unlock(&ctx->mu);
+        return i;
+    }
+    pthread_mutex_unlock(&ctx->mu);
+    return ag_err_set(err, AG_EQUOTA, "too many sandboxes alive (%d)", SBX__MAX_SLOTS);
+}
+
+void sbx__slot_put(struct sbx_ctx *ctx, int slot)
+{
+    pthread_mutex_lock(&ctx->mu);
+    if (slot >= 0 && slot < SBX__MAX_SLOTS && ctx->slots[slot]) {
+        ctx->slots[slot] = 0;
+        ctx->n_alive--;
+    }
+    pthread_mutex_unlock(&ctx->mu);
+}
+
+/* Daemons on one host (tests start several) get disjoint id ranges by their pid. */
+static unsigned id_of(int slot)
+{
+    return AGENTD_SBX_UID_BASE + (unsigned)(getpid() % 1000) * SBX__MAX_SLOTS + (unsigned)slot;
+}
+
+uid_t sbx__host_uid(const struct sbx_ctx *ctx, int slot)
+{
+    return ctx->root ? (uid_t)id_of(slot) : ctx->uid;
+}
+
+gid_t sbx__host_gid(const struct sbx_ctx *ctx, int slot)
+{
+    return ctx->root ? (gid_t)id_of(slot) : ctx->gid;
+}

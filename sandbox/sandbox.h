@@ -1,0 +1,189 @@
+/*
+ * sandbox.h - run untrusted code: one-shot commands and persistent Python sessions, each in its
+ * own set of namespaces, behind seccomp, Landlock, cgroups and rlimits (DESIGN.md §8).
+ *
+ * A sandbox is one process tree. Its first process is created with clone() in new user, pid,
+ * mount, network, IPC, UTS and cgroup namespaces and becomes pid 1 there, so killing it kills
+ * the whole tree. Before it execs the interpreter it builds a root of its own: a tmpfs with
+ * read-only, nosuid, nodev binds of /usr (and the /bin, /lib... symlinks of a merged-/usr
+ * system), a handful of generated /etc files, a fresh /proc, a /dev with null, zero, random and
+ * urandom only, a size-limited tmpfs workspace at /work (also the home directory) and /tmp;
+ * then pivot_root, the old root detached. The network namespace has only a loopback device that
+ * stays down: no network at all.
+ *
+ * Why a user namespace even when agentd runs as root: it is what makes "root inside" nobody
+ * outside. The sandbox runs as uid/gid 1000 inside, mapped to one unprivileged host id per
+ * sandbox slot (from AGENTD_SBX_UID_BASE when agentd is root, agentd's own ids otherwise), holds
+ * no capabilities in any namespace (bounding, ambient, permitted, effective and inheritable sets
+ * are emptied), runs with no_new_privs, a Landlock ruleset when the kernel has one (read and
+ * execute everywhere, write only in /work, /tmp and /dev/shm, no TCP, no signals or abstract
+ * Unix sockets across the sandbox boundary), and a seccomp allowlist (sandbox/policy.c).
+ *
+ * Limits: memory, pids and CPU through a per-slot cgroup of each controller, v2 or v1 as the
+ * host provides them (detected at sbx_ctx_new, never assumed); rlimits as backstops; a wall-clock
+ * deadline after which the tree is SIGKILLed; stdout and stderr capped, with a marker line.
+ *
+ * Every child gets PR_SET_PDEATHSIG(SIGKILL) against the thread that spawned it, so sandboxes
+ * die with agentd: spawn from threads that live as long as the sandboxes do.
+ *
+ * Threads: a context is shared and thread-safe. A session may be used by one thread at a time,
+ * except sbx_session_interrupt, which any thread may call while another runs a cell.
+ */
+#ifndef SBX_SANDBOX_H
+#define SBX_SANDBOX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../base/base.h"
+
+/* Host uid/gid range of sandboxes when agentd runs as root: base + (pid % 1000) * 1024 + slot,
+ * so daemons side by side (tests start several) never share ids. */
+#define AGENTD_SBX_UID_BASE 3200000
+/* Uid and gid the code runs as inside the sandbox. */
+#define SBX_INNER_ID 1000
+
+/* Why a run ended. Names (sbx_stop_name) are part of the protocol. */
+enum sbx_stop {
+    SBX_STOP_EXIT = 0, /* the process exited on its own ("exit") */
+    SBX_STOP_SIGNAL,   /* killed by a signal it did not get from us ("signal") */
+    SBX_STOP_TIMEOUT,  /* the wall-clock deadline passed ("timeout") */
+    SBX_STOP_MEMORY,   /* the memory limit's OOM killer fired ("memory") */
+    SBX_STOP_OUTPUT,   /* stdout or stderr passed its cap ("output_limit") */
+    SBX_STOP_KILLED,   /* sbx_session_free / kill from outside ("killed") */
+};
+const char *sbx_stop_name(enum sbx_stop stop);
+
+struct sbx_limits {
+    int64_t memory_bytes;    /* cgroup memory limit (tmpfs pages count too) */
+    int64_t pids;            /* cgroup pids limit and RLIMIT_NPROC */
+    int64_t cpu_percent;     /* CPU bandwidth: 100 = one core */
+    int64_t workspace_bytes; /* size of the /work tmpfs (and of /tmp) */
+    int64_t timeout_ms;      /* wall clock per run or per cell; 0 = none */
+    int64_t kill_grace_ms;   /* sessions: after an interrupt, time to answer before a kill */
+    size_t stdout_max;       /* bytes kept per run or cell before the output cap stops it */
+    size_t stderr_max;       /* same for stderr */
+    int64_t file_bytes;      /* RLIMIT_FSIZE */
+    int64_t open_files;      /* RLIMIT_NOFILE */
+};
+/* Defaults: 512 MiB, 64 pids, 100% CPU, 64 MiB workspace, 30 s, 2 s grace, 1 MiB outputs. */
+void sbx_limits_default(struct sbx_limits *lim);
+
+/* ---- the process-wide context ---- */
+struct sbx_ctx;
+
+struct sbx_ctx_opts {
+    const char *python; /* interpreter to run; NULL means /usr/bin/python3 */
+    const char *tag;    /* names this context's cgroup directories; NULL: "agentd-<pid>" */
+    int pool_size;      /* warm sessions kept ready (default limits only); 0 = none */
+};
+
+/*
+ * Probes the host (cgroup controllers v1/v2, Landlock ABI, python), builds the seccomp program
+ * and creates this context's cgroup directories. Fails only when no sandbox can be made at all
+ * (no user namespaces, no python); a missing cgroup controller or Landlock is reported by
+ * sbx_ctx_describe and backed by rlimits.
+ */
+int sbx_ctx_new(const struct sbx_ctx_opts *opts, struct sbx_ctx **out, struct ag_err *err);
+/* Kills every sandbox still alive, removes the cgroup directories. */
+void sbx_ctx_free(struct sbx_ctx *ctx);
+
+struct sbx_info {
+    const char *memory; /* "v2", "v1" or "none": where the memory limit is enforced */
+    const char *pids;   /* same for pids */
+    const char *cpu;    /* same for cpu */
+    int landlock_abi;   /* 0 when Landlock is unavailable */
+    int n_alive;        /* sandboxes (sessions and one-shot runs) alive now */
+    int pool_ready;     /* warm sessions waiting */
+};
+void sbx_ctx_info(struct sbx_ctx *ctx, struct sbx_info *info);
+
+/* ---- results ---- */
+struct sbx_result {
+    enum sbx_stop stop;  /* why it ended */
+    int exit_code;       /* exit status when stop is SBX_STOP_EXIT, else -1 */
+    int signal;          /* terminating signal, else 0 */
+    int64_t duration_us; /* wall time of the run or cell */
+    char *out;           /* stdout, NUL-terminated (owned) */
+    size_t out_len;      /* bytes in out */
+    char *err;           /* stderr, NUL-terminated (owned) */
+    size_t err_len;      /* bytes in err */
+    bool out_truncated;  /* out passed stdout_max (a marker line ends it) */
+    bool err_truncated;  /* err passed stderr_max */
+    /* Sessions only: */
+    bool ok;             /* the cell ran without an exception */
+    char *value;         /* repr() of the last expression when not None (owned), else NULL */
+    char *error_name;    /* exception type name when !ok (owned), else NULL */
+    char *error_message; /* str(exception) when !ok (owned), else NULL */
+    char *traceback;     /* formatted traceback when !ok (owned), else NULL */
+    bool session_lost;   /* the interpreter died or was killed; restart to continue */
+};
+void sbx_result_release(struct sbx_result *r);
+
+/* Called with output as it arrives: stream 1 (stdout) or 2 (stderr). Runs on the calling
+ * thread of sbx_exec / sbx_session_exec. */
+typedef void (*sbx_output_fn)(void *ud, int stream, const char *data, size_t n);
+
+/* ---- one-shot execution ---- */
+enum sbx_lang {
+    SBX_LANG_PYTHON = 0, /* code is a Python program: python3 -I -c CODE */
+    SBX_LANG_SHELL,      /* code is a shell command: /bin/sh -c CODE */
+};
+
+struct sbx_exec_req {
+    enum sbx_lang lang;              /* interpreter */
+    const char *code;                /* program text (at most SBX_MAX_CODE_BYTES) */
+    const char *stdin_data;          /* fed to stdin, then closed; NULL for an empty stdin */
+    size_t stdin_len;                /* bytes of stdin_data */
+    const struct sbx_limits *limits; /* NULL for the defaults */
+    sbx_output_fn on_output;         /* optional streaming callback */
+    void *ud;                        /* passed to on_output */
+};
+#define SBX_MAX_CODE_BYTES (120u * 1024)
+
+/* Runs code in a fresh sandbox and waits for it. Returns 0 with *res filled (whatever the code
+ * did), or a negative AG_E code when no sandbox could be made. */
+int sbx_exec(struct sbx_ctx *ctx, const struct sbx_exec_req *req, struct sbx_result *res,
+             struct ag_err *err);
+
+/* ---- code-interpreter sessions ---- */
+struct sbx_session;
+
+/* Starts a session: a sandbox running the Python driver (sandbox/driver.py). Uses a warm one
+ * from the pool when lim is NULL and the pool has one. */
+int sbx_session_new(struct sbx_ctx *ctx, const struct sbx_limits *lim, struct sbx_session **out,
+                    struct ag_err *err);
+/*
+ * Runs one cell. Variables, imports and files persist between cells. The value of a final
+ * expression comes back in res->value; an exception in res->error_* and res->traceback. After
+ * timeout_ms (0: the session's limit) the cell gets SIGINT (KeyboardInterrupt) and the session
+ * lives on; if it does not answer within kill_grace_ms it is killed (res->session_lost). Returns
+ * 0 with *res filled, AG_ESANDBOX when the session was already dead, AG_ETOOBIG for huge code.
+ */
+int sbx_session_exec(struct sbx_session *s, const char *code, int64_t timeout_ms,
+                     sbx_output_fn on_output, void *ud, struct sbx_result *res, struct ag_err *err);
+/* Interrupts the running cell (KeyboardInterrupt); any thread. */
+int sbx_session_interrupt(struct sbx_session *s);
+/* Kills the interpreter and starts a fresh one (a fresh workspace too). */
+int sbx_session_restart(struct sbx_session *s, struct ag_err *err);
+/* True while the interpreter runs. */
+bool sbx_session_alive(struct sbx_session *s);
+/* Host pid of the session's pid 1 (for tests and logs); 0 when dead. */
+pid_t sbx_session_pid(struct sbx_session *s);
+/* Kills the session and frees it. */
+void sbx_session_free(struct sbx_session *s);
+
+/*
+ * Files in the session's workspace. path is relative to /work (a leading "/work/" is accepted).
+ * Resolution happens on the host beneath the workspace only: no "..", no symlinks anywhere in
+ * the path, no other mounts, only regular files. put creates missing parent directories and
+ * replaces the file; get reads at most max_bytes (AG_ETOOBIG beyond).
+ */
+int sbx_session_put(struct sbx_session *s, const char *path, const void *data, size_t n,
+                    struct ag_err *err);
+int sbx_session_get(struct sbx_session *s, const char *path, size_t max_bytes, char **data,
+                    size_t *n, struct ag_err *err);
+
+#endif

@@ -1,0 +1,1023 @@
+/*
+ * test_sandbox.c - the sandbox's escape suite and its session tests, against the real kernel,
+ * the real /usr/bin/python3 and the real seccomp filter.
+ *
+ * Every escape test runs hostile code, asserts the intended failure from inside (the code
+ * prints what the kernel answered) and then that the host is unaffected: the planted host file
+ * is unchanged, the listener got no connection, no sandbox process outlived its run, this
+ * process can still fork. Tests that need what the kernel does not offer here SKIP with the
+ * precise reason (e.g. no user namespaces for this user).
+ */
+#include "../sandbox/sandbox.h"
+#include "test.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static struct sbx_ctx *CTX;
+static char SKIP_WHY[600]; /* set when no sandbox can be made here */
+static char HOSTDIR[64];   /* host temp dir with a planted secret */
+
+/* Python helpers prepended to every snippet: sc() makes a raw system call and returns
+ * (result, errno name). */
+#define PRE                                                                                        \
+    "import ctypes, errno, os, socket, sys\n"                                                      \
+    "libc = ctypes.CDLL(None, use_errno=True)\n"                                                   \
+    "def sc(*a):\n"                                                                                \
+    "    ctypes.set_errno(0)\n"                                                                    \
+    "    r = libc.syscall(*[ctypes.c_long(x) for x in a])\n"                                       \
+    "    return r, errno.errorcode.get(ctypes.get_errno(), 'OK')\n"
+
+static void limits(struct sbx_limits *l)
+{
+    sbx_limits_default(l);
+    l->timeout_ms = 10000;
+    l->memory_bytes = 256ll << 20;
+}
+
+static int run(const char *code, const struct sbx_limits *lim, struct sbx_result *r)
+{
+    struct sbx_limits l;
+    struct ag_err err = {0};
+    if (!lim) limits(&l);
+    char *full = ag_asprintf("%s%s", PRE, code);
+    struct sbx_exec_req req = {.lang = SBX_LANG_PYTHON, .code = full, .limits = lim ? lim : &l};
+    int rc = sbx_exec(CTX, &req, r, &err);
+    free(full);
+    if (rc != 0) printf("  sbx_exec: %s\n", err.msg);
+    return rc;
+}
+
+/* Runs code and checks its stdout contains want. */
+static void expect(const char *code, const char *want)
+{
+    struct sbx_result r;
+    if (run(code, NULL, &r) != 0) {
+        CHECK(0);
+        return;
+    }
+    CHECKF(r.out && strstr(r.out, want), "want '%s' in stdout '%s' (stderr '%.600s', stop %s)",
+           want, r.out, r.err, sbx_stop_name(r.stop));
+    sbx_result_release(&r);
+}
+
+/* No process of ours runs under a sandbox host uid any more. */
+static bool no_sandbox_left(void)
+{
+    unsigned lo = AGENTD_SBX_UID_BASE + (unsigned)(getpid() % 1000) * 1024, hi = lo + 1024;
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    bool none = true;
+    while (d && (de = readdir(d)) != NULL) {
+        char path[300], line[256];
+        if (de->d_name[0] < '0' || de->d_name[0] > '9') continue;
+        snprintf(path, sizeof(path), "/proc/%s/status", de->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        while (fgets(line, sizeof(line), f)) {
+            unsigned uid;
+            if (sscanf(line, "Uid: %u", &uid) == 1) {
+                if (geteuid() == 0 && uid >= lo && uid < hi) {
+                    printf("  sandbox process %s (uid %u) still alive\n", de->d_name, uid);
+                    none = false;
+                }
+                break;
+            }
+        }
+        fclose(f);
+    }
+    if (d) closedir(d);
+    return none;
+}
+
+/* The host is unaffected: we still fork and exec, and nothing of the sandbox is left. */
+static void host_ok(void)
+{
+    pid_t pid;
+    char *argv[] = {"/bin/true", NULL};
+    int st = -1;
+    CHECK(posix_spawn(&pid, argv[0], NULL, NULL, argv, NULL) == 0);
+    CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK(no_sandbox_left());
+}
+
+#define NEED_SANDBOX()                                                                             \
+    do {                                                                                           \
+        if (!CTX) SKIP(SKIP_WHY);                                                                  \
+    } while (0)
+
+/* ---- basics ---- */
+
+static void test_oneshot_python(void)
+{
+    NEED_SANDBOX();
+    struct sbx_result r;
+    CHECK(run("print(6 * 7)\nprint('err', file=sys.stderr)\nsys.exit(3)", NULL, &r) == 0);
+    CHECK_STR(r.out, "42\n");
+    CHECK_STR(r.err, "err\n");
+    CHECK(r.stop == SBX_STOP_EXIT && r.exit_code == 3);
+    CHECK(r.duration_us > 0);
+    sbx_result_release(&r);
+    host_ok();
+}
+
+static void test_oneshot_shell_stdin(void)
+{
+    NEED_SANDBOX();
+    struct sbx_result r;
+    struct ag_err err = {0};
+    struct sbx_exec_req req = {.lang = SBX_LANG_SHELL,
+                               .code = "tr a-z A-Z; id -u; hostname; pwd",
+                               .stdin_data = "hello\n",
+                               .stdin_len = 6};
+    CHECK(sbx_exec(CTX, &req, &r, &err) == 0);
+    CHECK_STR(r.out, "HELLO\n1000\nsandbox\n/work\n");
+    CHECK(r.stop == SBX_STOP_EXIT && r.exit_code == 0);
+    sbx_result_release(&r);
+    host_ok();
+}
+
+/* ---- escape suite: files ---- */
+
+static void test_escape_read_shadow(void)
+{
+    NEED_SANDBOX();
+    expect("try:\n    open('/etc/shadow').read(); print('ESCAPED')\n"
+           "except OSError as e: print('blocked', errno.errorcode[e.errno])",
+           "blocked ENOENT");
+    host_ok();
+}
+
+static void test_escape_root_listing(void)
+{
+    NEED_SANDBOX();
+    /* Only what the sandbox provides: no /root, /home, /var, /sys, /boot, no host /tmp. */
+    expect("print(sorted(n for n in os.listdir('/') if n not in ('lib32', 'lib64', 'libx32')))",
+           "['bin', 'dev', 'etc', 'lib', 'proc', 'sbin', 'tmp', 'usr', 'work']");
+    expect("print(sorted(os.listdir('/etc')))",
+           "['group', 'hostname', 'hosts', 'ld.so.cache', 'localtime', 'nsswitch.conf', "
+           "'passwd']");
+    host_ok();
+}
+
+static void test_escape_host_tmp_and_data_dir(void)
+{
+    NEED_SANDBOX();
+    /* A secret in a host directory (like agentd's data dir) is not reachable by path. */
+    char *code = ag_asprintf("for p in ['%s/secret', '/root', '/var/lib', '/home']:\n"
+                             "    try: os.listdir(p) if not p.endswith('secret') else open(p); "
+                             "print('ESCAPED', p)\n"
+                             "    except OSError as e: print('blocked', e.errno == errno.ENOENT)",
+                             HOSTDIR);
+    struct sbx_result r;
+    CHECK(run(code, NULL, &r) == 0);
+    CHECK(r.out && !strstr(r.out, "ESCAPED") && !strstr(r.out, "False"));
+    CHECK(r.out && strstr(r.out, "blocked True"));
+    sbx_result_release(&r);
+    free(code);
+    char *secret = NULL, *path = ag_asprintf("%s/secret", HOSTDIR);
+    size_t n;
+    CHECK(ag_read_file(path, 100, &secret, &n, NULL) == 0 && strcmp(secret, "s3cret") == 0);
+    free(secret);
+    free(path);
+    host_ok();
+}
+
+static void test_escape_write_outside_workspace(void)
+{
+    NEED_SANDBOX();
+    expect("res = []\n"
+           "for p in ['/usr/agentd-escape', '/etc/passwd', '/agentd-escape', '/bin/agentd-x',\n"
+           "          '/proc/sys/kernel/hostname']:\n"
+           "    try: open(p, 'a').write('x'); res.append('ESCAPED ' + p)\n"
+           "    except OSError as e: res.append(errno.errorcode[e.errno])\n"
+           "open('/work/ok', 'w').write('fine'); open('/tmp/ok', 'w').write('fine')\n"
+           "print(res, open('/work/ok').read())",
+           "['EROFS', 'EROFS', 'EROFS', 'EROFS', 'EACCES'] fine");
+    struct stat st;
+    CHECK(stat("/usr/agentd-escape", &st) != 0 && stat("/agentd-escape", &st) != 0);
+    host_ok();
+}
+
+static void test_escape_host_proc(void)
+{
+    NEED_SANDBOX();
+    /* Its own pid namespace: pid 1 is the sandbox, the host's processes do not exist. */
+    char *code =
+        ag_asprintf("pids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
+                    "print('pids', pids, os.getpid())\n"
+                    "print('host pid visible', os.path.exists('/proc/%d'))\n"
+                    "for p in ['/proc/kcore', '/proc/sysrq-trigger', '/proc/1/root/etc/shadow']:\n"
+                    "    try: open(p, 'rb').read(1); print('ESCAPED', p)\n"
+                    "    except OSError as e: print('blocked', p)\n",
+                    (int)getpid());
+    struct sbx_result r;
+    CHECK(run(code, NULL, &r) == 0);
+    CHECKF(r.out && strstr(r.out, "pids [1] 1"), "%s", r.out);
+    CHECK(r.out && strstr(r.out, "host pid visible False"));
+    CHECK(r.out && !strstr(r.out, "ESCAPED"));
+    sbx_result_release(&r);
+    free(code);
+    host_ok();
+}
+
+static void test_escape_devices(void)
+{
+    NEED_SANDBOX();
+    expect("print(sorted(os.listdir('/dev')))\n"
+           "for p in ['/dev/sda', '/dev/kmsg', '/dev/mem', '/dev/tty', '/dev/kvm']:\n"
+           "    try: open(p, 'rb'); print('ESCAPED', p)\n"
+           "    except OSError as e: pass\n"
+           "try: os.mknod('/work/mem', 0o600 | 0o020000, os.makedev(1, 1)); print('ESCAPED')\n"
+           "except OSError as e: print('mknod', errno.errorcode[e.errno])\n"
+           "os.mkfifo('/work/fifo'); print('fifo ok')",
+           "['fd', 'null', 'random', 'shm', 'stderr', 'stdin', 'stdout', 'urandom', 'zero']\n"
+           "mknod EPERM\nfifo ok");
+    expect("print(open('/dev/urandom', 'rb').read(4).__len__(), open('/dev/null', 'w').write('x'))",
+           "4 1");
+    host_ok();
+}
+
+static void test_escape_setuid_binary(void)
+{
+    NEED_SANDBOX();
+    /* nosuid mounts and no_new_privs: su stays uid 1000 and cannot authenticate anyone. */
+    expect("import subprocess\n"
+           "st = os.statvfs('/usr'); print('nosuid', bool(st.f_flag & os.ST_NOSUID))\n"
+           "p = subprocess.run(['/usr/bin/su', '-c', 'id -u'], input=b'', capture_output=True)\n"
+           "print('su', p.returncode != 0, b'0\\n' != p.stdout)\n"
+           "print('euid', os.geteuid())",
+           "nosuid True\nsu True True\neuid 1000");
+    host_ok();
+}
+
+static void test_escape_capabilities(void)
+{
+    NEED_SANDBOX();
+    expect("s = dict(l.split(':\\t') for l in open('/proc/self/status').read().splitlines() if "
+           "':\\t' in l)\n"
+           "print([s[k].strip() for k in ('CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb', "
+           "'NoNewPrivs', 'Seccomp')])",
+           "['0000000000000000', '0000000000000000', '0000000000000000', '0000000000000000', "
+           "'0000000000000000', '1', '2']");
+    host_ok();
+}
+
+static void test_escape_leaked_fds(void)
+{
+    NEED_SANDBOX();
+    /* None of the daemon's (here: the test's) descriptors reach the sandbox. */
+    int fd = open("/etc/hostname", O_RDONLY); /* not close-on-exec on purpose */
+    expect("print(sorted(int(f) for f in os.listdir('/proc/self/fd')))", "[0, 1, 2, 3]");
+    if (fd >= 0) close(fd);
+    host_ok();
+}
+
+/* ---- escape suite: network ---- */
+
+static void test_escape_network_external(void)
+{
+    NEED_SANDBOX();
+    expect("for a in [('1.1.1.1', 53), ('8.8.8.8', 443)]:\n"
+           "    s = socket.socket(); s.settimeout(2)\n"
+           "    try: s.connect(a); print('ESCAPED')\n"
+           "    except OSError as e: print('blocked', errno.errorcode.get(e.errno, e))\n",
+           "blocked");
+    expect("s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+           "try: s.sendto(b'x', ('1.1.1.1', 53)); print('ESCAPED')\n"
+           "except OSError as e: print('udp blocked')",
+           "udp blocked");
+    host_ok();
+}
+
+static void test_escape_host_loopback(void)
+{
+    NEED_SANDBOX();
+    int ls = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    CHECK(bind(ls, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(ls, 8) == 0);
+    CHECK(getsockname(ls, (struct sockaddr *)&sa, &sl) == 0);
+    char *code = ag_asprintf("s = socket.socket(); s.settimeout(2)\n"
+                             "try: s.connect(('127.0.0.1', %d)); print('ESCAPED')\n"
+                             "except OSError as e: print('blocked')\n",
+                             ntohs(sa.sin_port));
+    expect(code, "blocked");
+    free(code);
+    CHECK(accept(ls, NULL, NULL) < 0 && errno == EAGAIN); /* nobody reached the host listener */
+    close(ls);
+    host_ok();
+}
+
+static void test_escape_dns(void)
+{
+    NEED_SANDBOX();
+    expect("try: socket.getaddrinfo('example.com', 80); print('ESCAPED')\n"
+           "except OSError as e: print('dns blocked')",
+           "dns blocked");
+    host_ok();
+}
+
+static void test_escape_unix_sockets(void)
+{
+    NEED_SANDBOX();
+    /* An abstract socket on the host (the kind a daemon might use) and a path socket. */
+    int ls = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_un su = {.sun_family = AF_UNIX};
+    const char name[] = "agentd-test-abstract";
+    memcpy(su.sun_path + 1, name, sizeof(name) - 1);
+    CHECK(bind(ls, (struct sockaddr *)&su,
+               (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + sizeof(name) - 1)) == 0);
+    CHECK(listen(ls, 8) == 0);
+    expect("s = socket.socket(socket.AF_UNIX)\n"
+           "try: s.connect('\\0agentd-test-abstract'); print('ESCAPED')\n"
+           "except OSError as e: print('abstract blocked')\n"
+           "try: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW); print('ESCAPED')\n"
+           "except OSError as e: print('netlink', errno.errorcode[e.errno])\n"
+           "try: socket.socket(socket.AF_PACKET, socket.SOCK_RAW); print('ESCAPED')\n"
+           "except OSError as e: print('packet', errno.errorcode[e.errno])",
+           "abstract blocked\nnetlink EPERM\npacket EPERM");
+    CHECK(accept(ls, NULL, NULL) < 0 && errno == EAGAIN);
+    close(ls);
+    host_ok();
+}
+
+/* ---- escape suite: kernel attack surface (seccomp) ---- */
+
+static void expect_eperm(const char *what, const char *call)
+{
+    char *code = ag_asprintf("print('%s', %s)", what, call);
+    char *want = ag_asprintf("%s (-1, 'EPERM')", what);
+    expect(code, want);
+    free(code);
+    free(want);
+    host_ok();
+}
+
+static void test_escape_ptrace(void)
+{
+    NEED_SANDBOX();
+    expect_eperm("ptrace", "sc(101, 0, 0, 0, 0)"); /* PTRACE_TRACEME */
+}
+
+static void test_escape_ptrace_attach(void)
+{
+    NEED_SANDBOX();
+    expect("import subprocess\n"
+           "p = subprocess.Popen(['/bin/sleep', '5'])\n"
+           "print('attach', sc(101, 16, p.pid, 0, 0)); p.kill()",
+           "attach (-1, 'EPERM')");
+    host_ok();
+}
+
+static void test_escape_process_vm_readv(void)
+{
+    NEED_SANDBOX();
+    expect_eperm("pvr", "sc(310, 1, 0, 0, 0, 0, 0)");
+    expect_eperm("pvw", "sc(311, 1, 0, 0, 0, 0, 0)");
+}
+
+static void test_escape_mount(void)
+{
+    NEED_SANDBOX();
+    expect("print('mount', libc.mount(b'none', b'/tmp', b'tmpfs', 0, None), "
+           "errno.errorcode[ctypes.get_errno()])\n"
+           "print('umount', sc(166, ctypes.cast(ctypes.c_char_p(b'/proc'), ctypes.c_void_p).value, "
+           "2))\n"
+           "print('fsopen', sc(430, 0, 0))\n"
+           "print('open_tree', sc(428, -100, 0, 0))\n"
+           "print('move_mount', sc(429, -100, 0, -100, 0, 0))\n"
+           "print('pivot_root', sc(155, 0, 0))\nprint('chroot', sc(161, 0))",
+           "mount -1 EPERM\numount (-1, 'EPERM')\nfsopen (-1, 'EPERM')\n"
+           "open_tree (-1, 'EPERM')\nmove_mount (-1, 'EPERM')\npivot_root (-1, 'EPERM')\n"
+           "chroot (-1, 'EPERM')");
+    host_ok();
+}
+
+static void test_escape_unshare_setns(void)
+{
+    NEED_SANDBOX();
+    expect("print('unshare', sc(272, 0x00020000))\n" /* CLONE_NEWNS */
+           "print('setns', sc(308, 0, 0))",
+           "unshare (-1, 'EPERM')\nsetns (-1, 'EPERM')");
+    host_ok();
+}
+
+static void test_escape_new_user_namespace(void)
+{
+    NEED_SANDBOX();
+    /* unshare(CLONE_NEWUSER), clone(CLONE_NEWUSER|SIGCHLD), clone3 (ENOSYS: glibc falls back to
+     * clone, whose flags the filter checks). */
+    expect("print('unshare', sc(272, 0x10000000))\n"
+           "print('clone', sc(56, 0x10000000 | 17, 0, 0, 0, 0))\n"
+           "print('clone3', sc(435, 0, 0))\n"
+           "import subprocess; print(subprocess.run(['/bin/true']).returncode)",
+           "unshare (-1, 'EPERM')\nclone (-1, 'EPERM')\nclone3 (-1, 'ENOSYS')\n0");
+    host_ok();
+}
+
+static void test_escape_keyctl(void)
+{
+    NEED_SANDBOX();
+    expect("print('keyctl', sc(250, 0, -3, 0, 0, 0))\n"
+           "print('add_key', sc(248, 0, 0, 0, 0, -3))\nprint('request_key', sc(249, 0, 0, 0, 0))",
+           "keyctl (-1, 'EPERM')\nadd_key (-1, 'EPERM')\nrequest_key (-1, 'EPERM')");
+    host_ok();
+}
+
+static void test_escape_bpf(void)
+{
+    NEED_SANDBOX();
+    expect_eperm("bpf", "sc(321, 0, 0, 0)");
+}
+
+static void test_escape_perf_event_open(void)
+{
+    NEED_SANDBOX();
+    expect_eperm("perf", "sc(298, 0, 0, -1, -1, 0)");
+}
+
+static void test_escape_userfaultfd(void)
+{
+    NEED_SANDBOX();
+    expect_eperm("uffd", "sc(323, 0)");
+}
+
+static void test_escape_io_uring(void)
+{
+    NEED_SANDBOX();
+    expect("print('setup', sc(425, 8, 0))\nprint('enter', sc(426, 0, 0, 0, 0, 0, 0))\n"
+           "print('register', sc(427, 0, 0, 0, 0))",
+           "setup (-1, 'EPERM')\nenter (-1, 'EPERM')\nregister (-1, 'EPERM')");
+    host_ok();
+}
+
+static void test_escape_tiocsti(void)
+{
+    NEED_SANDBOX();
+    /* TIOCSTI (0x5412) and TIOCLINUX (0x541C), also with garbage in the upper bits. */
+    expect("c = ctypes.c_char(b'x')\n"
+           "print('sti', sc(16, 0, 0x5412, ctypes.addressof(c)))\n"
+           "print('sti_hi', sc(16, 0, 0x100005412, ctypes.addressof(c)))\n"
+           "print('linux', sc(16, 0, 0x541C, ctypes.addressof(c)))",
+           "sti (-1, 'EPERM')\nsti_hi (-1, 'EPERM')\nlinux (-1, 'EPERM')");
+    host_ok();
+}
+
+static void test_escape_modules_kexec(void)
+{
+    NEED_SANDBOX();
+    expect("print([sc(n, 0, 0, 0)[1] for n in (175, 313, 176, 246, 320, 169, 167, 304)])",
+           "['EPERM', 'EPERM', 'EPERM', 'EPERM', 'EPERM', 'EPERM', 'EPERM', 'EPERM']");
+    host_ok();
+}
+
+static void test_escape_x32_abi(void)
+{
+    NEED_SANDBOX();
+    /* getpid through the x32 ABI: not the filter's architecture, so the process is killed. */
+    struct sbx_result r;
+    CHECK(run("sc(0x40000000 | 39); print('ESCAPED')", NULL, &r) == 0);
+    CHECKF(r.stop == SBX_STOP_SIGNAL && r.signal == SIGSYS, "stop %s signal %d",
+           sbx_stop_name(r.stop), r.signal);
+    CHECK(r.out && !strstr(r.out, "ESCAPED"));
+    sbx_result_release(&r);
+    host_ok();
+}
+
+/* ---- escape suite: resources ---- */
+
+static void test_escape_fork_bomb(void)
+{
+    NEED_SANDBOX();
+    struct sbx_limits l;
+    limits(&l);
+    l.pids = 32;
+    l.timeout_ms = 3000;
+    struct sbx_result r;
+    CHECK(run("n = 0\n"
+              "while True:\n"
+              "    try: os.fork(); n += 1\n"
+              "    except OSError as e:\n"
+              "        if os.getpid() == 1: print('bomb stopped', errno.errorcode[e.errno]); "
+              "sys.stdout.flush(); os._exit(0)\n",
+              &l, &r) == 0);
+    CHECKF(r.out && strstr(r.out, "bomb stopped EAGAIN"), "out '%s' err '%.300s' stop %s", r.out,
+           r.err, sbx_stop_name(r.stop));
+    CHECK(r.duration_us < 8000000);
+    sbx_result_release(&r);
+    host_ok();
+}
+
+static void test_escape_memory_bomb(void)
+{
+    NEED_SANDBOX();
+    struct sbx_limits l;
+    limits(&l);
+    l.memory_bytes = 64ll << 20;
+    struct sbx_info in;
+    sbx_ctx_info(CTX, &in);
+    struct sbx_result r;
+    CHECK(run("b = []\nwhile True: b.append(bytearray(16 << 20))", &l, &r) == 0);
+    if (strcmp(in.memory, "none") == 0)
+        CHECK(r.stop == SBX_STOP_EXIT && r.err && strstr(r.err, "MemoryError"));
+    else
+        CHECKF(r.stop == SBX_STOP_MEMORY, "stop %s signal %d err '%.200s'", sbx_stop_name(r.stop),
+               r.signal, r.err);
+    sbx_result_release(&r);
+    host_ok();
+}
+
+static void test_escape_fill_disk(void)
+{
+    NEED_SANDBOX();
+    struct sbx_limits l;
+    limits(&l);
+    l.workspace_bytes = 8ll << 20;
+    struct sbx_result r;
+    CHECK(run("f = open('/work/big', 'wb')\n"
+              "try:\n    while True: f.write(b'x' * 65536); f.flush()\n"
+              "except OSError as e: print('full', errno.errorcode[e.errno], "
+              "os.path.getsize('/work/big') <= 8 << 20)",
+              &l, &r) == 0);
+    CHECKF(r.out && strstr(r.out, "full ENOSPC True"), "out '%s' err '%.300s'", r.out, r.err);
+    sbx_result_release(&r);
+    host_ok();
+}
+
+static void test_escape_cpu_burn(void)
+{
+    NEED_SANDBOX();
+    struct sbx_limits l;
+    limits(&l);
+    l.timeout_ms = 1500;
+    l.cpu_percent = 50;
+    struct sbx_result r;
+    int64_t t0 = ag_now_ms();
+    CHECK(run("import multiprocessing as m\n"
+              "def burn():\n    while True: pass\n"
+              "ps = [m.Process(target=burn) for _ in range(4)]\n"
+              "[p.start() for p in ps]\nburn()",
+              &l, &r) == 0);
+    int64_t took = ag_now_ms() - t0;
+    CHECKF(r.stop == SBX_STOP_TIMEOUT, "stop %s err '%.300s'", sbx_stop_name(r.stop), r.err);
+    CHECKF(took < 4000, "took %lld ms", (long long)took); /* the whole tree died on time */
+    sbx_result_release(&r);
+    host_ok();
+}
+
+static void test_escape_output_flood(void)
+{
+    NEED_SANDBOX();
+    struct sbx_limits l;
+    limits(&l);
+    l.stdout_max = 100000;
+    struct sbx_result r;
+    CHECK(run("while True: sys.stdout.write('A' * 4096)", &l, &r) == 0);
+    CHECK(r.stop == SBX_STOP_OUTPUT && r.out_truncated);
+    CHECK(r.out_len < 100000 + 200 && strstr(r.out, "[agentd: output truncated"));
+    CHECK(r.duration_us < 5000000);
+    sbx_result_release(&r);
+    host_ok();
+}
+
+static void test_escape_signal_daemon(void)
+{
+    NEED_SANDBOX();
+    char *code = ag_asprintf("try: os.kill(%d, 9); print('ESCAPED')\n"
+                             "except OSError as e: print('kill', errno.errorcode[e.errno])\n"
+                             "try: os.kill(-1, 9)\nexcept OSError: pass\nprint('still here')",
+                             (int)getpid());
+    expect(code, "kill ESRCH\nstill here");
+    free(code);
+    host_ok(); /* we are alive to check */
+}
+
+static void test_escape_hostname(void)
+{
+    NEED_SANDBOX();
+    expect("print(socket.gethostname(), sc(170, 0, 0))", "sandbox (-1, 'EPERM')");
+    host_ok();
+}
+
+/* ---- sessions ---- */
+
+static struct sbx_session *new_session(const struct sbx_limits *lim)
+{
+    struct sbx_session *s = NULL;
+    struct ag_err err = {0};
+    if (sbx_session_new(CTX, lim, &s, &err) != 0) printf("  session: %s\n", err.msg);
+    return s;
+}
+
+static int cell(struct sbx_session *s, const char *code, int64_t timeout_ms, struct sbx_result *r)
+{
+    struct ag_err err = {0};
+    int rc = sbx_session_exec(s, code, timeout_ms, NULL, NULL, r, &err);
+    if (rc != 0) printf("  cell: %s\n", err.msg);
+    return rc;
+}
+
+static void test_session_persists(void)
+{
+    NEED_SANDBOX();
+    struct sbx_session *s = new_session(NULL);
+    CHECK(s != NULL);
+    if (!s) return;
+    struct sbx_result r;
+    CHECK(cell(s, "import math\nx = 41", 0, &r) == 0 && r.ok && !r.value);
+    sbx_result_release(&r);
+    CHECK(cell(s, "print('x is', x)\nx + 1", 0, &r) == 0 && r.ok);
+    CHECK_STR(r.value, "42");
+    CHECK_STR(r.out, "x is 41\n");
+    sbx_result_release(&r);
+    CHECK(cell(s, "math.sqrt(16), _", 0, &r) == 0);
+    CHECK_STR(r.value, "(4.0, 42)");
+    sbx_result_release(&r);
+    CHECK(cell(s, "def f():\n    return 1 / 0\nf()", 0, &r) == 0);
+    CHECK(!r.ok && !r.session_lost);
+    CHECK_STR(r.error_name, "ZeroDivisionError");
+    CHECK_STR(r.error_message, "division by zero");
+    CHECK(r.traceback && strstr(r.traceback, "line 2, in f") && !strstr(r.traceback, "driver"));
+    sbx_result_release(&r);
+    CHECK(cell(s, "x", 0, &r) == 0);
+    CHECK_STR(r.value, "41");
+    sbx_result_release(&r);
+    sbx_session_free(s);
+    host_ok();
+}
+
+static void test_session_timeout_keeps_session(void)
+{
+    NEED_SANDBOX();
+    struct sbx_session *s = new_session(NULL);
+    if (!s) {
+        CHECK(0);
+        return;
+    }
+    struct sbx_result r;
+    CHECK(cell(s, "y = 5", 0, &r) == 0);
+    sbx_result_release(&r);
+    int64_t t0 = ag_now_ms();
+    CHECK(cell(s, "while True: pass", 500, &r) == 0);
+    CHECK(ag_now_ms() - t0 < 2000);
+    CHECK(r.stop == SBX_STOP_TIMEOUT && !r.ok && !r.session_lost);
+    CHECK_STR(r.error_name, "KeyboardInterrupt");
+    sbx_result_release(&r);
+    CHECK(cell(s, "y * 2", 0, &r) == 0 && r.ok);
+    CHECK_STR(r.value, "10");
+    sbx_result_release(&r);
+    sbx_session_free(s);
+    host_ok();
+}
+
+static void test_session_second_deadline_kills(void)
+{
+    NEED_SANDBOX();
+    struct sbx_limits l;
+    limits(&l);
+    l.kill_grace_ms = 300;
+    struct sbx_session *s = new_session(&l);
+    if (!s) {
+        CHECK(0);
+        return;
+    }
+    struct sbx_result r;
+    CHECK(cell(s,
+               "import time\nwhile True:\n    try: time.sleep(10)\n"
+               "    except KeyboardInterrupt: pass",
+               300, &r) == 0);
+    CHECK(r.stop == SBX_STOP_TIMEOUT && r.session_lost && !sbx_session_alive(s));
+    sbx_result_release(&r);
+    struct ag_err err = {0};
+    CHECK(sbx_session_exec(s, "1", 0, NULL, NULL, &r, &err) == AG_ESANDBOX);
+    CHECK(sbx_session_restart(s, &err) == 0);
+    CHECK(cell(s, "1 + 1", 0, &r) == 0);
+    CHECK_STR(r.value, "2");
+    sbx_result_release(&r);
+    sbx_session_free(s);
+    host_ok();
+}
+
+static void test_session_crash_and_restart(void)
+{
+    NEED_SANDBOX();
+    struct sbx_session *s = new_session(NULL);
+    if (!s) {
+        CHECK(0);
+        return;
+    }
+    struct sbx_result r;
+    CHECK(cell(s, "z = 1\nimport ctypes\nctypes.string_at(0)", 0, &r) == 0);
+    CHECK(r.session_lost && !r.ok && r.error_name);
+    sbx_result_release(&r);
+    CHECK(!sbx_session_alive(s));
+    struct ag_err err = {0};
+    CHECK(sbx_session_restart(s, &err) == 0);
+    CHECK(cell(s, "'z' in dir()", 0, &r) == 0);
+    CHECK_STR(r.value, "False"); /* a fresh interpreter */
+    sbx_result_release(&r);
+    CHECK(cell(s, "import os; os._exit(7)", 0, &r) == 0);
+    CHECK(r.session_lost && r.stop == SBX_STOP_EXIT && r.exit_code == 7);
+    sbx_result_release(&r);
+    sbx_session_free(s);
+    host_ok();
+}
+
+static void test_session_files(void)
+{
+    NEED_SANDBOX();
+    struct sbx_session *s = new_session(NULL);
+    if (!s) {
+        CHECK(0);
+        return;
+    }
+    struct ag_err err = {0};
+    struct sbx_result r;
+    CHECK(sbx_session_put(s, "data/in.csv", "a,b\n1,2\n", 8, &err) == 0);
+    CHECK(cell(s,
+               "import csv\nrows = list(csv.reader(open('data/in.csv')))\n"
+               "open('/work/data/out.txt', 'w').write(str(len(rows)))\nrows",
+               0, &r) == 0);
+    CHECK_STR(r.value, "[['a', 'b'], ['1', '2']]");
+    sbx_result_release(&r);
+    char *data = NULL;
+    size_t n = 0;
+    CHECK(sbx_session_get(s, "/work/data/out.txt", 1024, &data, &n, &err) == 0);
+    CHECK(data && n == 1 && data[0] == '2');
+    free(data);
+    CHECK(sbx_session_get(s, "nope", 1024, &data, &n, &err) == AG_ENOTFOUND);
+    /* Replacing a file the code made; the code can then modify what the host wrote. */
+    CHECK(sbx_session_put(s, "data/in.csv", "x", 1, &err) == 0);
+    CHECK(cell(s, "open('data/in.csv', 'a').write('y'); open('data/in.csv').read()", 0, &r) == 0);
+    CHECK_STR(r.value, "'xy'");
+    sbx_result_release(&r);
+    sbx_session_free(s);
+    host_ok();
+}
+
+static void test_escape_symlinks_files_put_get(void)
+{
+    NEED_SANDBOX();
+    struct sbx_session *s = new_session(NULL);
+    if (!s) {
+        CHECK(0);
+        return;
+    }
+    struct sbx_result r;
+    char *code = ag_asprintf("import os\n"
+                             "os.symlink('/etc/passwd', 'link')\nos.symlink('/', 'root')\n"
+                             "os.symlink('%s/secret', 'hostsecret')\n"
+                             "os.mkdir('d'); os.symlink('..', 'd/up')\n"
+                             "os.mkfifo('fifo')\nos.mkdir('sub'); os.symlink('/tmp', 'sub/t')",
+                             HOSTDIR);
+    CHECK(cell(s, code, 0, &r) == 0 && r.ok);
+    free(code);
+    sbx_result_release(&r);
+    struct ag_err err = {0};
+    char *data = NULL;
+    size_t n;
+    const char *bad_get[] = {"link",          "root/etc/shadow", "hostsecret", "d/up/link",
+                             "../etc/passwd", "/etc/passwd",     "fifo",       "sub/t/x",
+                             "./link",        "d/../link"};
+    for (size_t i = 0; i < sizeof(bad_get) / sizeof(bad_get[0]); i++) {
+        int rc = sbx_session_get(s, bad_get[i], 1 << 20, &data, &n, &err);
+        CHECKF(rc != 0, "get %s succeeded", bad_get[i]);
+        if (rc == 0) free(data);
+    }
+    const char *bad_put[] = {"link", "root/tmp/x", "hostsecret", "d/up/x", "sub/t/x", "../x"};
+    for (size_t i = 0; i < sizeof(bad_put) / sizeof(bad_put[0]); i++)
+        CHECKF(sbx_session_put(s, bad_put[i], "pwned", 5, &err) != 0, "put %s succeeded",
+               bad_put[i]);
+    /* The host files behind those links are untouched. */
+    char *secret = NULL, *path = ag_asprintf("%s/secret", HOSTDIR);
+    CHECK(ag_read_file(path, 100, &secret, &n, NULL) == 0 && strcmp(secret, "s3cret") == 0);
+    free(secret);
+    free(path);
+    char *pw = NULL;
+    CHECK(ag_read_file("/etc/passwd", 1 << 20, &pw, &n, NULL) == 0 && !strstr(pw, "pwned"));
+    free(pw);
+    sbx_session_free(s);
+    host_ok();
+}
+
+static void test_escape_other_sandbox_workspace(void)
+{
+    NEED_SANDBOX();
+    struct sbx_session *a = new_session(NULL), *b = new_session(NULL);
+    if (!a || !b) {
+        CHECK(0);
+        sbx_session_free(a);
+        sbx_session_free(b);
+        return;
+    }
+    struct sbx_result r;
+    CHECK(cell(a, "open('/work/a-secret', 'w').write('A'); os.getpid() if False else 1", 0, &r) ==
+          0);
+    sbx_result_release(&r);
+    char *code = ag_asprintf("import os\nfound = []\n"
+                             "for root in ['/work', '/tmp', '/proc/%d/root/work']:\n"
+                             "    try: found += [n for n in os.listdir(root) if 'secret' in n]\n"
+                             "    except OSError: pass\n"
+                             "found",
+                             (int)sbx_session_pid(a));
+    CHECK(cell(b, code, 0, &r) == 0);
+    free(code);
+    CHECK_STR(r.value, "[]");
+    sbx_result_release(&r);
+    sbx_session_free(a);
+    sbx_session_free(b);
+    host_ok();
+}
+
+struct chunks {
+    int n;             /* callbacks */
+    int64_t first_ms;  /* when the first chunk came */
+    struct ag_buf all; /* everything streamed */
+};
+
+static void on_chunk(void *ud, int stream, const char *data, size_t n)
+{
+    struct chunks *c = ud;
+    if (c->n++ == 0) c->first_ms = ag_now_ms();
+    if (stream == 1) ag_buf_append(&c->all, data, n);
+}
+
+static void test_session_output_streams(void)
+{
+    NEED_SANDBOX();
+    struct sbx_session *s = new_session(NULL);
+    if (!s) {
+        CHECK(0);
+        return;
+    }
+    struct chunks c = {0, 0, {0}};
+    struct sbx_result r;
+    struct ag_err err = {0};
+    int64_t t0 = ag_now_ms();
+    CHECK(sbx_session_exec(s, "import time\nfor i in range(3): print(i); time.sleep(0.3)", 0,
+                           on_chunk, &c, &r, &err) == 0);
+    int64_t end = ag_now_ms();
+    CHECK(c.n >= 3);
+    CHECK(c.first_ms - t0 < end - t0 - 400); /* the first line came well before the end */
+    CHECK(c.all.data && strcmp(c.all.data, "0\n1\n2\n") == 0);
+    CHECK_STR(r.out, "0\n1\n2\n");
+    ag_buf_release(&c.all);
+    sbx_result_release(&r);
+    sbx_session_free(s);
+}
+
+/* The spawning side dies (kill -9): its sandboxes die with it. */
+static void test_no_orphans(void)
+{
+    NEED_SANDBOX();
+    int pfd[2];
+    CHECK(pipe(pfd) == 0);
+    pid_t child = fork();
+    if (child == 0) {
+        struct sbx_ctx *c2;
+        struct sbx_session *s;
+        struct ag_err err;
+        if (sbx_ctx_new(NULL, &c2, &err) != 0 || sbx_session_new(c2, NULL, &s, &err) != 0) _exit(1);
+        pid_t sp = sbx_session_pid(s);
+        (void)!write(pfd[1], &sp, sizeof(sp));
+        pause();
+        _exit(0);
+    }
+    pid_t sp = 0;
+    CHECK(read(pfd[0], &sp, sizeof(sp)) == sizeof(sp) && sp > 0);
+    close(pfd[0]);
+    close(pfd[1]);
+    CHECK(kill(sp, 0) == 0);
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    bool gone = false;
+    for (int i = 0; i < 200 && !gone; i++) {
+        gone = kill(sp, 0) != 0;
+        if (!gone) usleep(10000);
+    }
+    CHECK(gone);
+}
+
+static void test_pool(void)
+{
+    NEED_SANDBOX();
+    struct sbx_ctx *c2;
+    struct ag_err err = {0};
+    struct sbx_ctx_opts o = {.pool_size = 2, .tag = "agentd-test-pool"};
+    CHECK(sbx_ctx_new(&o, &c2, &err) == 0);
+    struct sbx_info in;
+    for (int i = 0; i < 300; i++) {
+        sbx_ctx_info(c2, &in);
+        if (in.pool_ready == 2) break;
+        usleep(10000);
+    }
+    CHECK(in.pool_ready == 2);
+    struct sbx_session *s = NULL;
+    int64_t t0 = ag_now_ns();
+    CHECK(sbx_session_new(c2, NULL, &s, &err) == 0);
+    int64_t took_us = (ag_now_ns() - t0) / 1000;
+    CHECKF(took_us < 50000, "took %lld us", (long long)took_us);
+    struct sbx_result r;
+    CHECK(s && sbx_session_exec(s, "6 * 7", 0, NULL, NULL, &r, &err) == 0);
+    CHECK_STR(r.value, "42");
+    sbx_result_release(&r);
+    sbx_session_free(s);
+    sbx_ctx_free(c2);
+    host_ok();
+}
+
+int main(int argc, char **argv)
+{
+    struct ag_err err = {0};
+    TEST_BEGIN(argc, argv);
+    snprintf(HOSTDIR, sizeof(HOSTDIR), "/tmp/agentd-sbx-test-XXXXXX");
+    if (!mkdtemp(HOSTDIR)) return 1;
+    char *secret = ag_asprintf("%s/secret", HOSTDIR);
+    FILE *f = fopen(secret, "w");
+    fputs("s3cret", f);
+    fclose(f);
+
+    struct sbx_ctx_opts o = {.tag = "agentd-test-sandbox"};
+    if (sbx_ctx_new(&o, &CTX, &err) != 0) {
+        snprintf(SKIP_WHY, sizeof(SKIP_WHY), "no sandbox on this host: %s", err.msg);
+    } else {
+        /* Probe: a kernel without user namespaces for this user refuses the first clone. */
+        struct sbx_result r;
+        struct sbx_exec_req req = {.lang = SBX_LANG_SHELL, .code = "true"};
+        if (sbx_exec(CTX, &req, &r, &err) != 0 && strstr(err.msg, "namespaces")) {
+            snprintf(SKIP_WHY, sizeof(SKIP_WHY), "the kernel refuses sandboxes here: %s", err.msg);
+            sbx_ctx_free(CTX);
+            CTX = NULL;
+        } else {
+            sbx_result_release(&r);
+            struct sbx_info in;
+            sbx_ctx_info(CTX, &in);
+            printf("sandbox: memory %s, pids %s, cpu %s, landlock ABI %d\n", in.memory, in.pids,
+                   in.cpu, in.landlock_abi);
+        }
+    }
+
+    RUN(test_oneshot_python);
+    RUN(test_oneshot_shell_stdin);
+    RUN(test_escape_read_shadow);
+    RUN(test_escape_root_listing);
+    RUN(test_escape_host_tmp_and_data_dir);
+    RUN(test_escape_write_outside_workspace);
+    RUN(test_escape_host_proc);
+    RUN(test_escape_devices);
+    RUN(test_escape_setuid_binary);
+    RUN(test_escape_capabilities);
+    RUN(test_escape_leaked_fds);
+    RUN(test_escape_network_external);
+    RUN(test_escape_host_loopback);
+    RUN(test_escape_dns);
+    RUN(test_escape_unix_sockets);
+    RUN(test_escape_ptrace);
+    RUN(test_escape_ptrace_attach);
+    RUN(test_escape_process_vm_readv);
+    RUN(test_escape_mount);
+    RUN(test_escape_unshare_setns);
+    RUN(test_escape_new_user_namespace);
+    RUN(test_escape_keyctl);
+    RUN(test_escape_bpf);
+    RUN(test_escape_perf_event_open);
+    RUN(test_escape_userfaultfd);
+    RUN(test_escape_io_uring);
+    RUN(test_escape_tiocsti);
+    RUN(test_escape_modules_kexec);
+    RUN(test_escape_x32_abi);
+    RUN(test_escape_fork_bomb);
+    RUN(test_escape_memory_bomb);
+    RUN(test_escape_fill_disk);
+    RUN(test_escape_cpu_burn);
+    RUN(test_escape_output_flood);
+    RUN(test_escape_signal_daemon);
+    RUN(test_escape_hostname);
+    RUN(test_escape_symlinks_files_put_get);
+    RUN(test_escape_other_sandbox_workspace);
+    RUN(test_session_persists);
+    RUN(test_session_timeout_keeps_session);
+    RUN(test_session_second_deadline_kills);
+    RUN(test_session_crash_and_restart);
+    RUN(test_session_files);
+    RUN(test_session_output_streams);
+    RUN(test_no_orphans);
+    RUN(test_pool);
+
+    sbx_ctx_free(CTX);
+    unlink(secret);
+    rmdir(HOSTDIR);
+    free(secret);
+    return TEST_END();
+}
