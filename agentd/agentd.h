@@ -114,6 +114,22 @@ int methods_dispatch(struct conn *c, struct proto_req *req, struct proto_val **r
 int methods_load_agents_dir(struct mem_store *st, const char *dir, int *n_loaded,
                             struct ag_err *err);
 
+/* ---- sandboxes (sandboxes.c) ---- */
+struct sbxd;
+/* Starts the sandbox workers; when the host cannot make sandboxes, sandbox.* methods answer
+ * "unsupported" with the reason. */
+void sbxd_start(struct agentd *d);
+/* Kills every sandbox, joins the workers, closes the handles (the loop frees the rest). */
+void sbxd_stop(struct agentd *d);
+#define SBXD_NOT_MINE 2 /* sbxd_dispatch: not a sandbox method */
+/* Handles a "sandbox.*" method like methods_dispatch; SBXD_NOT_MINE for an unknown name. */
+int sbxd_dispatch(struct conn *c, struct proto_req *req, struct proto_val **result,
+                  struct ag_err *err);
+/* Sandbox jobs submitted and not yet answered. */
+int sbxd_in_flight(struct agentd *d);
+/* Sends a notification to c now (loop thread). */
+void conn_notify(struct conn *c, const char *method, const struct proto_val *params);
+
 /* ---- the daemon ---- */
 struct agentd {
     uv_loop_t *loop;          /* the event loop */
@@ -125,6 +141,8 @@ struct agentd {
     uv_timer_t drain_timer;   /* force-close deadline while draining */
     bool draining;            /* a stop signal arrived */
     struct storeq *sq;        /* storage thread */
+    struct sbxd *sbx;         /* sandbox workers and sessions */
+    void *sbx_mem;            /* the stopped sandbox manager, freed after the loop ends */
     struct conn *conns;       /* open connections */
     uint64_t n_conns;         /* open connections */
     uint64_t next_conn_id;    /* for logs */

@@ -50,7 +50,7 @@ static void on_handle_closed(uv_handle_t *h)
 
 static bool all_idle(struct agentd *d)
 {
-    if (storeq_pending(d->sq) != 0) return false;
+    if (storeq_pending(d->sq) != 0 || sbxd_in_flight(d) != 0) return false;
     for (struct conn *c = d->conns; c; c = c->next)
         if (c->busy || c->out.len || uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe))
             return false;
@@ -60,6 +60,7 @@ static bool all_idle(struct agentd *d)
 static void finish(struct agentd *d)
 {
     server_close_all(d);
+    sbxd_stop(d);
     uv_timer_stop(&d->drain_timer);
     uv_close((uv_handle_t *)&d->drain_timer, on_handle_closed);
     uv_close((uv_handle_t *)&d->sig_term, on_handle_closed);
@@ -121,7 +122,9 @@ static int start(struct agentd *d, struct ag_err *err)
         mem_store_close(st);
         return rc;
     }
+    sbxd_start(d);
     if ((rc = server_start(d, err)) != 0) {
+        sbxd_stop(d);
         storeq_stop(d->sq);
         uv_run(d->loop, UV_RUN_DEFAULT);
         return rc;
@@ -162,6 +165,7 @@ int main(int argc, char **argv)
         return 1;
     }
     uv_run(d.loop, UV_RUN_DEFAULT);
+    free(d.sbx_mem);
     uv_loop_close(d.loop);
     close(d.lock_fd);
     ag_info("agentd stopped");

@@ -380,6 +380,9 @@ int methods_dispatch(struct conn *c, struct proto_req *req, struct proto_val **r
     if (strcmp(m, "initialize") == 0) return m_initialize(c, p, result, err);
     if (c->d->draining) return ag_err_set(err, AG_ESHUTDOWN, "agentd is shutting down");
 
+    if (strncmp(m, "sandbox.", 8) == 0 &&
+        (rc = sbxd_dispatch(c, req, result, err)) != SBXD_NOT_MINE)
+        return rc;
     if (strcmp(m, "agent.create") == 0 || strcmp(m, "agent.update") == 0) {
         bool update = m[6] == 'u';
         if ((rc = check_spec_params(p, update, err)) != 0) return rc;

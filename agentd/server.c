@@ -185,6 +185,13 @@ void conn_reply_error(struct conn *c, const struct proto_val *id, const struct a
     proto_write_error(&c->out, id, err->code ? err->code : AG_EINTERNAL, err->msg, NULL);
 }
 
+void conn_notify(struct conn *c, const char *method, const struct proto_val *params)
+{
+    if (c->closing) return;
+    proto_write_notification(&c->out, method, params);
+    conn_flush(c);
+}
+
 void conn_begin_async(struct conn *c)
 {
     c->busy = true;

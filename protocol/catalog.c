@@ -36,10 +36,14 @@ static const struct proto_method_info methods[] = {
     {"task.wait", "wait for a task to finish", false},
     {"memory.search", "search an agent's memories", false},
     {"memory.add", "store a memory", false},
-    {"sandbox.create", "create a code-interpreter sandbox", false},
-    {"sandbox.exec", "run code in a sandbox", false},
-    {"sandbox.interrupt", "interrupt running code", false},
-    {"sandbox.kill", "destroy a sandbox", false},
+    {"sandbox.create", "start a named code-interpreter session (a sandboxed Python)", true},
+    {"sandbox.exec", "run code: one-shot (python or shell) or a cell in a named session", true},
+    {"sandbox.interrupt", "interrupt a session's running cell (KeyboardInterrupt)", true},
+    {"sandbox.files.put", "write a file into a session's workspace", true},
+    {"sandbox.files.get", "read a file from a session's workspace", true},
+    {"sandbox.list", "list sessions, and how this host enforces sandbox limits", true},
+    {"sandbox.restart", "restart a session's interpreter (fresh state and workspace)", true},
+    {"sandbox.kill", "destroy a session", true},
     {"tools.list", "list available tools", false},
     {"tools.call", "call a tool directly", false},
     {"model.list", "list models", false},
@@ -56,6 +60,8 @@ static const struct proto_event_info events[] = {
     {"run.completed", "the run ended with an answer"},
     {"run.failed", "the run ended with an error"},
     {"run.cancelled", "the run was cancelled"},
+    {"sandbox.output", "output of a running sandbox.exec with stream: true"},
+    {"sandbox.expired", "an idle session was destroyed"},
 };
 
 static const struct proto_error_info errors[] = {

@@ -110,7 +110,7 @@ int sbx_exec(struct sbx_ctx *ctx, const struct sbx_exec_req *req, struct sbx_res
     ag_buf_init(&out.buf);
     ag_buf_init(&er.buf);
     size_t in_off = 0;
-    bool exited = false, timed_out = false, over = false;
+    bool exited = false, timed_out = false, over = false, cancelled = false;
     int64_t deadline = lim->timeout_ms > 0 ? ag_now_ms() + lim->timeout_ms : INT64_MAX;
     int64_t exit_deadline = INT64_MAX;
 
@@ -127,10 +127,14 @@ int sbx_exec(struct sbx_ctx *ctx, const struct sbx_exec_req *req, struct sbx_res
         if (!exited) i_pid = nf, fds[nf++] = (struct pollfd){p.pidfd, POLLIN, 0};
         int64_t now = ag_now_ms(), wait = (exited ? exit_deadline : deadline) - now;
         if (wait < 0) wait = 0;
-        if (wait > 1000) wait = 1000;
+        if (wait > 100) wait = 100; /* to notice req->cancel */
         int n = poll(fds, (nfds_t)nf, (int)wait);
         if (n < 0 && errno != EINTR) break;
         now = ag_now_ms();
+        if (req->cancel && *req->cancel && !cancelled && !exited) {
+            cancelled = true;
+            sbx__proc_signal(&p, SIGKILL);
+        }
         if (!exited && !timed_out && now >= deadline) {
             timed_out = true;
             deadline = INT64_MAX; /* pid 1's exit follows the kill */
@@ -162,6 +166,7 @@ int sbx_exec(struct sbx_ctx *ctx, const struct sbx_exec_req *req, struct sbx_res
     sbx__proc_release(&p);
     res->duration_us = (ag_now_ns() - t0) / 1000;
     sbx__classify(res, status, timed_out, over, oom);
+    if (cancelled && !timed_out && !over) res->stop = SBX_STOP_KILLED;
     res->out_truncated = out.truncated;
     res->err_truncated = er.truncated;
     sbx__capture_finish(&out, &res->out, &res->out_len);

@@ -140,6 +140,7 @@ struct sbx_exec_req {
     const struct sbx_limits *limits; /* NULL for the defaults */
     sbx_output_fn on_output;         /* optional streaming callback */
     void *ud;                        /* passed to on_output */
+    const volatile int *cancel;      /* optional: non-zero kills the run (stop "killed") */
 };
 #define SBX_MAX_CODE_BYTES (120u * 1024)
 
@@ -172,6 +173,9 @@ int sbx_session_restart(struct sbx_session *s, struct ag_err *err);
 bool sbx_session_alive(struct sbx_session *s);
 /* Host pid of the session's pid 1 (for tests and logs); 0 when dead. */
 pid_t sbx_session_pid(struct sbx_session *s);
+/* SIGKILLs the interpreter without freeing the session (any thread; a running cell returns
+ * with session_lost). */
+void sbx_session_kill(struct sbx_session *s);
 /* Kills the session and frees it. */
 void sbx_session_free(struct sbx_session *s);
 

@@ -245,6 +245,13 @@ int sbx_session_interrupt(struct sbx_session *s)
     return rc;
 }
 
+void sbx_session_kill(struct sbx_session *s)
+{
+    pthread_mutex_lock(&s->mu);
+    if (s->p.pid > 0) sbx__proc_signal(&s->p, SIGKILL);
+    pthread_mutex_unlock(&s->mu);
+}
+
 int sbx_session_restart(struct sbx_session *s, struct ag_err *err)
 {
     kill_proc(s, NULL);

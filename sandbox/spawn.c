@@ -27,6 +27,7 @@
 #include <linux/capability.h>
 #include <linux/landlock.h>
 #include <linux/seccomp.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -307,13 +308,15 @@ __attribute__((noreturn)) static void child_main(struct plan *pl)
 {
     char go;
 
-    /* Die with the spawning thread; if it is already gone, the read below sees EOF. */
-    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     if (read(pl->ctl, &go, 1) != 1 || go != 'g') _exit(126);
-
     if (pl->setgroups && setgroups(0, NULL) != 0) child_fail(pl, "setgroups");
     if (setresgid(SBX_INNER_ID, SBX_INNER_ID, SBX_INNER_ID) != 0) child_fail(pl, "setresgid");
     if (setresuid(SBX_INNER_ID, SBX_INNER_ID, SBX_INNER_ID) != 0) child_fail(pl, "setresuid");
+    /* Die with the spawning thread. Set only now: a change of uid or gid clears it. If the
+     * parent is already gone, its end of ctl is closed and the poll below sees it. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) child_fail(pl, "PR_SET_PDEATHSIG");
+    struct pollfd pfd = {.fd = pl->ctl, .events = POLLIN};
+    if (poll(&pfd, 1, 0) != 0) _exit(126); /* the parent sends nothing more: EOF or error */
     /* Now in its cgroups: make them the root of what it can see. */
     if (unshare(CLONE_NEWCGROUP) != 0) child_fail(pl, "cgroup namespace");
 

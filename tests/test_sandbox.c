@@ -891,7 +891,10 @@ static void test_no_orphans(void)
         if (sbx_ctx_new(NULL, &c2, &err) != 0 || sbx_session_new(c2, NULL, &s, &err) != 0) _exit(1);
         pid_t sp = sbx_session_pid(s);
         (void)!write(pfd[1], &sp, sizeof(sp));
-        pause();
+        /* Busy: the driver is not reading its command pipe, so only the death signal and
+         * the pid namespace can end it. */
+        struct sbx_result r;
+        sbx_session_exec(s, "while True: pass", 600000, NULL, NULL, &r, &err);
         _exit(0);
     }
     pid_t sp = 0;
@@ -899,6 +902,7 @@ static void test_no_orphans(void)
     close(pfd[0]);
     close(pfd[1]);
     CHECK(kill(sp, 0) == 0);
+    usleep(200000); /* the cell is running */
     kill(child, SIGKILL);
     waitpid(child, NULL, 0);
     bool gone = false;

@@ -1,0 +1,894 @@
+/*
+ * sandboxes.c - the sandbox.* methods: one-shot runs and named code-interpreter sessions.
+ *
+ * Sandbox work blocks (a cell may run for minutes), so none of it happens on the loop thread.
+ * Jobs go to a pool of sandbox worker threads through a mutex+condvar inbox; finished jobs and
+ * streamed output come back through one outbox and uv_async_send, and the loop drains the whole
+ * outbox per wake-up, in order (a cell's output events are sent before its result). The pool
+ * grows when every worker is busy (up to SBXD_MAX_WORKERS) and its threads live until agentd
+ * stops: a sandbox dies with the thread that spawned it (PR_SET_PDEATHSIG), which is what makes
+ * every sandbox die with agentd, and what must not happen earlier.
+ *
+ * Sessions have names (given, or "sbx-N") and live in a list owned by the loop thread. A
+ * session runs one job at a time: the loop marks it busy when it hands out a job and answers
+ * "busy" to a second one. sandbox.interrupt and sandbox.kill of a busy session signal its
+ * interpreter from the loop (a non-blocking system call); the running job then returns.
+ * Idle sessions expire after AGENTD_SANDBOX_IDLE_S seconds (default 900): the creating client,
+ * when still connected, gets a `sandbox.expired` notification.
+ */
+#include "agentd.h"
+
+#include "../sandbox/sandbox.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SBXD_MAX_WORKERS  64
+#define SBXD_MAX_FILE     (16u << 20) /* files.get/put size limit */
+#define SBXD_MAX_SESSIONS 256
+
+enum sjob_kind {
+    SJ_EXEC,    /* one-shot run */
+    SJ_CREATE,  /* start a session */
+    SJ_CELL,    /* run a cell in a session */
+    SJ_RESTART, /* restart a session's interpreter */
+    SJ_PUT,     /* files.put */
+    SJ_GET,     /* files.get */
+    SJ_FREE,    /* kill and free a session (no reply when c is NULL) */
+    SJ_OUTPUT,  /* not a job: output streamed by a running one */
+};
+
+struct sess {
+    struct sess *next;                /* list link */
+    char name[64];                    /* unique name */
+    struct sbx_session *s;            /* the session; NULL until its create job finished */
+    struct sbx_session *_Atomic live; /* set by the create job once it exists, so interrupt
+                                       * and kill reach a first cell still running */
+    bool busy;                        /* a job holds it */
+    bool dying;                       /* kill requested: free once the job returns */
+    int64_t created_ms;               /* wall clock */
+    int64_t last_ms;                  /* monotonic: last job's end, for idle expiry */
+    uint64_t owner;                   /* connection id that created it */
+};
+
+struct sjob {
+    struct sjob *next;        /* queue link */
+    enum sjob_kind kind;      /* what to do */
+    struct sbxd *x;           /* manager */
+    struct conn *c;           /* who asked (referenced until done), NULL for internal jobs */
+    struct proto_req req;     /* owned request */
+    struct sess *sess;        /* the session, for session jobs */
+    struct sbx_session *ses;  /* SJ_CREATE: made by work(); SJ_FREE: to free */
+    struct sbx_limits lim;    /* limits for SJ_EXEC / SJ_CREATE */
+    bool has_lim;             /* lim was given */
+    bool stream;              /* send sandbox.output notifications */
+    bool then_cell;           /* SJ_CREATE: run params.code in the new session */
+    struct sbx_result res;    /* SJ_EXEC / SJ_CELL */
+    char *data;               /* SJ_GET: file bytes (owned); SJ_OUTPUT: chunk */
+    size_t len;               /* bytes of data */
+    int stream_no;            /* SJ_OUTPUT: 1 or 2 */
+    struct sjob *parent;      /* SJ_OUTPUT: the job that produced it */
+    struct proto_val *result; /* built on the loop */
+    struct ag_err err;        /* failure detail */
+    int rc;                   /* 0 or AG_E... */
+};
+
+struct sbxd {
+    struct agentd *d;      /* the daemon */
+    struct sbx_ctx *ctx;   /* NULL when sandboxes are unavailable (why says why) */
+    char why[600];         /* reason sandboxes are unavailable */
+    uv_async_t async;      /* wakes the loop when the outbox has items */
+    uv_timer_t idle_timer; /* idle expiry scan */
+    pthread_mutex_t mu;    /* guards the queues and the worker counts */
+    pthread_cond_t cv;     /* inbox gained a job, or stop */
+    struct sjob *in_head, *in_tail;
+    struct sjob *out_head, *out_tail;
+    pthread_t workers[SBXD_MAX_WORKERS];
+    int n_workers;         /* started */
+    int n_idle;            /* waiting for a job */
+    bool stop;             /* workers exit once the inbox is empty */
+    struct sess *sessions; /* owned by the loop thread */
+    int n_sessions;
+    uint64_t next_name;      /* for generated names */
+    int64_t idle_ms;         /* expiry */
+    atomic_int in_flight;    /* jobs submitted and not done */
+    volatile int cancel_all; /* set by sbxd_stop: running one-shot runs are killed */
+};
+
+static void push(struct sjob **head, struct sjob **tail, struct sjob *j)
+{
+    j->next = NULL;
+    if (*tail)
+        (*tail)->next = j;
+    else
+        *head = j;
+    *tail = j;
+}
+
+/* ---- worker threads ---- */
+
+static void on_output(void *ud, int stream, const char *data, size_t n)
+{
+    struct sjob *j = ud, *o = ag_calloc(1, sizeof(*o));
+    o->kind = SJ_OUTPUT;
+    o->parent = j;
+    o->stream_no = stream;
+    o->data = ag_strndup(data, n);
+    o->len = n;
+    pthread_mutex_lock(&j->x->mu);
+    push(&j->x->out_head, &j->x->out_tail, o);
+    pthread_mutex_unlock(&j->x->mu);
+    uv_async_send(&j->x->async);
+}
+
+static void job_work(struct sjob *j)
+{
+    const struct proto_val *p = j->req.params;
+    struct sbx_ctx *ctx = j->x->ctx;
+    sbx_output_fn fn = j->stream ? on_output : NULL;
+
+    switch (j->kind) {
+    case SJ_EXEC: {
+        const char *lang = proto_get_str(p, "language");
+        const char *in = proto_get_str(p, "stdin");
+        struct sbx_exec_req r = {.lang = lang && strcmp(lang, "shell") == 0 ? SBX_LANG_SHELL
+                                                                            : SBX_LANG_PYTHON,
+                                 .code = proto_get_str(p, "code"),
+                                 .stdin_data = in,
+                                 .stdin_len = in ? strlen(in) : 0,
+                                 .limits = &j->lim,
+                                 .on_output = fn,
+                                 .ud = j,
+                                 .cancel = &j->x->cancel_all};
+        j->rc = sbx_exec(ctx, &r, &j->res, &j->err);
+        break;
+    }
+    case SJ_CREATE:
+        j->rc = sbx_session_new(ctx, j->has_lim ? &j->lim : NULL, &j->ses, &j->err);
+        if (j->rc == 0) atomic_store(&j->sess->live, j->ses);
+        if (j->rc == 0 && j->then_cell)
+            j->rc =
+                sbx_session_exec(j->ses, proto_get_str(p, "code"),
+                                 proto_int(proto_get(p, "timeout_ms"), 0), fn, j, &j->res, &j->err);
+        break;
+    case SJ_CELL:
+        j->rc = sbx_session_exec(j->sess->s, proto_get_str(p, "code"),
+                                 proto_int(proto_get(p, "timeout_ms"), 0), fn, j, &j->res, &j->err);
+        break;
+    case SJ_RESTART:
+        j->rc = sbx_session_restart(j->sess->s, &j->err);
+        break;
+    case SJ_PUT: {
+        const char *text = proto_get_str(p, "data");
+        j->rc = sbx_session_put(j->sess->s, proto_get_str(p, "path"), j->data ? j->data : text,
+                                j->data ? j->len : strlen(text), &j->err);
+        break;
+    }
+    case SJ_GET:
+        j->rc = sbx_session_get(j->sess->s, proto_get_str(p, "path"),
+                                (size_t)proto_int(proto_get(p, "max_bytes"), SBXD_MAX_FILE),
+                                &j->data, &j->len, &j->err);
+        break;
+    case SJ_FREE:
+        sbx_session_free(j->ses);
+        j->ses = NULL;
+        break;
+    case SJ_OUTPUT:
+        break;
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct sbxd *x = arg;
+    pthread_mutex_lock(&x->mu);
+    for (;;) {
+        while (!x->in_head && !x->stop) {
+            x->n_idle++;
+            pthread_cond_wait(&x->cv, &x->mu);
+            x->n_idle--;
+        }
+        if (!x->in_head) break;
+        struct sjob *j = x->in_head;
+        x->in_head = j->next;
+        if (!x->in_head) x->in_tail = NULL;
+        pthread_mutex_unlock(&x->mu);
+        job_work(j);
+        pthread_mutex_lock(&x->mu);
+        push(&x->out_head, &x->out_tail, j);
+        uv_async_send(&x->async);
+    }
+    pthread_mutex_unlock(&x->mu);
+    return NULL;
+}
+
+static void submit(struct sbxd *x, struct sjob *j)
+{
+    atomic_fetch_add(&x->in_flight, 1);
+    pthread_mutex_lock(&x->mu);
+    push(&x->in_head, &x->in_tail, j);
+    if (x->n_idle == 0 && x->n_workers < SBXD_MAX_WORKERS &&
+        pthread_create(&x->workers[x->n_workers], NULL, worker_main, x) == 0)
+        x->n_workers++;
+    pthread_cond_signal(&x->cv);
+    pthread_mutex_unlock(&x->mu);
+}
+
+/* ---- results ---- */
+
+/* Text safe for JSON: invalid UTF-8 bytes become U+FFFD. */
+static struct proto_val *utf8_val(const char *s, size_t n)
+{
+    struct ag_buf b;
+    ag_buf_init(&b);
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        size_t len = u[i] < 0x80         ? 1
+                     : (u[i] >> 5) == 6  ? 2
+                     : (u[i] >> 4) == 14 ? 3
+                     : (u[i] >> 3) == 30 ? 4
+                                         : 0;
+        bool ok = len > 0 && i + len <= n && u[i] != 0;
+        for (size_t k = 1; ok && k < len; k++) ok = (u[i + k] & 0xC0) == 0x80;
+        if (ok) {
+            ag_buf_append(&b, s + i, len);
+            i += len;
+        } else {
+            ag_buf_puts(&b, "\xEF\xBF\xBD");
+            i++;
+        }
+    }
+    struct proto_val *v = proto_new_str(b.data ? b.data : "");
+    ag_buf_release(&b);
+    return v;
+}
+
+static bool is_text(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        size_t len = u[i] < 0x80         ? 1
+                     : (u[i] >> 5) == 6  ? 2
+                     : (u[i] >> 4) == 14 ? 3
+                     : (u[i] >> 3) == 30 ? 4
+                                         : 0;
+        if (len == 0 || u[i] == 0 || i + len > n) return false;
+        for (size_t k = 1; k < len; k++)
+            if ((u[i + k] & 0xC0) != 0x80) return false;
+        i += len;
+    }
+    return true;
+}
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static char *b64_encode(const char *s, size_t n)
+{
+    char *out = ag_malloc(4 * ((n + 2) / 3) + 1), *o = out;
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)u[i] << 16 | (i + 1 < n ? (uint32_t)u[i + 1] << 8 : 0) |
+                     (i + 2 < n ? u[i + 2] : 0);
+        *o++ = b64[v >> 18];
+        *o++ = b64[(v >> 12) & 63];
+        *o++ = i + 1 < n ? b64[(v >> 6) & 63] : '=';
+        *o++ = i + 2 < n ? b64[v & 63] : '=';
+    }
+    *o = '\0';
+    return out;
+}
+
+static int b64_decode(const char *s, char **out, size_t *len)
+{
+    size_t n = strlen(s);
+    char *buf = ag_malloc(n / 4 * 3 + 3);
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '=') break;
+        const char *p = strchr(b64, s[i]);
+        if (!p || !s[i]) {
+            free(buf);
+            return AG_EPARAMS;
+        }
+        acc = acc << 6 | (uint32_t)(p - b64);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            buf[o++] = (char)(acc >> bits);
+        }
+    }
+    *out = buf;
+    *len = o;
+    return 0;
+}
+
+static struct proto_val *result_json(const struct sjob *j)
+{
+    const struct sbx_result *r = &j->res;
+    struct proto_val *o = proto_obj();
+    if (j->sess) proto_add_str(o, "session", j->sess->name);
+    proto_add_str(o, "stop", sbx_stop_name(r->stop));
+    if (r->exit_code >= 0)
+        proto_add_int(o, "exit_code", r->exit_code);
+    else
+        proto_add_null(o, "exit_code");
+    if (r->signal) proto_add_int(o, "signal", r->signal);
+    proto_add_num(o, "duration_ms", (double)r->duration_us / 1000.0);
+    proto_add(o, "stdout", utf8_val(r->out ? r->out : "", r->out_len));
+    proto_add(o, "stderr", utf8_val(r->err ? r->err : "", r->err_len));
+    proto_add_bool(o, "stdout_truncated", r->out_truncated);
+    proto_add_bool(o, "stderr_truncated", r->err_truncated);
+    if (j->kind == SJ_CELL || j->then_cell) {
+        proto_add_bool(o, "ok", r->ok);
+        if (r->value)
+            proto_add(o, "value", utf8_val(r->value, strlen(r->value)));
+        else
+            proto_add_null(o, "value");
+        if (!r->ok) {
+            struct proto_val *e = proto_add(o, "error", proto_obj());
+            proto_add_str(e, "name", r->error_name ? r->error_name : "");
+            proto_add(e, "message",
+                      utf8_val(r->error_message ? r->error_message : "",
+                               r->error_message ? strlen(r->error_message) : 0));
+            proto_add(e, "traceback",
+                      utf8_val(r->traceback ? r->traceback : "",
+                               r->traceback ? strlen(r->traceback) : 0));
+        }
+        proto_add_bool(o, "session_lost", r->session_lost);
+    }
+    return o;
+}
+
+static struct proto_val *session_json(const struct sess *s)
+{
+    struct proto_val *o = proto_obj();
+    proto_add_str(o, "name", s->name);
+    proto_add_int(o, "pid", s->s ? sbx_session_pid(s->s) : 0);
+    proto_add_bool(o, "alive", s->s && sbx_session_alive(s->s));
+    proto_add_bool(o, "busy", s->busy);
+    proto_add_int(o, "created_ms", s->created_ms);
+    proto_add_num(o, "idle_s", s->busy ? 0.0 : (double)(ag_now_ms() - s->last_ms) / 1000.0);
+    return o;
+}
+
+/* ---- the loop side ---- */
+
+static struct sess *find(struct sbxd *x, const char *name)
+{
+    for (struct sess *s = x->sessions; s; s = s->next)
+        if (strcmp(s->name, name) == 0) return s;
+    return NULL;
+}
+
+static void unlink_sess(struct sbxd *x, struct sess *s)
+{
+    for (struct sess **pp = &x->sessions; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            x->n_sessions--;
+            return;
+        }
+}
+
+static struct conn *conn_by_id(struct agentd *d, uint64_t id)
+{
+    for (struct conn *c = d->conns; c; c = c->next)
+        if (c->id == id && !c->closing) return c;
+    return NULL;
+}
+
+/* Frees a session off the loop (the interpreter's reap can take a moment). */
+static void free_later(struct sbxd *x, struct sess *s)
+{
+    unlink_sess(x, s);
+    if (s->s && x->stop) {
+        sbx_session_free(s->s); /* stopping: the workers are gone */
+    } else if (s->s) {
+        struct sjob *j = ag_calloc(1, sizeof(*j));
+        j->kind = SJ_FREE;
+        j->x = x;
+        j->ses = s->s;
+        submit(x, j);
+    }
+    free(s);
+}
+
+static void job_done(struct sjob *j)
+{
+    struct sbxd *x = j->x;
+    struct conn *c = j->c;
+    struct sess *s = j->sess;
+
+    if (j->kind == SJ_CREATE && s) {
+        s->s = j->ses;
+        if (!j->ses) s->dying = true;
+        if (j->rc == 0 && j->then_cell) {
+            j->result = result_json(j);
+            proto_add_bool(j->result, "created", true);
+        } else if (j->rc == 0) {
+            j->result = session_json(s);
+            proto_add_bool(j->result, "created", true);
+        }
+    } else if (j->rc == 0) {
+        switch (j->kind) {
+        case SJ_EXEC:
+        case SJ_CELL:
+            j->result = result_json(j);
+            if (j->kind == SJ_CELL && j->res.session_lost)
+                ag_info("sandbox %s: interpreter lost (%s)", s->name, sbx_stop_name(j->res.stop));
+            break;
+        case SJ_RESTART:
+            j->result = session_json(s);
+            break;
+        case SJ_PUT:
+            j->result = proto_obj();
+            proto_add_str(j->result, "path", proto_get_str(j->req.params, "path"));
+            proto_add_int(
+                j->result, "size",
+                (int64_t)(j->data ? j->len : strlen(proto_get_str(j->req.params, "data"))));
+            break;
+        case SJ_GET:
+            j->result = proto_obj();
+            proto_add_str(j->result, "path", proto_get_str(j->req.params, "path"));
+            proto_add_int(j->result, "size", (int64_t)j->len);
+            if (is_text(j->data, j->len)) {
+                proto_add_str(j->result, "data", j->data);
+            } else {
+                char *e = b64_encode(j->data, j->len);
+                proto_add_str(j->result, "base64", e);
+                free(e);
+            }
+            break;
+        default:
+            break;
+        }
+    }
+    if (s) {
+        s->busy = false;
+        s->last_ms = ag_now_ms();
+        if (s->dying) free_later(x, s);
+    }
+    if (c) {
+        if (!c->closing) {
+            if (j->rc == 0)
+                conn_reply(c, j->req.id, j->result);
+            else if (j->req.id)
+                conn_reply_error(c, j->req.id, &j->err);
+        }
+        conn_end_async(c);
+    }
+    proto_val_free(j->result);
+    proto_req_release(&j->req);
+    sbx_result_release(&j->res);
+    free(j->data);
+    free(j);
+    atomic_fetch_sub(&x->in_flight, 1);
+}
+
+static void output_done(struct sjob *o)
+{
+    struct sjob *j = o->parent;
+    if (j->c && !j->c->closing) {
+        struct proto_val *p = proto_obj();
+        if (j->sess) proto_add_str(p, "session", j->sess->name);
+        if (j->req.id) proto_add(p, "request", proto_val_dup(j->req.id));
+        proto_add_str(p, "stream", o->stream_no == 1 ? "stdout" : "stderr");
+        proto_add(p, "data", utf8_val(o->data, o->len));
+        conn_notify(j->c, "sandbox.output", p);
+        proto_val_free(p);
+    }
+    free(o->data);
+    free(o);
+}
+
+static void drain(struct sbxd *x)
+{
+    pthread_mutex_lock(&x->mu);
+    struct sjob *j = x->out_head;
+    x->out_head = x->out_tail = NULL;
+    pthread_mutex_unlock(&x->mu);
+    while (j) {
+        struct sjob *next = j->next;
+        if (j->kind == SJ_OUTPUT)
+            output_done(j);
+        else
+            job_done(j);
+        j = next;
+    }
+}
+
+static void on_async(uv_async_t *h)
+{
+    drain(h->data);
+}
+
+static void on_idle_tick(uv_timer_t *t)
+{
+    struct sbxd *x = t->data;
+    int64_t now = ag_now_ms();
+    struct sess *s = x->sessions;
+    while (s) {
+        struct sess *next = s->next;
+        if (!s->busy && s->s && now - s->last_ms >= x->idle_ms) {
+            ag_info("sandbox %s: expired after %lld s idle", s->name,
+                    (long long)(now - s->last_ms) / 1000);
+            struct conn *c = conn_by_id(x->d, s->owner);
+            if (c) {
+                struct proto_val *p = proto_obj();
+                proto_add_str(p, "session", s->name);
+                proto_add_num(p, "idle_s", (double)(now - s->last_ms) / 1000.0);
+                conn_notify(c, "sandbox.expired", p);
+                proto_val_free(p);
+            }
+            free_later(x, s);
+        }
+        s = next;
+    }
+}
+
+static struct sjob *new_job(struct sbxd *x, struct conn *c, struct proto_req *req,
+                            enum sjob_kind kind)
+{
+    struct sjob *j = ag_calloc(1, sizeof(*j));
+    j->kind = kind;
+    j->x = x;
+    j->c = c;
+    j->req = *req; /* take ownership */
+    memset(req, 0, sizeof(*req));
+    return j;
+}
+
+static int start(struct sbxd *x, struct conn *c, struct sjob *j)
+{
+    conn_begin_async(c);
+    submit(x, j);
+    return METHOD_ASYNC;
+}
+
+/* params.limits -> lim (defaults for what is not given). */
+static int parse_limits(const struct proto_val *p, struct sbx_limits *lim, bool *given,
+                        struct ag_err *err)
+{
+    static const char *const keys[] = {"memory_mb",     "pids",       "cpu_percent",
+                                       "workspace_mb",  "timeout_ms", "output_bytes",
+                                       "kill_grace_ms", NULL};
+    const struct proto_val *l = NULL;
+    int64_t v;
+    int rc;
+
+    sbx_limits_default(lim);
+    *given = false;
+    if ((rc = proto_param_obj(p, "limits", false, &l, err)) != 0 || !l) return rc;
+    if ((rc = proto_param_known(l, keys, err)) != 0) {
+        ag_err_prefix(err, "limits: ");
+        return rc;
+    }
+    *given = true;
+#define LIM(key, min, max, dst, mul)                                                               \
+    v = 0;                                                                                         \
+    if ((rc = proto_param_int(l, key, false, min, max, &v, err)) != 0) {                           \
+        ag_err_prefix(err, "limits: ");                                                            \
+        return rc;                                                                                 \
+    }                                                                                              \
+    if (proto_get(l, key)) dst = v * (mul);
+    LIM("memory_mb", 16, 65536, lim->memory_bytes, 1ll << 20);
+    LIM("pids", 1, 4096, lim->pids, 1);
+    LIM("cpu_percent", 1, 6400, lim->cpu_percent, 1);
+    LIM("workspace_mb", 1, 65536, lim->workspace_bytes, 1ll << 20);
+    LIM("timeout_ms", 0, 86400000, lim->timeout_ms, 1);
+    LIM("kill_grace_ms", 0, 600000, lim->kill_grace_ms, 1);
+    if (proto_get(l, "output_bytes")) {
+        LIM("output_bytes", 1, 64 << 20, lim->stdout_max, 1);
+        lim->stderr_max = lim->stdout_max;
+    }
+#undef LIM
+    return 0;
+}
+
+/* A session that exists, has an interpreter object and no job in flight. */
+static int usable(struct sbxd *x, const char *name, struct sess **out, struct ag_err *err)
+{
+    struct sess *s = find(x, name);
+    if (!s || s->dying) return ag_err_set(err, AG_ENOTFOUND, "no sandbox named '%s'", name);
+    if (s->busy || !s->s)
+        return ag_err_set(err, AG_EBUSY,
+                          "sandbox '%s' is running something; wait, or "
+                          "sandbox.interrupt it",
+                          name);
+    *out = s;
+    return 0;
+}
+
+static struct sess *add_session(struct sbxd *x, const char *name, uint64_t owner)
+{
+    struct sess *s = ag_calloc(1, sizeof(*s));
+    if (name)
+        snprintf(s->name, sizeof(s->name), "%s", name);
+    else
+        snprintf(s->name, sizeof(s->name), "sbx-%llu", (unsigned long long)++x->next_name);
+    s->created_ms = ag_wall_ms();
+    s->last_ms = ag_now_ms();
+    s->owner = owner;
+    s->busy = true;
+    s->next = x->sessions;
+    x->sessions = s;
+    x->n_sessions++;
+    return s;
+}
+
+static bool name_ok(const char *n)
+{
+    size_t len = strlen(n);
+    if (len == 0 || len > 63) return false;
+    for (size_t i = 0; i < len; i++)
+        if (!((n[i] >= 'a' && n[i] <= 'z') || (n[i] >= 'A' && n[i] <= 'Z') ||
+              (n[i] >= '0' && n[i] <= '9') || n[i] == '-' || n[i] == '_' || n[i] == '.'))
+            return false;
+    return true;
+}
+
+int sbxd_dispatch(struct conn *c, struct proto_req *req, struct proto_val **result,
+                  struct ag_err *err)
+{
+    struct sbxd *x = c->d->sbx;
+    const char *m = req->method + 8; /* after "sandbox." */
+    const struct proto_val *p = req->params;
+    const char *name = NULL, *s1 = NULL;
+    struct sess *s = NULL;
+    int64_t n = 0;
+    bool b = false;
+    int rc;
+
+    if (!x || !x->ctx)
+        return ag_err_set(err, AG_EUNSUPPORTED, "sandboxes are unavailable on this host: %s",
+                          x ? x->why : "not started");
+    if (strcmp(m, "list") == 0) {
+        static const char *const none[] = {NULL};
+        if ((rc = proto_param_known(p, none, err)) != 0) return rc;
+        struct sbx_info in;
+        sbx_ctx_info(x->ctx, &in);
+        struct proto_val *r = proto_obj();
+        struct proto_val *arr = proto_add(r, "sandboxes", proto_arr());
+        for (s = x->sessions; s; s = s->next)
+            if (!s->dying) proto_push(arr, session_json(s));
+        struct proto_val *h = proto_add(r, "host", proto_obj());
+        proto_add_str(h, "memory", in.memory);
+        proto_add_str(h, "pids", in.pids);
+        proto_add_str(h, "cpu", in.cpu);
+        proto_add_int(h, "landlock_abi", in.landlock_abi);
+        proto_add_int(h, "alive", in.n_alive);
+        proto_add_int(h, "pool_ready", in.pool_ready);
+        *result = r;
+        return 0;
+    }
+    if (strcmp(m, "create") == 0) {
+        static const char *const keys[] = {"name", "limits", NULL};
+        struct sbx_limits lim;
+        bool given;
+        if ((rc = proto_param_known(p, keys, err)) != 0) return rc;
+        if ((rc = proto_param_str(p, "name", false, &name, err)) != 0) return rc;
+        if ((rc = parse_limits(p, &lim, &given, err)) != 0) return rc;
+        if (name && !name_ok(name))
+            return ag_err_set(err, AG_EPARAMS,
+                              "params.name: '%s': use 1-63 letters, digits, '-', '_' or '.'", name);
+        if (name && find(x, name))
+            return ag_err_set(err, AG_EEXISTS, "a sandbox named '%s' already exists", name);
+        if (x->n_sessions >= SBXD_MAX_SESSIONS)
+            return ag_err_set(err, AG_EQUOTA, "too many sandboxes (%d)", SBXD_MAX_SESSIONS);
+        struct sjob *j = new_job(x, c, req, SJ_CREATE);
+        j->lim = lim;
+        j->has_lim = given;
+        j->sess = add_session(x, name, c->id);
+        return start(x, c, j);
+    }
+    if (strcmp(m, "exec") == 0) {
+        static const char *const keys[] = {"session", "code",   "language", "timeout_ms", "stdin",
+                                           "stream",  "limits", "create",   NULL};
+        struct sbx_limits lim;
+        bool given, create = true;
+        const char *code = NULL, *lang = NULL;
+        if ((rc = proto_param_known(p, keys, err)) != 0) return rc;
+        if ((rc = proto_param_str(p, "session", false, &name, err)) != 0) return rc;
+        if ((rc = proto_param_str(p, "code", true, &code, err)) != 0) return rc;
+        if ((rc = proto_param_str(p, "language", false, &lang, err)) != 0) return rc;
+        if ((rc = proto_param_str(p, "stdin", false, &s1, err)) != 0) return rc;
+        if ((rc = proto_param_int(p, "timeout_ms", false, 0, 86400000, &n, err)) != 0) return rc;
+        if ((rc = proto_param_bool(p, "stream", false, &b, err)) != 0) return rc;
+        if ((rc = proto_param_bool(p, "create", false, &create, err)) != 0) return rc;
+        if ((rc = parse_limits(p, &lim, &given, err)) != 0) return rc;
+        if (lang && strcmp(lang, "python") != 0 && strcmp(lang, "shell") != 0)
+            return ag_err_set(err, AG_EPARAMS,
+                              "params.language: '%s': expected \"python\" or \"shell\"", lang);
+        if (!name) {
+            if (proto_get(p, "timeout_ms")) lim.timeout_ms = n;
+            struct sjob *j = new_job(x, c, req, SJ_EXEC);
+            j->lim = lim;
+            j->stream = b;
+            return start(x, c, j);
+        }
+        if (lang && strcmp(lang, "python") != 0)
+            return ag_err_set(err, AG_EPARAMS,
+                              "params.language: sessions run Python; use a one-shot exec (no "
+                              "'session') for shell commands");
+        if (s1) return ag_err_set(err, AG_EPARAMS, "params.stdin: only for one-shot runs");
+        s = find(x, name);
+        if (!s) {
+            /* A named session is created on first use. */
+            if (!create) return ag_err_set(err, AG_ENOTFOUND, "no sandbox named '%s'", name);
+            if (!name_ok(name))
+                return ag_err_set(err, AG_EPARAMS,
+                                  "params.session: '%s': use 1-63 letters, digits, '-', '_' or "
+                                  "'.'",
+                                  name);
+            struct sjob *j = new_job(x, c, req, SJ_CREATE);
+            j->sess = add_session(x, name, c->id);
+            j->lim = lim;
+            j->has_lim = given;
+            j->stream = b;
+            j->then_cell = true;
+            return start(x, c, j);
+        }
+        if ((rc = usable(x, name, &s, err)) != 0) return rc;
+        if (!sbx_session_alive(s->s))
+            return ag_err_set(err, AG_ESANDBOX,
+                              "sandbox '%s': its interpreter died; sandbox.restart it", name);
+        struct sjob *j = new_job(x, c, req, SJ_CELL);
+        j->sess = s;
+        j->stream = b;
+        s->busy = true;
+        return start(x, c, j);
+    }
+    if (strcmp(m, "interrupt") == 0 || strcmp(m, "kill") == 0 || strcmp(m, "restart") == 0) {
+        static const char *const keys[] = {"session", NULL};
+        if ((rc = proto_param_known(p, keys, err)) != 0) return rc;
+        if ((rc = proto_param_str(p, "session", true, &name, err)) != 0) return rc;
+        s = find(x, name);
+        if (!s || s->dying) return ag_err_set(err, AG_ENOTFOUND, "no sandbox named '%s'", name);
+        struct proto_val *r = proto_obj();
+        proto_add_str(r, "session", name);
+        struct sbx_session *ls = s->s ? s->s : atomic_load(&s->live);
+        if (m[0] == 'i') {
+            bool running = s->busy && ls;
+            if (running) sbx_session_interrupt(ls);
+            proto_add_bool(r, "interrupted", running);
+        } else if (m[0] == 'k') {
+            s->dying = true;
+            if (s->busy) {
+                if (ls) sbx_session_kill(ls); /* the running job returns, then it is freed */
+            } else {
+                free_later(x, s);
+            }
+            proto_add_bool(r, "killed", true);
+        } else {
+            proto_val_free(r);
+            if ((rc = usable(x, name, &s, err)) != 0) return rc;
+            struct sjob *j = new_job(x, c, req, SJ_RESTART);
+            j->sess = s;
+            s->busy = true;
+            return start(x, c, j);
+        }
+        *result = r;
+        return 0;
+    }
+    if (strcmp(m, "files.put") == 0 || strcmp(m, "files.get") == 0) {
+        bool put = m[6] == 'p';
+        static const char *const put_keys[] = {"session", "path", "data", "base64", NULL};
+        static const char *const get_keys[] = {"session", "path", "max_bytes", NULL};
+        const char *path = NULL, *data = NULL, *enc = NULL;
+        if ((rc = proto_param_known(p, put ? put_keys : get_keys, err)) != 0) return rc;
+        if ((rc = proto_param_str(p, "session", true, &name, err)) != 0) return rc;
+        if ((rc = proto_param_str(p, "path", true, &path, err)) != 0) return rc;
+        char *bin = NULL;
+        size_t bin_len = 0;
+        if (put) {
+            if ((rc = proto_param_str(p, "data", false, &data, err)) != 0) return rc;
+            if ((rc = proto_param_str(p, "base64", false, &enc, err)) != 0) return rc;
+            if (!data == !enc)
+                return ag_err_set(err, AG_EPARAMS,
+                                  "params: give exactly one of 'data' (text) or 'base64'");
+            if (enc && b64_decode(enc, &bin, &bin_len) != 0)
+                return ag_err_set(err, AG_EPARAMS, "params.base64: not valid base64");
+        } else if ((rc = proto_param_int(p, "max_bytes", false, 0, SBXD_MAX_FILE, &n, err)) != 0) {
+            return rc;
+        }
+        if ((rc = usable(x, name, &s, err)) != 0) {
+            free(bin);
+            return rc;
+        }
+        struct sjob *j = new_job(x, c, req, put ? SJ_PUT : SJ_GET);
+        j->sess = s;
+        j->data = bin;
+        j->len = bin_len;
+        s->busy = true;
+        return start(x, c, j);
+    }
+    return SBXD_NOT_MINE; /* the caller reports the unknown method */
+}
+
+/* ---- start and stop ---- */
+
+static int64_t env_int(const char *name, int64_t dflt)
+{
+    const char *v = getenv(name);
+    return v && *v ? strtoll(v, NULL, 10) : dflt;
+}
+
+void sbxd_start(struct agentd *d)
+{
+    struct sbxd *x = ag_calloc(1, sizeof(*x));
+    struct ag_err err = {0};
+    char tag[64];
+
+    x->d = d;
+    pthread_mutex_init(&x->mu, NULL);
+    pthread_cond_init(&x->cv, NULL);
+    x->idle_ms = env_int("AGENTD_SANDBOX_IDLE_S", 900) * 1000;
+    snprintf(tag, sizeof(tag), "agentd-%d", (int)getpid());
+    struct sbx_ctx_opts o = {.tag = tag, .pool_size = (int)env_int("AGENTD_SANDBOX_POOL", 2)};
+    if (sbx_ctx_new(&o, &x->ctx, &err) != 0) {
+        snprintf(x->why, sizeof(x->why), "%s", err.msg);
+        ag_warn("sandboxes unavailable: %s", err.msg);
+        x->ctx = NULL;
+    } else {
+        struct sbx_info in;
+        sbx_ctx_info(x->ctx, &in);
+        ag_info("sandboxes: memory limit via %s, pids via %s, cpu via %s, Landlock ABI %d",
+                in.memory, in.pids, in.cpu, in.landlock_abi);
+    }
+    uv_async_init(d->loop, &x->async, on_async);
+    x->async.data = x;
+    uv_timer_init(d->loop, &x->idle_timer);
+    x->idle_timer.data = x;
+    uv_timer_start(&x->idle_timer, on_idle_tick, 1000, 1000);
+    uv_unref((uv_handle_t *)&x->idle_timer);
+    d->sbx = x;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+void sbxd_stop(struct agentd *d)
+{
+    struct sbxd *x = d->sbx;
+    if (!x) return;
+    /* Kill what runs, so the workers return promptly. */
+    x->cancel_all = 1;
+    for (struct sess *s = x->sessions; s; s = s->next) {
+        struct sbx_session *ls = s->s ? s->s : atomic_load(&s->live);
+        if (s->busy && ls) sbx_session_kill(ls);
+    }
+    pthread_mutex_lock(&x->mu);
+    x->stop = true;
+    pthread_cond_broadcast(&x->cv);
+    pthread_mutex_unlock(&x->mu);
+    for (int i = 0; i < x->n_workers; i++) pthread_join(x->workers[i], NULL);
+    drain(x);
+    while (x->sessions) {
+        struct sess *s = x->sessions;
+        x->sessions = s->next;
+        sbx_session_free(s->s);
+        free(s);
+    }
+    drain(x); /* free jobs queued by the loop above never ran: none are left after join */
+    sbx_ctx_free(x->ctx);
+    uv_close((uv_handle_t *)&x->async, on_closed);
+    uv_close((uv_handle_t *)&x->idle_timer, on_closed);
+    d->sbx = NULL;
+    /* x itself is freed once the handles are closed: keep it simple, free after the loop ends. */
+    pthread_mutex_destroy(&x->mu);
+    pthread_cond_destroy(&x->cv);
+    d->sbx_mem = x;
+}
+
+int sbxd_in_flight(struct agentd *d)
+{
+    return d->sbx ? atomic_load(&d->sbx->in_flight) : 0;
+}
