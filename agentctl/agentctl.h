@@ -26,13 +26,15 @@
 enum { CTL_EXIT_OK = 0, CTL_EXIT_FAIL = 1, CTL_EXIT_USAGE = 2 };
 
 struct ctl_opts {
-    bool json;          /* --json: print each result as one line of compact JSON */
-    bool help;          /* -h / --help seen */
-    bool version;       /* --version seen */
-    const char *socket; /* --socket PATH (borrowed from argv); NULL: proto_default_socket */
-    int64_t timeout_ms; /* --timeout, per request; 0 waits forever */
-    int argc;           /* words left once options are removed: the command and its args */
-    char **argv;        /* those words (points into main's argv, which is reordered) */
+    bool json;           /* --json: print each result as one line of compact JSON */
+    bool help;           /* -h / --help seen */
+    bool version;        /* --version seen */
+    const char *socket;  /* --socket PATH (borrowed from argv); NULL: proto_default_socket */
+    int64_t timeout_ms;  /* --timeout, per request; 0 waits forever */
+    bool timeout_set;    /* --timeout was given (exec: it is the code's time limit) */
+    const char *session; /* --session NAME (exec), borrowed from argv; NULL for one-shot */
+    int argc;            /* words left once options are removed: the command and its args */
+    char **argv;         /* those words (points into main's argv, which is reordered) */
 };
 
 /* What a command runs with. The connection is opened on first use (ctl_connect_or_fail), so a
@@ -101,6 +103,11 @@ int cmd_ping(struct ctl_ctx *ctx, int argc, char **argv);
 int cmd_status(struct ctl_ctx *ctx, int argc, char **argv);
 int cmd_methods(struct ctl_ctx *ctx, int argc, char **argv);
 int cmd_call(struct ctl_ctx *ctx, int argc, char **argv);
+
+/* ---- cmd_sandbox.c ---- */
+int cmd_exec(struct ctl_ctx *ctx, int argc, char **argv);
+int cmd_sandbox_list(struct ctl_ctx *ctx, int argc, char **argv);
+int cmd_sandbox_rm(struct ctl_ctx *ctx, int argc, char **argv);
 
 /* ---- cmd_agent.c ---- */
 int cmd_agent_create(struct ctl_ctx *ctx, int argc, char **argv);

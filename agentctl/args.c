@@ -47,7 +47,8 @@ int ctl_parse_seconds(const char *s, int64_t *ms)
 
 int ctl_parse_args(int argc, char **argv, struct ctl_opts *o, struct ag_err *err)
 {
-    static const char *const known[] = {"--json", "--socket", "--timeout", "--help", "--version"};
+    static const char *const known[] = {"--json", "--socket",  "--timeout",
+                                        "--help", "--version", "--session"};
     bool options_done = false;
 
     memset(o, 0, sizeof(*o));
@@ -80,6 +81,10 @@ int ctl_parse_args(int argc, char **argv, struct ctl_opts *o, struct ag_err *err
                                   "--timeout: expected a number of seconds (0 waits forever), "
                                   "got '%s'",
                                   v);
+            o->timeout_set = true;
+        } else if ((v = option_value(a, "--session", &i, argc, argv, &matched)), matched) {
+            if (!v || !*v) return ag_err_set(err, AG_EINVAL, "--session needs a session name");
+            o->session = v;
         } else {
             char name[64];
             size_t n = strcspn(a, "=");

@@ -173,6 +173,9 @@ static int take_line(struct ctl_client *c, const char *line, size_t len, int64_t
                     ? proto_int(rid, 0) == id
                     : (e && (!rid || proto_type(rid) == PROTO_NULL) && !proto_get(root, "method"));
     if (!ours) {
+        const char *method = proto_get_str(root, "method");
+        if (method && !rid && c->on_notification)
+            c->on_notification(c->notification_ud, method, proto_get(root, "params"));
         proto_val_free(root);
         return 0;
     }

@@ -32,6 +32,9 @@ struct ctl_client {
     struct proto_framer framer; /* splits the daemon's bytes into response lines */
     struct proto_val *server;   /* the initialize result (owned); NULL before it */
     char err_type[64];          /* data.type of the last error response; "" otherwise */
+    /* Optional: called with each notification that arrives while ctl_call waits. */
+    void (*on_notification)(void *ud, const char *method, const struct proto_val *params);
+    void *notification_ud; /* passed to on_notification */
 };
 
 /* Connects to the socket at path and sends `initialize`. On failure the handle is still safe to

@@ -64,6 +64,20 @@ static const struct ctl_cmd commands[] = {
      "Deletes each named agent, with its sessions and messages. Stops at the first agent "
      "agentd cannot delete (for example one that does not exist).",
      "agent rm assistant", 1, -1, cmd_agent_rm},
+    {"exec", NULL, "[--session NAME] [--timeout S] FILE|-", "run Python code in a sandbox",
+     "Runs the Python file (- reads stdin) in a sandbox and prints its output as it comes: a "
+     "fresh one-shot sandbox, or with --session NAME a code-interpreter session that is created "
+     "on first use and keeps its variables, imports and files for the next exec (the value of "
+     "a final expression is printed, like a notebook). --timeout is the code's time limit. "
+     "Exits with the code's exit status (1 for an exception in a session).",
+     "exec --session scratch analysis.py", 1, 1, cmd_exec},
+    {"sandbox list", "sandbox ls", "", "list code-interpreter sessions",
+     "Prints one line per session: name, interpreter pid, state and idle time, then how this "
+     "host enforces sandbox limits (cgroup v1 or v2 per controller, Landlock ABI).",
+     "sandbox ls", 0, 0, cmd_sandbox_list},
+    {"sandbox rm", "sandbox kill", "NAME [NAME...]", "destroy code-interpreter sessions",
+     "Kills each named session's interpreter and frees its workspace.", "sandbox rm scratch", 1, -1,
+     cmd_sandbox_rm},
     {"help", NULL, "[COMMAND]", "show this help, or one command's",
      "Without an argument, lists every command; with one, shows its usage, what it does and an "
      "example. `agentctl COMMAND --help` does the same.",
@@ -184,6 +198,7 @@ static void print_usage(FILE *f)
             "                     default from $AGENTD_SOCKET, $XDG_RUNTIME_DIR or the data dir)\n"
             "  --timeout SECONDS  how long to wait for each answer (default %d; 0 waits forever)\n"
             "  --json             print each result as one line of JSON, for scripts\n"
+            "  --session NAME     exec: run in this code-interpreter session\n"
             "  -h, --help         show this help (or a command's: agentctl help COMMAND)\n"
             "  --version          print agentctl's version\n"
             "\nexamples:\n"

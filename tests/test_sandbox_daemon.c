@@ -279,6 +279,50 @@ static void test_idle_expiry(void)
     tconn_close(&c);
 }
 
+/* Runs a shell command line, returns its exit status and stdout (caller frees). */
+static int sh(const char *cmd, char **out)
+{
+    FILE *p = popen(cmd, "r");
+    struct ag_buf b;
+    char buf[4096];
+    size_t n;
+    ag_buf_init(&b);
+    while (p && (n = fread(buf, 1, sizeof(buf), p)) > 0) ag_buf_append(&b, buf, n);
+    int st = p ? pclose(p) : -1;
+    *out = b.data ? ag_buf_detach(&b, &n) : ag_strdup("");
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_agentctl_exec(void)
+{
+    NEED();
+    char cmd[1024], *out = NULL;
+    const char *ctl = bin_dir();
+    snprintf(cmd, sizeof(cmd),
+             "printf 'v = 6\\nprint(\"hi\")\\nv * 7\\n' | %s/agentctl --socket %s exec "
+             "--session cli -",
+             ctl, D.sock);
+    CHECK(sh(cmd, &out) == 0);
+    CHECK_STR(out, "hi\n42\n");
+    free(out);
+    snprintf(cmd, sizeof(cmd), "echo 'v + 1' | %s/agentctl --socket %s exec --session cli -", ctl,
+             D.sock);
+    CHECK(sh(cmd, &out) == 0);
+    CHECK_STR(out, "7\n");
+    free(out);
+    snprintf(cmd, sizeof(cmd),
+             "echo 'import sys; sys.exit(5)' | %s/agentctl --socket %s exec - 2>/dev/null", ctl,
+             D.sock);
+    CHECK(sh(cmd, &out) == 5);
+    free(out);
+    snprintf(cmd, sizeof(cmd), "%s/agentctl --socket %s sandbox ls", ctl, D.sock);
+    CHECK(sh(cmd, &out) == 0 && strstr(out, "cli") && strstr(out, "idle"));
+    free(out);
+    snprintf(cmd, sizeof(cmd), "%s/agentctl --socket %s sandbox rm cli", ctl, D.sock);
+    CHECK(sh(cmd, &out) == 0 && strstr(out, "killed cli"));
+    free(out);
+}
+
 /* Last: stopping agentd takes every sandbox with it. */
 static void test_sandboxes_die_with_daemon(void)
 {
@@ -325,6 +369,7 @@ int main(int argc, char **argv)
     RUN(test_streaming);
     RUN(test_daemon_keeps_serving);
     RUN(test_idle_expiry);
+    RUN(test_agentctl_exec);
     RUN(test_sandboxes_die_with_daemon);
     if (UP) {
         D.pid = 0; /* killed by the last test */
