@@ -26,10 +26,16 @@ static int lock_data_dir(struct agentd *d, struct ag_err *err)
     snprintf(path, sizeof(path), "%s/agentd.lock", d->cfg.data_dir);
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) return ag_err_set(err, AG_EIO, "cannot open %s: %s", path, strerror(errno));
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        ssize_t n = read(fd, pid, sizeof(pid) - 1);
+    for (int tries = 0; flock(fd, LOCK_EX | LOCK_NB) != 0; tries++) {
+        ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
         pid[n > 0 ? n : 0] = '\0';
         pid[strcspn(pid, "\n")] = '\0';
+        /* The owner is dead (kill -9) but a sandbox child it was cloning at that moment may
+         * still hold the lock for the instant before it closes inherited descriptors. */
+        if (pid[0] && kill(atoi(pid), 0) != 0 && errno == ESRCH && tries < 200) {
+            usleep(10000);
+            continue;
+        }
         close(fd);
         return ag_err_set(err, AG_ELOCKED,
                           "data dir %s is in use by another agentd%s%s%s; stop it first or "

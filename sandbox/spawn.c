@@ -308,20 +308,8 @@ __attribute__((noreturn)) static void child_main(struct plan *pl)
 {
     char go;
 
-    if (read(pl->ctl, &go, 1) != 1 || go != 'g') _exit(126);
-    if (pl->setgroups && setgroups(0, NULL) != 0) child_fail(pl, "setgroups");
-    if (setresgid(SBX_INNER_ID, SBX_INNER_ID, SBX_INNER_ID) != 0) child_fail(pl, "setresgid");
-    if (setresuid(SBX_INNER_ID, SBX_INNER_ID, SBX_INNER_ID) != 0) child_fail(pl, "setresuid");
-    /* Die with the spawning thread. Set only now: a change of uid or gid clears it. If the
-     * parent is already gone, its end of ctl is closed and the poll below sees it. */
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) child_fail(pl, "PR_SET_PDEATHSIG");
-    struct pollfd pfd = {.fd = pl->ctl, .events = POLLIN};
-    if (poll(&pfd, 1, 0) != 0) _exit(126); /* the parent sends nothing more: EOF or error */
-    /* Now in its cgroups: make them the root of what it can see. */
-    if (unshare(CLONE_NEWCGROUP) != 0) child_fail(pl, "cgroup namespace");
-
-    /* Our fds above everything we place, ctl kept close-on-exec, the rest of the daemon's fds
-     * closed. */
+    /* First, let go of the daemon's descriptors (its data dir lock among them): our fds above
+     * everything we place, ctl kept close-on-exec, the rest closed. */
     int moved[5];
     for (int i = 0; i < pl->n_fds; i++) {
         moved[i] = fcntl(pl->fds[i], F_DUPFD_CLOEXEC, 16);
@@ -335,6 +323,19 @@ __attribute__((noreturn)) static void child_main(struct plan *pl)
     if (syscall(SYS_close_range, pl->n_fds, ctl - 1, 0) != 0 ||
         syscall(SYS_close_range, ctl + 1, ~0U, 0) != 0)
         child_fail(pl, "close_range");
+
+    if (read(pl->ctl, &go, 1) != 1 || go != 'g') _exit(126);
+    if (pl->setgroups && setgroups(0, NULL) != 0) child_fail(pl, "setgroups");
+    if (setresgid(SBX_INNER_ID, SBX_INNER_ID, SBX_INNER_ID) != 0) child_fail(pl, "setresgid");
+    if (setresuid(SBX_INNER_ID, SBX_INNER_ID, SBX_INNER_ID) != 0) child_fail(pl, "setresuid");
+    /* Die with the spawning thread. Set only now: a change of uid or gid clears it. If the
+     * parent is already gone, its end of ctl is closed and the poll below sees it. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) child_fail(pl, "PR_SET_PDEATHSIG");
+    struct pollfd pfd = {.fd = pl->ctl, .events = POLLIN};
+    if (poll(&pfd, 1, 0) != 0) _exit(126); /* the parent sends nothing more: EOF or error */
+    /* Now in its cgroups: make them the root of what it can see. */
+    if (unshare(CLONE_NEWCGROUP) != 0) child_fail(pl, "cgroup namespace");
+
     if (setsid() < 0) child_fail(pl, "setsid");
 
     build_root(pl);
