@@ -8,6 +8,8 @@ BUILD   ?= build
 WERROR  ?= 1
 OPT     ?= -O2 -g
 SANITIZE ?=
+# Parallel jobs of the builds that test, asan and fuzz start.
+JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla -Wformat=2 \
         -Wundef -fno-common
@@ -64,7 +66,7 @@ model:
 test:
 	@scripts/deps.sh --check || scripts/deps.sh
 	@scripts/model.sh all
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory -j$(JOBS) all
 	@tests/run.sh $(TESTS)
 
 check: test
@@ -77,7 +79,7 @@ run:
 asan:
 	@scripts/deps.sh --check || scripts/deps.sh
 	@scripts/model.sh all
-	@$(MAKE) --no-print-directory BUILD=build-asan OPT='-O1 -g -fno-omit-frame-pointer' \
+	@$(MAKE) --no-print-directory -j$(JOBS) BUILD=build-asan OPT='-O1 -g -fno-omit-frame-pointer' \
 		SANITIZE='-fsanitize=address,undefined -fno-sanitize-recover=all' all
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:quarantine_size_mb=16 UBSAN_OPTIONS=print_stacktrace=1 \
 		AGENTD_BIN_DIR=build-asan tests/run.sh $(patsubst $(BUILD)/%,build-asan/%,$(TESTS))
@@ -87,7 +89,7 @@ FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 FUZZERS  := $(patsubst fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 fuzz:
 	@scripts/deps.sh --check --fuzz || scripts/deps.sh --fuzz
-	@$(MAKE) --no-print-directory $(FUZZERS)
+	@$(MAKE) --no-print-directory -j$(JOBS) $(FUZZERS)
 	@for f in $(FUZZERS); do \
 		n=$$(basename $$f); mkdir -p $(BUILD)/fuzz/corpus-$$n; \
 		echo "== $$n for $(FUZZ_SECONDS)s"; \
@@ -100,10 +102,19 @@ fuzz:
 		grep -E '^(Done|stat::number_of_executed_units|stat::new_units_added)' $(BUILD)/fuzz/$$n.log; \
 	done
 
-$(BUILD)/fuzz/%: fuzz/%.c $(LIB_SRC)
+# The library is compiled once for every fuzz target (instrumented, not linked with libFuzzer's
+# main); each target then only compiles its own file and links.
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer-no-link,address,undefined $(WARN) \
+	-Wno-unused-command-line-argument -pthread -MMD -MP
+FUZZ_OBJ := $(patsubst %.c,$(BUILD)/fuzz/obj/%.o,$(LIB_SRC))
+$(BUILD)/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined $(WARN) \
-		-Wno-unused-command-line-argument $< $(LIB_SRC) -o $@ $(LDLIBS) -pthread
+	clang $(FUZZ_CFLAGS) -c $< -o $@
+$(BUILD)/fuzz/obj/sandbox/driver.o: sandbox/driver.py
+
+$(BUILD)/fuzz/%: fuzz/%.c $(FUZZ_OBJ)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_OBJ) -o $@ $(LDLIBS) -pthread
 
 bench: all
 	@scripts/deps.sh --check --bench || scripts/deps.sh --bench
@@ -146,4 +157,4 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libagent.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/fuzz/obj -name '*.d' 2>/dev/null)

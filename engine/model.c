@@ -364,11 +364,10 @@ static void free_weights(struct eng_weights *w)
 
 /* ---- run state ---- */
 
-/* The largest matmul scratch any call of the forward pass needs (the calls of forward_batch:
- * Q/K/V together, Wo, gate/up together, down for B rows; the output for one). */
-static size_t max_act_bytes(const struct eng_model *m)
+/* The largest matmul scratch any call of the forward pass needs for B rows (the calls of
+ * forward_rows: Q/K/V together, Wo, gate/up together, down; the output for up to B rows). */
+static size_t max_act_bytes(const struct eng_model *m, int B)
 {
-    const int B = ENG_MODEL_MAX_BATCH;
     const struct eng_mat *out = &m->w.output;
     size_t best = eng_matmul_act_bytes(1, &out, B);
     for (int l = 0; l < m->hp.n_layer; l++) {
@@ -383,27 +382,40 @@ static size_t max_act_bytes(const struct eng_model *m)
     return best;
 }
 
+/* The activation buffers of a forward pass over up to B rows (no KV cache). */
+static void alloc_buffers(const struct eng_model *m, struct eng_run_state *s, int B)
+{
+    const struct eng_hparams *hp = &m->hp;
+    const size_t b = (size_t)B;
+    s->max_rows = B;
+    s->x = ag_calloc(b * (size_t)hp->n_embd, sizeof(float));
+    s->xb = ag_calloc(b * (size_t)hp->n_embd, sizeof(float));
+    s->xb2 = ag_calloc(b * (size_t)hp->n_embd, sizeof(float));
+    s->q = ag_calloc(b * (size_t)hp->q_dim, sizeof(float));
+    s->k = ag_calloc(b * (size_t)hp->kv_dim, sizeof(float));
+    s->v = ag_calloc(b * (size_t)hp->kv_dim, sizeof(float));
+    s->att = ag_calloc(b * (size_t)hp->q_dim, sizeof(float));
+    s->hb = ag_calloc(b * (size_t)hp->n_ff, sizeof(float));
+    s->hb2 = ag_calloc(b * (size_t)hp->n_ff, sizeof(float));
+    s->rope_cs = ag_calloc(b * (size_t)hp->n_rot, sizeof(float));
+    s->rope_cs_swa = ag_calloc(b * (size_t)hp->n_rot, sizeof(float));
+    s->row_pos = ag_calloc(b, sizeof(*s->row_pos));
+    s->row_pages = ag_calloc(b, sizeof(*s->row_pages));
+    s->row_tiled = ag_calloc(b, sizeof(*s->row_tiled));
+    s->row_dst = ag_calloc(b, sizeof(*s->row_dst));
+    s->out_rows = ag_calloc(b, sizeof(*s->out_rows));
+    s->tokens = ag_calloc(b, sizeof(*s->tokens));
+    s->act_bytes = max_act_bytes(m, B);
+    s->act = ag_calloc(s->act_bytes ? s->act_bytes : 1, 1);
+}
+
 static int build_run_state(struct eng_model *m, struct ag_err *err)
 {
     const struct eng_hparams *hp = &m->hp;
     struct eng_run_state *s = &m->s;
-    const size_t B = ENG_MODEL_MAX_BATCH;
 
-    s->x = ag_calloc(B * (size_t)hp->n_embd, sizeof(float));
-    s->xb = ag_calloc(B * (size_t)hp->n_embd, sizeof(float));
-    s->xb2 = ag_calloc(B * (size_t)hp->n_embd, sizeof(float));
-    s->q = ag_calloc(B * (size_t)hp->q_dim, sizeof(float));
-    s->k = ag_calloc(B * (size_t)hp->kv_dim, sizeof(float));
-    s->v = ag_calloc(B * (size_t)hp->kv_dim, sizeof(float));
-    s->att = ag_calloc(B * (size_t)hp->q_dim, sizeof(float));
-    s->hb = ag_calloc(B * (size_t)hp->n_ff, sizeof(float));
-    s->hb2 = ag_calloc(B * (size_t)hp->n_ff, sizeof(float));
-    s->rope_cs = ag_calloc(B * (size_t)hp->n_rot, sizeof(float));
-    s->rope_cs_swa = ag_calloc(B * (size_t)hp->n_rot, sizeof(float));
+    alloc_buffers(m, s, ENG_MODEL_MAX_BATCH);
     s->logits = ag_calloc((size_t)hp->n_vocab, sizeof(float));
-    s->act_bytes = max_act_bytes(m);
-    s->act = ag_calloc(s->act_bytes ? s->act_bytes : 1, 1);
-
     /* The KV cache is the one buffer whose size the caller's n_ctx drives: fail, not abort. */
     size_t per = (size_t)hp->n_layer * (size_t)m->n_ctx; /* fits: both bounded well below 2^32 */
     const size_t esize = eng_kv_type_size(m->kv_type);
@@ -431,6 +443,12 @@ static void free_run_state(struct eng_run_state *s)
     free(s->hb2);
     free(s->rope_cs);
     free(s->rope_cs_swa);
+    free(s->row_pos);
+    free(s->row_pages);
+    free(s->row_tiled);
+    free(s->row_dst);
+    free(s->out_rows);
+    free(s->tokens);
     free(s->logits);
     free(s->act);
     free(s->key_cache);
@@ -510,33 +528,50 @@ static void norm_if(const struct eng_model *m, float *y, const float *x, const f
     if (w) m->be.ops->rmsnorm(m->be.ctx, y, x, w, n_tok, n, m->hp.rms_eps);
 }
 
-/* Runs n (1..ENG_MODEL_MAX_BATCH) tokens at positions pos..pos+n-1; computes the logits of the
- * last one into s->logits when want_logits, or of every row into all_logits (n, n_vocab) when
- * that is set. */
-static void forward_batch(struct eng_model *m, const int32_t *tokens, int n, int pos,
-                          bool want_logits, float *all_logits, bool long_prompt)
+/* The rows of one forward pass: tokens of one or more sequences, each at its own position,
+ * with its sequence's block table (or NULL: the model's own contiguous cache). */
+struct fwd_rows {
+    int n;                       /* rows, 1..s->max_rows */
+    const int32_t *tokens;       /* (n) */
+    const int32_t *pos;          /* (n) position of each row */
+    const int32_t *const *pages; /* (n) block table of each row's sequence, or NULL */
+    const bool *tiled;           /* (n) tiled attention for the row (see struct eng_attn) */
+    int n_out;                   /* rows whose logits are wanted, <= n */
+    const int32_t *out_rows;     /* (n_out) their indexes */
+    float *logits;               /* (n_out, n_vocab) */
+};
+
+/* Runs one forward pass over f's rows with the buffers of s and the cache kv. */
+static void forward_rows(struct eng_model *m, struct eng_run_state *s,
+                         const struct eng_kv_store *kv, const struct fwd_rows *f)
 {
     const struct eng_hparams *hp = &m->hp;
     const struct eng_backend_ops *ops = m->be.ops;
     void *ctx = m->be.ctx;
-    struct eng_run_state *s = &m->s;
-    const int E = hp->n_embd, HD = hp->head_dim;
+    const int E = hp->n_embd, HD = hp->head_dim, n = f->n;
     const size_t esize = eng_kv_type_size(m->kv_type);
-    const size_t layer_kv = (size_t)m->n_ctx * (size_t)hp->kv_dim * esize; /* bytes per layer */
-    const size_t new_kv = (size_t)pos * (size_t)hp->kv_dim * esize;        /* offset of row pos */
+    const size_t row_bytes = (size_t)hp->kv_dim * esize;
+    const size_t layer_kv = (size_t)kv->n_rows * row_bytes; /* bytes per layer */
+    const int32_t mask = (int32_t)((1u << kv->page_shift) - 1);
 
-    ops->get_rows(ctx, s->x, &m->w.tok_embd, tokens, n);
+    ops->get_rows(ctx, s->x, &m->w.tok_embd, f->tokens, n);
     if (hp->embd_scale != 1.0f) ops->scale(ctx, s->x, hp->embd_scale, (int64_t)n * E);
     for (int t = 0; t < n; t++) {
-        eng_rope_cache(s->rope_cs + t * hp->n_rot, pos + t, hp->n_rot, hp->rope_base);
+        eng_rope_cache(s->rope_cs + t * hp->n_rot, f->pos[t], hp->n_rot, hp->rope_base);
         if (hp->n_swa > 0)
-            eng_rope_cache(s->rope_cs_swa + t * hp->n_rot, pos + t, hp->n_rot, hp->rope_base_swa);
+            eng_rope_cache(s->rope_cs_swa + t * hp->n_rot, f->pos[t], hp->n_rot,
+                           hp->rope_base_swa);
+        /* The cache row each new key and value goes to. */
+        const int p = f->pos[t];
+        s->row_dst[t] = f->pages ? ((int64_t)f->pages[t][p >> kv->page_shift] << kv->page_shift) |
+                                       (p & mask)
+                                 : p;
     }
 
     for (int l = 0; l < hp->n_layer; l++) {
         const struct eng_layer_weights *L = &m->w.layers[l];
-        unsigned char *kc = (unsigned char *)s->key_cache + l * layer_kv;
-        unsigned char *vc = (unsigned char *)s->value_cache + l * layer_kv;
+        unsigned char *kc = (unsigned char *)kv->k + l * layer_kv;
+        unsigned char *vc = (unsigned char *)kv->v + l * layer_kv;
         const bool swa = eng_hparams_is_swa(hp, l);
         const float *cs = swa ? s->rope_cs_swa : s->rope_cs;
 
@@ -553,8 +588,19 @@ static void forward_batch(struct eng_model *m, const int32_t *tokens, int n, int
         norm_if(m, s->k, s->k, L->k_norm, n * hp->n_head_kv, HD);
         ops->rope(ctx, s->k, n, hp->n_head_kv, HD, hp->n_rot, cs, hp->rope_neox);
         if (hp->q_scale != 1.0f) ops->scale(ctx, s->q, hp->q_scale, (int64_t)n * hp->q_dim);
-        ops->store(ctx, kc + new_kv, m->kv_type, s->k, (int64_t)n * hp->kv_dim);
-        ops->store(ctx, vc + new_kv, m->kv_type, s->v, (int64_t)n * hp->kv_dim);
+        if (!f->pages) { /* contiguous rows pos[0].. */
+            ops->store(ctx, kc + s->row_dst[0] * row_bytes, m->kv_type, s->k,
+                       (int64_t)n * hp->kv_dim);
+            ops->store(ctx, vc + s->row_dst[0] * row_bytes, m->kv_type, s->v,
+                       (int64_t)n * hp->kv_dim);
+        } else {
+            for (int t = 0; t < n; t++) {
+                ops->store(ctx, kc + s->row_dst[t] * row_bytes, m->kv_type,
+                           s->k + (size_t)t * hp->kv_dim, hp->kv_dim);
+                ops->store(ctx, vc + s->row_dst[t] * row_bytes, m->kv_type,
+                           s->v + (size_t)t * hp->kv_dim, hp->kv_dim);
+            }
+        }
         struct eng_attn a = {
             .out = s->att,
             .q = s->q,
@@ -562,14 +608,16 @@ static void forward_batch(struct eng_model *m, const int32_t *tokens, int n, int
             .v = vc,
             .kv_type = m->kv_type,
             .n_tok = n,
-            .pos = pos,
             .window = swa ? hp->n_swa : 0,
             .n_head = hp->n_head,
             .n_head_kv = hp->n_head_kv,
             .head_dim = HD,
             .kv_stride = hp->kv_dim,
             .scale = hp->kq_scale,
-            .tiled = long_prompt,
+            .row_pos = f->pos,
+            .row_pages = f->pages,
+            .row_tiled = f->tiled,
+            .page_shift = kv->page_shift,
         };
         ops->attention(ctx, &a);
         const struct eng_mat *wo = &L->wo;
@@ -592,15 +640,40 @@ static void forward_batch(struct eng_model *m, const int32_t *tokens, int n, int
         ops->add(ctx, s->x, s->xb2, (int64_t)n * E);
     }
 
-    if (want_logits || all_logits) {
-        const int rows = all_logits ? n : 1;
-        float *out = all_logits ? all_logits : s->logits;
-        const float *first = s->x + (size_t)(n - rows) * E;
-        ops->rmsnorm(ctx, s->xb, first, m->w.output_norm, rows, E, hp->rms_eps);
+    if (f->n_out > 0) {
+        for (int i = 0; i < f->n_out; i++)
+            memcpy(s->xb + (size_t)i * E, s->x + (size_t)f->out_rows[i] * E, E * sizeof(float));
+        ops->rmsnorm(ctx, s->xb, s->xb, m->w.output_norm, f->n_out, E, hp->rms_eps);
         const struct eng_mat *wout = &m->w.output;
-        ops->matmul(ctx, 1, &wout, &out, s->xb, rows, s->act);
-        if (m->w.output_bias) ops->add_rows(ctx, out, m->w.output_bias, rows, hp->n_vocab);
+        ops->matmul(ctx, 1, &wout, &f->logits, s->xb, f->n_out, s->act);
+        if (m->w.output_bias) ops->add_rows(ctx, f->logits, m->w.output_bias, f->n_out, hp->n_vocab);
     }
+}
+
+/* Runs n (1..ENG_MODEL_MAX_BATCH) tokens of the model's own sequence at positions
+ * pos..pos+n-1; computes the logits of the last one into s->logits when want_logits, or of
+ * every row into all_logits (n, n_vocab) when that is set. */
+static void forward_batch(struct eng_model *m, const int32_t *tokens, int n, int pos,
+                          bool want_logits, float *all_logits, bool long_prompt)
+{
+    struct eng_run_state *s = &m->s;
+    const struct eng_kv_store kv = {
+        .k = s->key_cache, .v = s->value_cache, .n_rows = m->n_ctx, .page_shift = 0};
+    for (int t = 0; t < n; t++) {
+        s->row_pos[t] = pos + t;
+        s->row_tiled[t] = long_prompt;
+        s->out_rows[t] = t;
+    }
+    struct fwd_rows f = {
+        .n = n,
+        .tokens = tokens,
+        .pos = s->row_pos,
+        .tiled = s->row_tiled,
+        .n_out = all_logits ? n : want_logits ? 1 : 0,
+        .out_rows = all_logits ? s->out_rows : s->out_rows + n - 1,
+        .logits = all_logits ? all_logits : s->logits,
+    };
+    forward_rows(m, s, &kv, &f);
 }
 
 /* Checks a forward call's arguments (see eng_model_forward). */
@@ -679,4 +752,119 @@ int eng_model_n_past(const struct eng_model *m)
 struct eng_gguf *eng_model_gguf(const struct eng_model *m)
 {
     return m->gguf;
+}
+
+/* ---- many sequences ---- */
+
+int eng_kv_store_init(const struct eng_model *m, int n_pages, int page_shift,
+                      struct eng_kv_store *kv, struct ag_err *err)
+{
+    memset(kv, 0, sizeof(*kv));
+    if (n_pages < 1 || page_shift < 0 || page_shift > 12)
+        return ag_err_set(err, AG_EINVAL, "KV store: %d pages of 2^%d rows", n_pages, page_shift);
+    const size_t esize = eng_kv_type_size(m->kv_type);
+    const size_t rows = (size_t)n_pages << page_shift;
+    const size_t per = (size_t)m->hp.n_layer * rows;
+    if (rows > (size_t)INT32_MAX || per > SIZE_MAX / esize / (size_t)m->hp.kv_dim / 2)
+        return ag_err_set(err, AG_ENOMEM, "KV store of %zu rows does not fit in memory", rows);
+    kv->k = calloc(per * (size_t)m->hp.kv_dim, esize);
+    kv->v = calloc(per * (size_t)m->hp.kv_dim, esize);
+    if (!kv->k || !kv->v) {
+        eng_kv_store_release(kv);
+        return ag_err_set(err, AG_ENOMEM, "cannot allocate a KV store of %zu positions (%zu MiB)",
+                          rows, 2 * per * (size_t)m->hp.kv_dim * esize >> 20);
+    }
+    kv->n_rows = (int64_t)rows;
+    kv->n_pages = n_pages;
+    kv->page_shift = page_shift;
+    return 0;
+}
+
+void eng_kv_store_release(struct eng_kv_store *kv)
+{
+    free(kv->k);
+    free(kv->v);
+    memset(kv, 0, sizeof(*kv));
+}
+
+void eng_kv_store_copy_page(const struct eng_model *m, struct eng_kv_store *kv, int dst, int src)
+{
+    const size_t row_bytes = (size_t)m->hp.kv_dim * eng_kv_type_size(m->kv_type);
+    const size_t page_bytes = row_bytes << kv->page_shift;
+    const size_t layer_bytes = (size_t)kv->n_rows * row_bytes;
+    for (int l = 0; l < m->hp.n_layer; l++) {
+        unsigned char *k = (unsigned char *)kv->k + l * layer_bytes;
+        unsigned char *v = (unsigned char *)kv->v + l * layer_bytes;
+        memcpy(k + (size_t)dst * page_bytes, k + (size_t)src * page_bytes, page_bytes);
+        memcpy(v + (size_t)dst * page_bytes, v + (size_t)src * page_bytes, page_bytes);
+    }
+}
+
+int eng_batch_buf_new(const struct eng_model *m, int max_rows, struct eng_batch_buf **out,
+                      struct ag_err *err)
+{
+    *out = NULL;
+    if (max_rows < 1 || max_rows > 4096)
+        return ag_err_set(err, AG_EINVAL, "batch of %d rows is outside 1..4096", max_rows);
+    struct eng_batch_buf *b = ag_calloc(1, sizeof(*b));
+    alloc_buffers(m, &b->s, max_rows);
+    *out = b;
+    return 0;
+}
+
+void eng_batch_buf_free(struct eng_batch_buf *b)
+{
+    if (!b) return;
+    free_run_state(&b->s);
+    free(b);
+}
+
+int eng_model_forward_seqs(struct eng_model *m, struct eng_batch_buf *b,
+                           const struct eng_kv_store *kv, const struct eng_batch_seq *seqs,
+                           int n_seq, float *logits, struct ag_err *err)
+{
+    struct eng_run_state *s = &b->s;
+    int n = 0, n_out = 0;
+    for (int i = 0; i < n_seq; i++) {
+        const struct eng_batch_seq *q = &seqs[i];
+        if (q->n < 1 || q->n > s->max_rows - n)
+            return ag_err_set(err, AG_EINVAL, "forward: sequence %d has %d rows (%d of %d used)",
+                              i, q->n, n, s->max_rows);
+        if (q->pos < 0 || q->pos + q->n > m->n_ctx)
+            return ag_err_set(err, AG_EINVAL,
+                              "forward: sequence %d at positions %d..%d is outside the context "
+                              "of %d",
+                              i, q->pos, q->pos + q->n - 1, m->n_ctx);
+        const int last_page = (q->pos + q->n - 1) >> kv->page_shift;
+        for (int p = 0; p <= last_page; p++)
+            if (q->pages[p] < 0 || q->pages[p] >= kv->n_pages)
+                return ag_err_set(err, AG_EINVAL, "forward: sequence %d: page %d is %d, not a page",
+                                  i, p, q->pages[p]);
+        for (int t = 0; t < q->n; t++) {
+            if (q->tokens[t] < 0 || q->tokens[t] >= m->hp.n_vocab)
+                return ag_err_set(err, AG_EINVAL, "forward: token %d of sequence %d is outside 0..%d",
+                                  q->tokens[t], i, m->hp.n_vocab - 1);
+            s->tokens[n] = q->tokens[t];
+            s->row_pos[n] = q->pos + t;
+            s->row_pages[n] = q->pages;
+            s->row_tiled[n] = q->prefill;
+            n++;
+        }
+        if (q->want_logits) s->out_rows[n_out++] = n - 1;
+    }
+    if (n == 0) return ag_err_set(err, AG_EINVAL, "forward: no rows");
+    struct fwd_rows f = {
+        .n = n,
+        .tokens = s->tokens,
+        .pos = s->row_pos,
+        .pages = (const int32_t *const *)s->row_pages,
+        .tiled = s->row_tiled,
+        .n_out = n_out,
+        .out_rows = s->out_rows,
+        .logits = logits,
+    };
+    eng_backend_cpu_row_invariant(&m->be, true);
+    forward_rows(m, s, kv, &f);
+    eng_backend_cpu_row_invariant(&m->be, false);
+    return 0;
 }

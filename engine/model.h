@@ -133,7 +133,8 @@ struct eng_weights {
     float *vecs;                      /* F32 copies of every norm and bias, end to end */
 };
 
-/* Every buffer a forward pass touches, allocated at load. B = ENG_MODEL_MAX_BATCH. */
+/* Every buffer a forward pass touches, allocated at load (B = ENG_MODEL_MAX_BATCH) or by
+ * eng_batch_buf_new (B = its max_rows). */
 struct eng_run_state {
     float *x;           /* (B, n_embd) residual stream */
     float *xb;          /* (B, n_embd) normed input of a sublayer */
@@ -149,8 +150,16 @@ struct eng_run_state {
     float *logits;      /* (n_vocab) logits of the last token of the last forward */
     void *act;          /* act_bytes: quantized matmul inputs */
     size_t act_bytes;   /* the largest eng_matmul_act_bytes() of any matmul in the pass */
-    void *key_cache;    /* (n_layer, n_ctx, kv_dim) of kv_type, RoPE applied */
+    void *key_cache;    /* (n_layer, n_ctx, kv_dim) of kv_type, RoPE applied; NULL in a
+                           struct eng_batch_buf */
     void *value_cache;  /* (n_layer, n_ctx, kv_dim) of kv_type */
+    int max_rows;       /* B */
+    int32_t *row_pos;   /* (B) position of each row */
+    const int32_t **row_pages; /* (B) block table of each row's sequence */
+    bool *row_tiled;    /* (B) tiled attention for the row */
+    int64_t *row_dst;   /* (B) cache row of each row's new key and value */
+    int32_t *out_rows;  /* (B) rows whose logits are wanted */
+    int32_t *tokens;    /* (B) the rows' tokens */
 };
 
 struct eng_model {
@@ -200,6 +209,58 @@ int eng_model_forward_all(struct eng_model *m, const int32_t *tokens, int n, int
                           struct ag_err *err);
 /* Forgets the sequence: the next forward starts at position 0. */
 void eng_model_reset(struct eng_model *m);
+
+/* ---- many sequences at once (the engine service's continuous batching) ----
+ *
+ * The service keeps the keys and values of all its sequences in one paged store: fixed-size
+ * pages of rows, every layer with the same page numbering. A sequence owns a block table (page
+ * ids for positions 0.., page i holding positions i * page_size ..); who owns which page, prefix
+ * sharing and eviction are the caller's (kvcache.h). One forward call runs rows of several
+ * sequences: a few prompt rows of some, one decode row of others. Each row's result depends only
+ * on its own sequence (the backend is switched to row-invariant matmuls while these run), so a
+ * sequence's tokens are the same alone or batched. */
+struct eng_kv_store {
+    void *k, *v;    /* (n_layer, n_rows, kv_dim) of the model's kv_type */
+    int64_t n_rows; /* rows per layer: n_pages << page_shift */
+    int n_pages;    /* pages */
+    int page_shift; /* log2 of the page size */
+};
+
+/* One sequence's rows in a batch: tokens[0..n) at positions pos..pos+n-1. */
+struct eng_batch_seq {
+    const int32_t *tokens; /* (n) */
+    int n;                 /* >= 1 */
+    int pos;               /* position of tokens[0] */
+    const int32_t *pages;  /* block table covering positions 0..pos+n-1 */
+    bool prefill;          /* prompt rows: the tiled attention kernel (see struct eng_attn);
+                              decode rows take the one-row kernel */
+    bool want_logits;      /* the logits after the last row are wanted */
+};
+
+/* Activation buffers for forward calls of up to max_rows rows. */
+struct eng_batch_buf {
+    struct eng_run_state s;
+};
+
+/* Allocates a page store of n_pages pages of 2^page_shift rows for m's layers. Memory is
+ * touched only when pages are written. Errors: AG_EINVAL, AG_ENOMEM. */
+int eng_kv_store_init(const struct eng_model *m, int n_pages, int page_shift,
+                      struct eng_kv_store *kv, struct ag_err *err);
+void eng_kv_store_release(struct eng_kv_store *kv); /* zeroed is fine */
+/* Copies every layer's rows of page src into page dst (copy-on-write of a shared page). */
+void eng_kv_store_copy_page(const struct eng_model *m, struct eng_kv_store *kv, int dst, int src);
+
+int eng_batch_buf_new(const struct eng_model *m, int max_rows, struct eng_batch_buf **out,
+                      struct ag_err *err);
+void eng_batch_buf_free(struct eng_batch_buf *b); /* NULL is fine */
+
+/* Runs the rows of seqs[0..n_seq) in one pass (at most b's max_rows rows in all) and writes the
+ * logits after the last row of each sequence with want_logits into logits, one n_vocab row per
+ * such sequence in order. Errors: AG_EINVAL (no rows, too many, a token outside the vocabulary,
+ * a position beyond n_ctx or not covered by valid pages: nothing is run). */
+int eng_model_forward_seqs(struct eng_model *m, struct eng_batch_buf *b,
+                           const struct eng_kv_store *kv, const struct eng_batch_seq *seqs,
+                           int n_seq, float *logits, struct ag_err *err);
 
 const struct eng_hparams *eng_model_hparams(const struct eng_model *m);
 int eng_model_n_vocab(const struct eng_model *m);

@@ -72,6 +72,15 @@ struct eng_attn {
                                  another kernel for 64 or more query rows): f32 queries,
                                  scores and accumulator, a two-pass softmax; much faster, equal
                                  to the one-row kernel up to rounding */
+    /* Rows of several sequences in one call (continuous batching). When row_pos is set, row t
+     * sits at position row_pos[t] (pos is ignored) and, when row_tiled is set, takes the tiled
+     * kernel when row_tiled[t]. When row_pages is set, the keys and values of row t's sequence
+     * are paged: position p of it is cache row (row_pages[t][p >> page_shift] << page_shift) +
+     * (p & (2^page_shift - 1)) of k and v. Without row_pages, position p is row p. */
+    const int32_t *row_pos;           /* (n_tok) or NULL */
+    const int32_t *const *row_pages;  /* (n_tok) block tables or NULL */
+    const bool *row_tiled;            /* (n_tok) or NULL: every row takes `tiled` */
+    int page_shift;                   /* log2 of the page size, with row_pages */
 };
 
 /* The operations. ctx is the backend's context (struct eng_backend.ctx). */
@@ -125,6 +134,11 @@ struct eng_backend {
 int eng_backend_cpu_init(struct eng_backend *be, int n_threads, int max_kv, int max_head_dim,
                          struct ag_err *err);
 void eng_backend_release(struct eng_backend *be); /* zeroed or released is fine */
+/* With on, every matmul output row is the same whatever the other rows of the call (llama.cpp's
+ * 4-token Q4_K order, which sums batches of 4 differently from single tokens, is not used): what
+ * a continuous-batching server needs so that a sequence's tokens do not depend on its
+ * neighbours. Off (the default) reproduces llama.cpp's prompt arithmetic. */
+void eng_backend_cpu_row_invariant(struct eng_backend *be, bool on);
 
 /* Scratch bytes the matmul op needs for these matrices (same n_cols) and n_tok rows, or 0
  * when a type has no usable activation format (the loader refuses such weights). */

@@ -58,6 +58,7 @@ struct cpu_ctx {
     size_t scratch_floats;     /* floats per thread in scratch */
     float *scratch;            /* (n_threads, scratch_floats): max_kv scores for F32
                                   attention, or 2 * max_head_dim f16 values for F16 */
+    bool row_invariant;        /* never llama.cpp's 4-token Q4_K order (see cpu_matmul) */
 };
 
 /* ---- matmul ---- */
@@ -190,7 +191,7 @@ static void cpu_matmul(void *vctx, int n_mat, const struct eng_mat *const *w, fl
     for (int m = 0; m < n_mat; m++)
         split |= n4 > 0 &&
                  eng_qtype_cpu_gemm(w[m]->qt->type, w[m]->n_rows) != eng_qtype_cpu(w[m]->qt->type);
-    if (!split) {
+    if (!split || c->row_invariant) {
         matmul_run(c, n_mat, w, y, x, n_tok, act, false);
         return;
     }
@@ -313,15 +314,29 @@ struct attn_job {
     struct cpu_ctx *c;
 };
 
+/* Where one row's keys and values live: position p is cache row pages[p >> shift] << shift |
+ * p & mask, or row p when pages is NULL (shift 30: one page holds any context). */
+struct kv_rows {
+    const int32_t *pages;
+    int shift;
+    int32_t mask;
+};
+
+static inline int64_t kv_row(const struct kv_rows *r, int p)
+{
+    if (!r->pages) return p;
+    return ((int64_t)r->pages[p >> r->shift] << r->shift) | (p & r->mask);
+}
+
 /* Plain float attention of one query row and head over an F32 cache. */
-static void attn_f32(const struct eng_attn *a, float *scores, const float *q, int first, int n_kv,
-                     int kv_off, float *out)
+static void attn_f32(const struct eng_attn *a, const struct kv_rows *r, float *scores,
+                     const float *q, int first, int n_kv, int kv_off, float *out)
 {
     const int hd = a->head_dim;
-    const float *k = (const float *)a->k + (int64_t)first * a->kv_stride;
-    const float *v = (const float *)a->v + (int64_t)first * a->kv_stride;
+    const float *k = (const float *)a->k + kv_off;
+    const float *v = (const float *)a->v + kv_off;
     for (int p = 0; p < n_kv; p++) {
-        const float *kp = k + (int64_t)p * a->kv_stride + kv_off;
+        const float *kp = k + kv_row(r, first + p) * a->kv_stride;
         float dot = 0.0f;
         for (int i = 0; i < hd; i++) dot += q[i] * kp[i];
         scores[p] = dot * a->scale;
@@ -329,7 +344,7 @@ static void attn_f32(const struct eng_attn *a, float *scores, const float *q, in
     cpu_softmax(NULL, scores, n_kv);
     for (int i = 0; i < hd; i++) out[i] = 0.0f;
     for (int p = 0; p < n_kv; p++) {
-        const float *vp = v + (int64_t)p * a->kv_stride + kv_off;
+        const float *vp = v + kv_row(r, first + p) * a->kv_stride;
         const float sp = scores[p];
         for (int i = 0; i < hd; i++) out[i] += sp * vp[i];
     }
@@ -337,12 +352,12 @@ static void attn_f32(const struct eng_attn *a, float *scores, const float *q, in
 
 /* One query row and head over an F16 cache, as ggml's flash attention computes it (one
  * chunk, no KV split). scratch holds 2 * head_dim f16 values. */
-static void attn_f16(const struct eng_attn *a, uint16_t *scratch, const float *q, int first,
-                     int n_kv, int kv_off, float *out)
+static void attn_f16(const struct eng_attn *a, const struct kv_rows *r, uint16_t *scratch,
+                     const float *q, int first, int n_kv, int kv_off, float *out)
 {
     const int hd = a->head_dim;
-    const uint16_t *k = (const uint16_t *)a->k + (int64_t)first * a->kv_stride;
-    const uint16_t *v = (const uint16_t *)a->v + (int64_t)first * a->kv_stride;
+    const uint16_t *k = (const uint16_t *)a->k + kv_off;
+    const uint16_t *v = (const uint16_t *)a->v + kv_off;
     uint16_t *q16 = scratch, *acc = scratch + hd; /* (hd) query, (hd) V accumulator */
     float M = -INFINITY, S = 0.0f;
 
@@ -351,8 +366,8 @@ static void attn_f16(const struct eng_attn *a, uint16_t *scratch, const float *q
         acc[i] = 0;
     }
     for (int p = 0; p < n_kv; p++) {
-        const uint16_t *kp = k + (int64_t)p * a->kv_stride + kv_off;
-        const uint16_t *vp = v + (int64_t)p * a->kv_stride + kv_off;
+        const int64_t row = kv_row(r, first + p) * a->kv_stride;
+        const uint16_t *kp = k + row, *vp = v + row;
         const float s = eng__ggml_dot_f16(hd, kp, q16) * a->scale;
         const float Mold = M;
         float ms = 1.0f, vs = 1.0f;
@@ -372,16 +387,16 @@ static void attn_f16(const struct eng_attn *a, uint16_t *scratch, const float *q
 
 /* One query row and head over an F16 cache with float arithmetic: scores q.k from keys widened
  * to f32, a two-pass softmax, V accumulated in f32. scratch holds n_kv + head_dim floats. */
-static void attn_f16_tiled(const struct eng_attn *a, float *scratch, const float *q, int first,
-                           int n_kv, int kv_off, float *out)
+static void attn_f16_tiled(const struct eng_attn *a, const struct kv_rows *r, float *scratch,
+                           const float *q, int first, int n_kv, int kv_off, float *out)
 {
     const int hd = a->head_dim;
-    const uint16_t *k = (const uint16_t *)a->k + (int64_t)first * a->kv_stride + kv_off;
-    const uint16_t *v = (const uint16_t *)a->v + (int64_t)first * a->kv_stride + kv_off;
+    const uint16_t *k = (const uint16_t *)a->k + kv_off;
+    const uint16_t *v = (const uint16_t *)a->v + kv_off;
     float *scores = scratch, *acc = scratch + n_kv;
     float max = -INFINITY;
     for (int p = 0; p < n_kv; p++) {
-        const float s = eng__f16_dot_f32(hd, k + (int64_t)p * a->kv_stride, q) * a->scale;
+        const float s = eng__f16_dot_f32(hd, k + kv_row(r, first + p) * a->kv_stride, q) * a->scale;
         scores[p] = s;
         if (s > max) max = s;
     }
@@ -392,7 +407,7 @@ static void attn_f16_tiled(const struct eng_attn *a, float *scratch, const float
     }
     for (int i = 0; i < hd; i++) acc[i] = 0.0f;
     for (int p = 0; p < n_kv; p++)
-        eng__f16_axpy_f32(hd, acc, v + (int64_t)p * a->kv_stride, scores[p]);
+        eng__f16_axpy_f32(hd, acc, v + kv_row(r, first + p) * a->kv_stride, scores[p]);
     const float inv = 1.0f / sum;
     for (int i = 0; i < hd; i++) out[i] = acc[i] * inv;
 }
@@ -407,19 +422,25 @@ static void attn_task(void *arg, int64_t begin, int64_t end, int ith)
 
     for (int64_t task = begin; task < end; task++) {
         const int t = (int)(task / a->n_head), h = (int)(task % a->n_head);
-        const int q_pos = a->pos + t, kv_off = (h / group) * hd;
+        const int q_pos = a->row_pos ? a->row_pos[t] : a->pos + t, kv_off = (h / group) * hd;
+        const bool tiled = a->row_tiled ? a->row_tiled[t] : a->tiled;
+        const struct kv_rows r = {
+            .pages = a->row_pages ? a->row_pages[t] : NULL,
+            .shift = a->page_shift,
+            .mask = (int32_t)((1u << a->page_shift) - 1),
+        };
         /* Keys first..q_pos: the ones a sliding window masks are skipped, as ggml's kernel
          * skips keys whose mask is -inf. */
         const int first = a->window > 0 && q_pos - a->window + 1 > 0 ? q_pos - a->window + 1 : 0;
         const int n_kv = q_pos + 1 - first;
         const float *q = a->q + (int64_t)t * q_stride + h * hd;
         float *out = a->out + (int64_t)t * q_stride + h * hd;
-        if (a->kv_type == ENG_KV_F16 && a->tiled)
-            attn_f16_tiled(a, scratch, q, first, n_kv, kv_off, out);
+        if (a->kv_type == ENG_KV_F16 && tiled)
+            attn_f16_tiled(a, &r, scratch, q, first, n_kv, kv_off, out);
         else if (a->kv_type == ENG_KV_F16)
-            attn_f16(a, (uint16_t *)scratch, q, first, n_kv, kv_off, out);
+            attn_f16(a, &r, (uint16_t *)scratch, q, first, n_kv, kv_off, out);
         else
-            attn_f32(a, scratch, q, first, n_kv, kv_off, out);
+            attn_f32(a, &r, scratch, q, first, n_kv, kv_off, out);
     }
 }
 
@@ -484,6 +505,12 @@ int eng_backend_cpu_init(struct eng_backend *be, int n_threads, int max_kv, int 
     be->ops = &cpu_ops;
     be->ctx = c;
     return 0;
+}
+
+void eng_backend_cpu_row_invariant(struct eng_backend *be, bool on)
+{
+    struct cpu_ctx *c = be->ctx;
+    c->row_invariant = on;
 }
 
 void eng_backend_release(struct eng_backend *be)
