@@ -40,6 +40,13 @@ struct agentd_config {
     enum ag_log_level log_level; /* logging threshold */
     size_t max_frame_bytes;      /* longest accepted request line */
     int drain_timeout_ms;        /* on SIGTERM, force-close clients after this long */
+    char model_path[4096];       /* --model: GGUF to serve; "" for none */
+    char chat_template[32];      /* --chat-template: family name; "" from the file */
+    int threads;                 /* --threads; 0: online cores */
+    int ctx;                     /* --ctx; 0: trained context, at most 8192 */
+    int kv_size;                 /* --kv-size positions; 0: 65536 */
+    int batch;                   /* --batch rows per step; 0: 256 */
+    int parallel;                /* --parallel sequences; 0: 64 */
 };
 
 /* Fills defaults, then the config file (when given), then flags; flags win. Returns 0, a
@@ -129,6 +136,24 @@ int sbxd_dispatch(struct conn *c, struct proto_req *req, struct proto_val **resu
 int sbxd_in_flight(struct agentd *d);
 /* Sends a notification to c now (loop thread). */
 void conn_notify(struct conn *c, const char *method, const struct proto_val *params);
+/* conn_reply_error with members added to the error's data (borrowed, may be NULL). */
+void conn_reply_error_data(struct conn *c, const struct proto_val *id, const struct ag_err *err,
+                           const struct proto_val *data);
+
+/* ---- the inference engine (engined.c) ---- */
+struct engd;
+/* Starts the engine thread when --model is set (the model loads in the background). */
+int engd_start(struct agentd *d, struct ag_err *err);
+/* Fails what is in flight, stops the engine thread, closes the handle. */
+void engd_stop(struct agentd *d);
+/* Handles engine.* and model.* like methods_dispatch; ENGD_NOT_MINE for other names. */
+#define ENGD_NOT_MINE 2
+int engd_dispatch(struct conn *c, struct proto_req *req, struct proto_val **result,
+                  struct ag_err *err);
+/* c closed or stopped sending: its engine requests are cancelled. */
+void engd_conn_gone(struct conn *c);
+/* engine.generate requests not yet answered. */
+int engd_in_flight(struct agentd *d);
 
 /* ---- the daemon ---- */
 struct agentd {
@@ -143,6 +168,7 @@ struct agentd {
     struct storeq *sq;        /* storage thread */
     struct sbxd *sbx;         /* sandbox workers and sessions */
     void *sbx_mem;            /* the stopped sandbox manager, freed after the loop ends */
+    struct engd *eng;         /* the inference engine service */
     struct conn *conns;       /* open connections */
     uint64_t n_conns;         /* open connections */
     uint64_t next_conn_id;    /* for logs */

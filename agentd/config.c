@@ -6,6 +6,7 @@
 #include "agentd.h"
 
 #include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,11 +25,28 @@ static void usage(FILE *f)
                "  --data DIR          data directory: database and lock (default: $AGENTD_DATA,\n"
                "                      else $XDG_DATA_HOME/agentd, else ~/.local/share/agentd)\n"
                "  --config FILE       JSON config file with any of the keys: socket, data_dir,\n"
-               "                      agents_dir, log_level, max_frame_bytes, drain_timeout_ms\n"
+               "                      agents_dir, log_level, max_frame_bytes, drain_timeout_ms,\n"
+               "                      model, threads, ctx, kv_size, batch, parallel,\n"
+               "                      chat_template\n"
                "  --agents DIR        load *.agent.yaml / *.agent.json from DIR at start\n"
                "                      (new agents are created, changed ones updated)\n"
                "  --log-level LEVEL   error, warn, info (default) or debug\n"
                "  --max-frame BYTES   longest accepted request line (default 16777216)\n"
+               "\n"
+               "engine (the built-in inference engine; without --model, engine.* methods\n"
+               "answer with an error saying so):\n"
+               "  --model PATH        GGUF model to load at start (make model fetches one into\n"
+               "                      models/); loading runs in the background, model.status\n"
+               "                      shows its progress\n"
+               "  --threads N         compute threads (default: every online core)\n"
+               "  --ctx N             positions per sequence (default: the model's trained\n"
+               "                      context, at most 8192)\n"
+               "  --kv-size N         positions of the shared, paged KV cache (default 65536;\n"
+               "                      memory is used only as pages fill)\n"
+               "  --batch N           tokens per engine step: decodes + prompt chunks\n"
+               "                      (default 256)\n"
+               "  --parallel N        sequences generating at once (default 64; more wait)\n"
+               "  --chat-template NAME  chatml, qwen2, llama3 or gemma (default: from the file)\n"
                "  -h, --help          show this help and exit\n"
                "  -V, --version       show the version and exit\n"
                "\n"
@@ -50,6 +68,18 @@ static int parse_size(const char *s, const char *what, size_t *out, struct ag_er
     return 0;
 }
 
+static int parse_int(const char *s, const char *what, long lo, long hi, int *out,
+                     struct ag_err *err)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < lo || v > hi)
+        return ag_err_set(err, AG_EINVAL, "%s: expected a whole number from %ld to %ld, got '%s'",
+                          what, lo, hi, s);
+    *out = (int)v;
+    return 0;
+}
+
 static int copy_path(char *dst, size_t n, const char *src, const char *what, struct ag_err *err)
 {
     if (!src[0]) return ag_err_set(err, AG_EINVAL, "%s: empty path", what);
@@ -62,8 +92,19 @@ static int copy_path(char *dst, size_t n, const char *src, const char *what, str
 static int load_file(struct agentd_config *cfg, const char *path, bool *data_set,
                      struct ag_err *err)
 {
-    static const char *const keys[] = {"socket",    "data_dir",        "agents_dir",
-                                       "log_level", "max_frame_bytes", "drain_timeout_ms",
+    static const char *const keys[] = {"socket",
+                                       "data_dir",
+                                       "agents_dir",
+                                       "log_level",
+                                       "max_frame_bytes",
+                                       "drain_timeout_ms",
+                                       "model",
+                                       "threads",
+                                       "ctx",
+                                       "kv_size",
+                                       "batch",
+                                       "parallel",
+                                       "chat_template",
                                        NULL};
     char *text;
     size_t len;
@@ -112,6 +153,32 @@ static int load_file(struct agentd_config *cfg, const char *path, bool *data_set
             goto fail;
         cfg->drain_timeout_ms = (int)n;
     }
+    if ((rc = proto_param_str(v, "model", false, &s, err)) != 0) goto fail;
+    if (proto_get_str(v, "model") &&
+        (rc = copy_path(cfg->model_path, sizeof(cfg->model_path), s, "model", err)) != 0)
+        goto fail;
+    if ((rc = proto_param_str(v, "chat_template", false, &s, err)) != 0) goto fail;
+    if (proto_get_str(v, "chat_template") &&
+        (rc = copy_path(cfg->chat_template, sizeof(cfg->chat_template), s, "chat_template", err)) !=
+            0)
+        goto fail;
+    static const struct {
+        const char *key;
+        int64_t lo, hi;
+        size_t off;
+    } ints[] = {
+        {"threads", 1, 256, offsetof(struct agentd_config, threads)},
+        {"ctx", 16, 1 << 24, offsetof(struct agentd_config, ctx)},
+        {"kv_size", 256, 1 << 26, offsetof(struct agentd_config, kv_size)},
+        {"batch", 16, 2048, offsetof(struct agentd_config, batch)},
+        {"parallel", 1, 1024, offsetof(struct agentd_config, parallel)},
+    };
+    for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
+        if (!proto_get(v, ints[i].key)) continue;
+        if ((rc = proto_param_int(v, ints[i].key, false, ints[i].lo, ints[i].hi, &n, err)) != 0)
+            goto fail;
+        *(int *)((char *)cfg + ints[i].off) = (int)n;
+    }
     proto_val_free(v);
     return 0;
 fail:
@@ -126,7 +193,21 @@ fail:
 
 int agentd_config_load(struct agentd_config *cfg, int argc, char **argv, struct ag_err *err)
 {
-    enum { OPT_SOCKET = 256, OPT_DATA, OPT_CONFIG, OPT_AGENTS, OPT_LOG, OPT_FRAME };
+    enum {
+        OPT_SOCKET = 256,
+        OPT_DATA,
+        OPT_CONFIG,
+        OPT_AGENTS,
+        OPT_LOG,
+        OPT_FRAME,
+        OPT_MODEL,
+        OPT_THREADS,
+        OPT_CTX,
+        OPT_KV,
+        OPT_BATCH,
+        OPT_PARALLEL,
+        OPT_TEMPLATE,
+    };
     static const struct option opts[] = {
         {"socket", required_argument, NULL, OPT_SOCKET},
         {"data", required_argument, NULL, OPT_DATA},
@@ -134,6 +215,13 @@ int agentd_config_load(struct agentd_config *cfg, int argc, char **argv, struct 
         {"agents", required_argument, NULL, OPT_AGENTS},
         {"log-level", required_argument, NULL, OPT_LOG},
         {"max-frame", required_argument, NULL, OPT_FRAME},
+        {"model", required_argument, NULL, OPT_MODEL},
+        {"threads", required_argument, NULL, OPT_THREADS},
+        {"ctx", required_argument, NULL, OPT_CTX},
+        {"kv-size", required_argument, NULL, OPT_KV},
+        {"batch", required_argument, NULL, OPT_BATCH},
+        {"parallel", required_argument, NULL, OPT_PARALLEL},
+        {"chat-template", required_argument, NULL, OPT_TEMPLATE},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -179,6 +267,33 @@ int agentd_config_load(struct agentd_config *cfg, int argc, char **argv, struct 
         case OPT_AGENTS:
             if ((rc = copy_path(cfg->agents_dir, sizeof(cfg->agents_dir), optarg, "--agents",
                                 err)) != 0)
+                return rc;
+            break;
+        case OPT_MODEL:
+            if ((rc = copy_path(cfg->model_path, sizeof(cfg->model_path), optarg, "--model",
+                                err)) != 0)
+                return rc;
+            break;
+        case OPT_TEMPLATE:
+            if ((rc = copy_path(cfg->chat_template, sizeof(cfg->chat_template), optarg,
+                                "--chat-template", err)) != 0)
+                return rc;
+            break;
+        case OPT_THREADS:
+            if ((rc = parse_int(optarg, "--threads", 1, 256, &cfg->threads, err)) != 0) return rc;
+            break;
+        case OPT_CTX:
+            if ((rc = parse_int(optarg, "--ctx", 16, 1 << 24, &cfg->ctx, err)) != 0) return rc;
+            break;
+        case OPT_KV:
+            if ((rc = parse_int(optarg, "--kv-size", 256, 1 << 26, &cfg->kv_size, err)) != 0)
+                return rc;
+            break;
+        case OPT_BATCH:
+            if ((rc = parse_int(optarg, "--batch", 16, 2048, &cfg->batch, err)) != 0) return rc;
+            break;
+        case OPT_PARALLEL:
+            if ((rc = parse_int(optarg, "--parallel", 1, 1024, &cfg->parallel, err)) != 0)
                 return rc;
             break;
         case OPT_LOG:

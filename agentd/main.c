@@ -56,7 +56,8 @@ static void on_handle_closed(uv_handle_t *h)
 
 static bool all_idle(struct agentd *d)
 {
-    if (storeq_pending(d->sq) != 0 || sbxd_in_flight(d) != 0) return false;
+    if (storeq_pending(d->sq) != 0 || sbxd_in_flight(d) != 0 || engd_in_flight(d) != 0)
+        return false;
     for (struct conn *c = d->conns; c; c = c->next)
         if (c->busy || c->out.len || uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe))
             return false;
@@ -66,6 +67,7 @@ static bool all_idle(struct agentd *d)
 static void finish(struct agentd *d)
 {
     server_close_all(d);
+    engd_stop(d);
     sbxd_stop(d);
     uv_timer_stop(&d->drain_timer);
     uv_close((uv_handle_t *)&d->drain_timer, on_handle_closed);
@@ -129,7 +131,14 @@ static int start(struct agentd *d, struct ag_err *err)
         return rc;
     }
     sbxd_start(d);
+    if ((rc = engd_start(d, err)) != 0) {
+        sbxd_stop(d);
+        storeq_stop(d->sq);
+        uv_run(d->loop, UV_RUN_DEFAULT);
+        return rc;
+    }
     if ((rc = server_start(d, err)) != 0) {
+        engd_stop(d);
         sbxd_stop(d);
         storeq_stop(d->sq);
         uv_run(d->loop, UV_RUN_DEFAULT);

@@ -383,6 +383,9 @@ int methods_dispatch(struct conn *c, struct proto_req *req, struct proto_val **r
     if (strncmp(m, "sandbox.", 8) == 0 &&
         (rc = sbxd_dispatch(c, req, result, err)) != SBXD_NOT_MINE)
         return rc;
+    if ((strncmp(m, "engine.", 7) == 0 || strncmp(m, "model.", 6) == 0) &&
+        (rc = engd_dispatch(c, req, result, err)) != ENGD_NOT_MINE)
+        return rc;
     if (strcmp(m, "agent.create") == 0 || strcmp(m, "agent.update") == 0) {
         bool update = m[6] == 'u';
         if ((rc = check_spec_params(p, update, err)) != 0) return rc;

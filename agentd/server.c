@@ -57,6 +57,7 @@ static void conn_close(struct conn *c)
 {
     if (c->closing) return;
     c->closing = true;
+    engd_conn_gone(c);
     if (proto_framer_pending(&c->fr))
         ag_debug("client %llu: closed with %zu bytes of an incomplete request",
                  (unsigned long long)c->id, proto_framer_pending(&c->fr));
@@ -185,6 +186,13 @@ void conn_reply_error(struct conn *c, const struct proto_val *id, const struct a
     proto_write_error(&c->out, id, err->code ? err->code : AG_EINTERNAL, err->msg, NULL);
 }
 
+void conn_reply_error_data(struct conn *c, const struct proto_val *id, const struct ag_err *err,
+                           const struct proto_val *data)
+{
+    c->d->n_requests++;
+    proto_write_error(&c->out, id, err->code ? err->code : AG_EINTERNAL, err->msg, data);
+}
+
 void conn_notify(struct conn *c, const char *method, const struct proto_val *params)
 {
     if (c->closing) return;
@@ -270,7 +278,9 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
             conn_close(c);
             return;
         }
-        /* The client finished sending: answer what it sent, then close. */
+        /* The client finished sending: answer what it sent, then close. A generation it waits
+         * for is cancelled: nobody is reading the tokens. */
+        engd_conn_gone(c);
         uv_read_stop(s);
         c->reading = false;
         c->eof = true;

@@ -26,9 +26,9 @@ struct eng_kvc {
     int n_pages;
     int shift;
     int page_size;
-    struct page *pg;  /* (n_pages) */
-    int32_t *tokens;  /* (n_pages, page_size) the tokens of registered pages */
-    int32_t *free;    /* stack of free ids */
+    struct page *pg; /* (n_pages) */
+    int32_t *tokens; /* (n_pages, page_size) the tokens of registered pages */
+    int32_t *free;   /* stack of free ids */
     int n_free;
     int32_t lru_head; /* least recently used cached page */
     int32_t lru_tail;
@@ -104,10 +104,14 @@ static void table_remove(struct eng_kvc *c, int32_t id)
 static void lru_unlink(struct eng_kvc *c, int32_t id)
 {
     struct page *p = &c->pg[id];
-    if (p->prev != NONE) c->pg[p->prev].next = p->next;
-    else c->lru_head = p->next;
-    if (p->next != NONE) c->pg[p->next].prev = p->prev;
-    else c->lru_tail = p->prev;
+    if (p->prev != NONE)
+        c->pg[p->prev].next = p->next;
+    else
+        c->lru_head = p->next;
+    if (p->next != NONE)
+        c->pg[p->next].prev = p->prev;
+    else
+        c->lru_tail = p->prev;
     p->prev = p->next = NONE;
     c->n_cached--;
 }
@@ -117,8 +121,10 @@ static void lru_push(struct eng_kvc *c, int32_t id)
     struct page *p = &c->pg[id];
     p->prev = c->lru_tail;
     p->next = NONE;
-    if (c->lru_tail != NONE) c->pg[c->lru_tail].next = id;
-    else c->lru_head = id;
+    if (c->lru_tail != NONE)
+        c->pg[c->lru_tail].next = id;
+    else
+        c->lru_head = id;
     c->lru_tail = id;
     c->n_cached++;
 }
@@ -273,8 +279,10 @@ void eng_kvc_release(struct eng_kvc *c, struct eng_kvseq *seq)
     for (int i = seq->n_pages - 1; i >= 0; i--) {
         int32_t id = seq->pages[i];
         if (--c->pg[id].refs > 0) continue;
-        if (c->pg[id].registered) lru_push(c, id);
-        else c->free[c->n_free++] = id;
+        if (c->pg[id].registered)
+            lru_push(c, id);
+        else
+            c->free[c->n_free++] = id;
     }
     free(seq->pages);
     memset(seq, 0, sizeof(*seq));

@@ -37,11 +37,11 @@ struct eng_kvc; /* opaque */
 
 /* One sequence's pages. Zero-initialize; eng_kvc_release() returns the pages and frees. */
 struct eng_kvseq {
-    int32_t *pages;    /* block table: n_pages page ids, position p in pages[p / page_size] */
-    int n_pages;       /* pages held */
-    int cap;           /* entries allocated in pages */
-    int n_registered;  /* pages[0..n_registered) are registered (full and shared-able) */
-    uint64_t hash;     /* chain hash of pages[0..n_registered) */
+    int32_t *pages;   /* block table: n_pages page ids, position p in pages[p / page_size] */
+    int n_pages;      /* pages held */
+    int cap;          /* entries allocated in pages */
+    int n_registered; /* pages[0..n_registered) are registered (full and shared-able) */
+    uint64_t hash;    /* chain hash of pages[0..n_registered) */
 };
 
 /* n_pages pages of 2^page_shift positions each. Errors: AG_EINVAL. */

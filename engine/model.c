@@ -475,6 +475,7 @@ int eng_model_load_gguf(struct eng_gguf *g, const struct eng_model_params *p,
     int rc = load_hparams(g, &m->hp, err);
     if (rc < 0) goto fail;
     if (n_ctx == 0) n_ctx = m->hp.n_ctx_train;
+    if (p->n_ctx == 0 && p->n_ctx_cap > 0 && n_ctx > p->n_ctx_cap) n_ctx = p->n_ctx_cap;
     if (n_ctx < 1 || n_ctx > m->hp.n_ctx_train) {
         rc = ag_err_set(err, AG_EINVAL, "%s: context %d is outside 1..%d (the trained context)",
                         eng_gguf_name(g), n_ctx, m->hp.n_ctx_train);
@@ -559,13 +560,12 @@ static void forward_rows(struct eng_model *m, struct eng_run_state *s,
     for (int t = 0; t < n; t++) {
         eng_rope_cache(s->rope_cs + t * hp->n_rot, f->pos[t], hp->n_rot, hp->rope_base);
         if (hp->n_swa > 0)
-            eng_rope_cache(s->rope_cs_swa + t * hp->n_rot, f->pos[t], hp->n_rot,
-                           hp->rope_base_swa);
+            eng_rope_cache(s->rope_cs_swa + t * hp->n_rot, f->pos[t], hp->n_rot, hp->rope_base_swa);
         /* The cache row each new key and value goes to. */
         const int p = f->pos[t];
-        s->row_dst[t] = f->pages ? ((int64_t)f->pages[t][p >> kv->page_shift] << kv->page_shift) |
-                                       (p & mask)
-                                 : p;
+        s->row_dst[t] =
+            f->pages ? ((int64_t)f->pages[t][p >> kv->page_shift] << kv->page_shift) | (p & mask)
+                     : p;
     }
 
     for (int l = 0; l < hp->n_layer; l++) {
@@ -646,7 +646,8 @@ static void forward_rows(struct eng_model *m, struct eng_run_state *s,
         ops->rmsnorm(ctx, s->xb, s->xb, m->w.output_norm, f->n_out, E, hp->rms_eps);
         const struct eng_mat *wout = &m->w.output;
         ops->matmul(ctx, 1, &wout, &f->logits, s->xb, f->n_out, s->act);
-        if (m->w.output_bias) ops->add_rows(ctx, f->logits, m->w.output_bias, f->n_out, hp->n_vocab);
+        if (m->w.output_bias)
+            ops->add_rows(ctx, f->logits, m->w.output_bias, f->n_out, hp->n_vocab);
     }
 }
 
@@ -669,7 +670,9 @@ static void forward_batch(struct eng_model *m, const int32_t *tokens, int n, int
         .tokens = tokens,
         .pos = s->row_pos,
         .tiled = s->row_tiled,
-        .n_out = all_logits ? n : want_logits ? 1 : 0,
+        .n_out = all_logits    ? n
+                 : want_logits ? 1
+                               : 0,
         .out_rows = all_logits ? s->out_rows : s->out_rows + n - 1,
         .logits = all_logits ? all_logits : s->logits,
     };
@@ -828,8 +831,8 @@ int eng_model_forward_seqs(struct eng_model *m, struct eng_batch_buf *b,
     for (int i = 0; i < n_seq; i++) {
         const struct eng_batch_seq *q = &seqs[i];
         if (q->n < 1 || q->n > s->max_rows - n)
-            return ag_err_set(err, AG_EINVAL, "forward: sequence %d has %d rows (%d of %d used)",
-                              i, q->n, n, s->max_rows);
+            return ag_err_set(err, AG_EINVAL, "forward: sequence %d has %d rows (%d of %d used)", i,
+                              q->n, n, s->max_rows);
         if (q->pos < 0 || q->pos + q->n > m->n_ctx)
             return ag_err_set(err, AG_EINVAL,
                               "forward: sequence %d at positions %d..%d is outside the context "
@@ -842,8 +845,9 @@ int eng_model_forward_seqs(struct eng_model *m, struct eng_batch_buf *b,
                                   i, p, q->pages[p]);
         for (int t = 0; t < q->n; t++) {
             if (q->tokens[t] < 0 || q->tokens[t] >= m->hp.n_vocab)
-                return ag_err_set(err, AG_EINVAL, "forward: token %d of sequence %d is outside 0..%d",
-                                  q->tokens[t], i, m->hp.n_vocab - 1);
+                return ag_err_set(err, AG_EINVAL,
+                                  "forward: token %d of sequence %d is outside 0..%d", q->tokens[t],
+                                  i, m->hp.n_vocab - 1);
             s->tokens[n] = q->tokens[t];
             s->row_pos[n] = q->pos + t;
             s->row_pages[n] = q->pages;

@@ -136,30 +136,30 @@ struct eng_weights {
 /* Every buffer a forward pass touches, allocated at load (B = ENG_MODEL_MAX_BATCH) or by
  * eng_batch_buf_new (B = its max_rows). */
 struct eng_run_state {
-    float *x;           /* (B, n_embd) residual stream */
-    float *xb;          /* (B, n_embd) normed input of a sublayer */
-    float *xb2;         /* (B, n_embd) output of wo and w_down, before the residual add */
-    float *q;           /* (B, q_dim) queries */
-    float *k;           /* (B, kv_dim) new keys, before they are stored in the cache */
-    float *v;           /* (B, kv_dim) new values, before they are stored in the cache */
-    float *att;         /* (B, q_dim) attention output, input of wo */
-    float *hb;          /* (B, n_ff) gate, then silu(gate) * up */
-    float *hb2;         /* (B, n_ff) up */
-    float *rope_cs;     /* (B, n_rot) cos, sin pairs per row's position (rope_base) */
-    float *rope_cs_swa; /* (B, n_rot) the same for sliding-window layers (rope_base_swa) */
-    float *logits;      /* (n_vocab) logits of the last token of the last forward */
-    void *act;          /* act_bytes: quantized matmul inputs */
-    size_t act_bytes;   /* the largest eng_matmul_act_bytes() of any matmul in the pass */
-    void *key_cache;    /* (n_layer, n_ctx, kv_dim) of kv_type, RoPE applied; NULL in a
-                           struct eng_batch_buf */
-    void *value_cache;  /* (n_layer, n_ctx, kv_dim) of kv_type */
-    int max_rows;       /* B */
-    int32_t *row_pos;   /* (B) position of each row */
+    float *x;                  /* (B, n_embd) residual stream */
+    float *xb;                 /* (B, n_embd) normed input of a sublayer */
+    float *xb2;                /* (B, n_embd) output of wo and w_down, before the residual add */
+    float *q;                  /* (B, q_dim) queries */
+    float *k;                  /* (B, kv_dim) new keys, before they are stored in the cache */
+    float *v;                  /* (B, kv_dim) new values, before they are stored in the cache */
+    float *att;                /* (B, q_dim) attention output, input of wo */
+    float *hb;                 /* (B, n_ff) gate, then silu(gate) * up */
+    float *hb2;                /* (B, n_ff) up */
+    float *rope_cs;            /* (B, n_rot) cos, sin pairs per row's position (rope_base) */
+    float *rope_cs_swa;        /* (B, n_rot) the same for sliding-window layers (rope_base_swa) */
+    float *logits;             /* (n_vocab) logits of the last token of the last forward */
+    void *act;                 /* act_bytes: quantized matmul inputs */
+    size_t act_bytes;          /* the largest eng_matmul_act_bytes() of any matmul in the pass */
+    void *key_cache;           /* (n_layer, n_ctx, kv_dim) of kv_type, RoPE applied; NULL in a
+                                  struct eng_batch_buf */
+    void *value_cache;         /* (n_layer, n_ctx, kv_dim) of kv_type */
+    int max_rows;              /* B */
+    int32_t *row_pos;          /* (B) position of each row */
     const int32_t **row_pages; /* (B) block table of each row's sequence */
-    bool *row_tiled;    /* (B) tiled attention for the row */
-    int64_t *row_dst;   /* (B) cache row of each row's new key and value */
-    int32_t *out_rows;  /* (B) rows whose logits are wanted */
-    int32_t *tokens;    /* (B) the rows' tokens */
+    bool *row_tiled;           /* (B) tiled attention for the row */
+    int64_t *row_dst;          /* (B) cache row of each row's new key and value */
+    int32_t *out_rows;         /* (B) rows whose logits are wanted */
+    int32_t *tokens;           /* (B) the rows' tokens */
 };
 
 struct eng_model {
@@ -179,6 +179,7 @@ struct eng_model {
 struct eng_model_params {
     int n_threads;            /* compute threads including the caller, >= 1 */
     int n_ctx;                /* KV cache positions; 0: the trained context length */
+    int n_ctx_cap;            /* with n_ctx 0 and this > 0: min(trained, n_ctx_cap) */
     enum eng_kv_type kv_type; /* ENG_KV_F16 (default, llama.cpp's numerics) or ENG_KV_F32 */
 };
 

@@ -77,10 +77,10 @@ struct eng_attn {
      * kernel when row_tiled[t]. When row_pages is set, the keys and values of row t's sequence
      * are paged: position p of it is cache row (row_pages[t][p >> page_shift] << page_shift) +
      * (p & (2^page_shift - 1)) of k and v. Without row_pages, position p is row p. */
-    const int32_t *row_pos;           /* (n_tok) or NULL */
-    const int32_t *const *row_pages;  /* (n_tok) block tables or NULL */
-    const bool *row_tiled;            /* (n_tok) or NULL: every row takes `tiled` */
-    int page_shift;                   /* log2 of the page size, with row_pages */
+    const int32_t *row_pos;          /* (n_tok) or NULL */
+    const int32_t *const *row_pages; /* (n_tok) block tables or NULL */
+    const bool *row_tiled;           /* (n_tok) or NULL: every row takes `tiled` */
+    int page_shift;                  /* log2 of the page size, with row_pages */
 };
 
 /* The operations. ctx is the backend's context (struct eng_backend.ctx). */

@@ -46,8 +46,12 @@ static const struct proto_method_info methods[] = {
     {"sandbox.kill", "destroy a session", true},
     {"tools.list", "list available tools", false},
     {"tools.call", "call a tool directly", false},
-    {"model.list", "list models", false},
-    {"model.status", "loaded model and engine state", false},
+    {"engine.generate", "generate text or a chat reply (OpenAI chat-completions parameters)",
+     true},
+    {"engine.cancel", "cancel a running engine.generate by its request_id", true},
+    {"engine.tokenize", "token ids of a text with the loaded model", true},
+    {"model.list", "list models", true},
+    {"model.status", "loaded model and engine state: KV pages, batch, tokens/s", true},
     {"agent.send", "send a message to another agent", false},
 };
 
@@ -62,6 +66,7 @@ static const struct proto_event_info events[] = {
     {"run.cancelled", "the run was cancelled"},
     {"sandbox.output", "output of a running sandbox.exec with stream: true"},
     {"sandbox.expired", "an idle session was destroyed"},
+    {"engine.delta", "a piece of text of an engine.generate with stream: true"},
 };
 
 static const struct proto_error_info errors[] = {

@@ -325,9 +325,14 @@ __attribute__((noreturn)) static void child_main(struct plan *pl)
         child_fail(pl, "close_range");
 
     if (read(pl->ctl, &go, 1) != 1 || go != 'g') _exit(126);
-    if (pl->setgroups && setgroups(0, NULL) != 0) child_fail(pl, "setgroups");
-    if (setresgid(SBX_INNER_ID, SBX_INNER_ID, SBX_INNER_ID) != 0) child_fail(pl, "setresgid");
-    if (setresuid(SBX_INNER_ID, SBX_INNER_ID, SBX_INNER_ID) != 0) child_fail(pl, "setresuid");
+    /* Raw system calls, not glibc's wrappers: those make every thread of the process change
+     * ids together (a signal to each, then a wait), and this clone has copied the daemon's
+     * thread list without its threads: the wrapper would wait for them forever. */
+    if (pl->setgroups && syscall(SYS_setgroups, 0, NULL) != 0) child_fail(pl, "setgroups");
+    if (syscall(SYS_setresgid, SBX_INNER_ID, SBX_INNER_ID, SBX_INNER_ID) != 0)
+        child_fail(pl, "setresgid");
+    if (syscall(SYS_setresuid, SBX_INNER_ID, SBX_INNER_ID, SBX_INNER_ID) != 0)
+        child_fail(pl, "setresuid");
     /* Die with the spawning thread. Set only now: a change of uid or gid clears it. If the
      * parent is already gone, its end of ctl is closed and the poll below sees it. */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) child_fail(pl, "PR_SET_PDEATHSIG");

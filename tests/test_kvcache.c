@@ -194,8 +194,12 @@ static void test_batched_forward_matches_alone(void)
     for (int s = 0; s < 3; s++) {
         struct eng_kvseq q = {0};
         CHECK(eng_kvc_grow(c, &q, n[s], &err) == 0);
-        struct eng_batch_seq bs = {.tokens = p[s], .n = n[s], .pos = 0, .pages = q.pages,
-                                   .prefill = true, .want_logits = true};
+        struct eng_batch_seq bs = {.tokens = p[s],
+                                   .n = n[s],
+                                   .pos = 0,
+                                   .pages = q.pages,
+                                   .prefill = true,
+                                   .want_logits = true};
         CHECK(eng_model_forward_seqs(m, b, &kv, &bs, 1, alone + (size_t)s * nv, &err) == 0);
         eng_kvc_release(c, &q);
     }
@@ -204,19 +208,31 @@ static void test_batched_forward_matches_alone(void)
      * p0's two pages and computing only its last 8 tokens; and a decode row of p0. */
     struct eng_kvseq q0 = {0}, q1 = {0}, q2 = {0};
     CHECK(eng_kvc_grow(c, &q0, n[0] + 1, &err) == 0);
-    struct eng_batch_seq s0 = {.tokens = p[0], .n = 36, .pos = 0, .pages = q0.pages,
-                               .prefill = true};
+    struct eng_batch_seq s0 = {
+        .tokens = p[0], .n = 36, .pos = 0, .pages = q0.pages, .prefill = true};
     CHECK(eng_model_forward_seqs(m, b, &kv, &s0, 1, NULL, &err) == 0);
     eng_kvc_commit(c, &q0, p[0], 36);
     CHECK(eng_kvc_match(c, &q2, p[2], n[2]) == 32);
     CHECK(eng_kvc_grow(c, &q1, n[1], &err) == 0);
     CHECK(eng_kvc_grow(c, &q2, n[2], &err) == 0);
     struct eng_batch_seq all[3] = {
-        {.tokens = p[0] + 36, .n = 1, .pos = 36, .pages = q0.pages, .prefill = true,
+        {.tokens = p[0] + 36,
+         .n = 1,
+         .pos = 36,
+         .pages = q0.pages,
+         .prefill = true,
          .want_logits = true},
-        {.tokens = p[1], .n = n[1], .pos = 0, .pages = q1.pages, .prefill = true,
+        {.tokens = p[1],
+         .n = n[1],
+         .pos = 0,
+         .pages = q1.pages,
+         .prefill = true,
          .want_logits = true},
-        {.tokens = p[2] + 32, .n = 8, .pos = 32, .pages = q2.pages, .prefill = true,
+        {.tokens = p[2] + 32,
+         .n = 8,
+         .pos = 32,
+         .pages = q2.pages,
+         .prefill = true,
          .want_logits = true},
     };
     CHECK(eng_model_forward_seqs(m, b, &kv, all, 3, together, &err) == 0);

@@ -1,0 +1,727 @@
+/*
+ * engined.c - the engine.* and model.* methods: the built-in inference engine as a service of
+ * the daemon (engine/serve.h does the work on its own thread).
+ *
+ * engine.generate takes OpenAI chat-completions parameters (messages or prompt, tools,
+ * response_format, max_tokens, temperature, top_p, seed, stop, stream, ...), parses them on the
+ * loop thread (so a bad request is answered at once, naming the field) and submits the request.
+ * The engine thread's events come back through an outbox and uv_async_send; the loop drains it
+ * in order: `engine.delta` notifications while streaming, then the response. A request is
+ * cancelled by engine.cancel {request_id} from any connection, or when its client closes the
+ * connection (read EOF included: a client must keep its side open while it waits).
+ */
+#include "agentd.h"
+
+#include "../engine/serve.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* One engine.generate in flight (loop thread, except the fields the callback reads). */
+struct greq {
+    struct greq *prev, *next; /* list of requests in flight */
+    struct engd *e;
+    struct conn *c;       /* who asked (referenced until the response) */
+    struct proto_req req; /* owned: its id answers */
+    uint64_t eid;         /* the engine's id */
+    char request_id[80];  /* the client's name for it (engine.cancel, engine.delta) */
+    bool stream;          /* send engine.delta */
+    bool chat;            /* messages, not a prompt */
+    bool cancel_sent;     /* eng_serve_cancel was called */
+};
+
+/* An event on its way to the loop. */
+struct gout {
+    struct gout *next;
+    struct greq *g;
+    enum eng_ev_type type;
+    struct proto_val *payload; /* DELTA: params; DONE: result; ERROR: error data */
+    struct ag_err err;         /* ERROR */
+};
+
+struct engd {
+    struct agentd *d;
+    struct eng_serve *srv; /* NULL without --model */
+    uv_async_t async;
+    pthread_mutex_t mu; /* guards the outbox */
+    struct gout *out_head, *out_tail;
+    struct greq *live; /* in flight */
+    int n_live;
+    uint64_t next_name; /* for generated request ids */
+};
+
+/* ---- events (engine thread) ---- */
+
+static struct proto_val *str_n(const char *s, size_t n)
+{
+    char *t = ag_strndup(s, n);
+    struct proto_val *v = proto_new_str(t);
+    free(t);
+    return v;
+}
+
+static struct proto_val *usage_val(const struct eng_gen_usage *u)
+{
+    struct proto_val *v = proto_obj();
+    proto_add_int(v, "prompt_tokens", u->prompt_tokens);
+    proto_add_int(v, "completion_tokens", u->completion_tokens);
+    proto_add_int(v, "total_tokens", u->prompt_tokens + u->completion_tokens);
+    proto_add_int(v, "cached_tokens", u->cached_tokens);
+    return v;
+}
+
+static struct proto_val *timings_val(const struct eng_gen_usage *u)
+{
+    struct proto_val *v = proto_obj();
+    proto_add_num(v, "queue_ms", u->queue_ms);
+    proto_add_num(v, "ttft_ms", u->ttft_ms);
+    proto_add_num(v, "total_ms", u->total_ms);
+    double decode_ms = u->total_ms - u->ttft_ms;
+    if (u->completion_tokens > 1 && decode_ms > 0)
+        proto_add_num(v, "decode_tokens_per_s", (u->completion_tokens - 1) * 1000.0 / decode_ms);
+    return v;
+}
+
+static struct proto_val *done_val(const struct greq *g, const struct eng_gen_event *ev)
+{
+    struct proto_val *r = proto_obj();
+    proto_add_str(r, "request_id", g->request_id);
+    if (ev->reply) {
+        proto_add_str(r, "text", ev->reply->content ? ev->reply->content : "");
+        struct proto_val *calls = proto_arr();
+        for (size_t i = 0; i < ev->reply->n_calls; i++) {
+            struct proto_val *c = proto_obj(), *f = proto_obj();
+            char id[48];
+            snprintf(id, sizeof(id), "call_%llu_%zu", (unsigned long long)g->eid, i);
+            proto_add_str(c, "id", id);
+            proto_add_str(c, "type", "function");
+            proto_add_str(f, "name", ev->reply->calls[i].name);
+            proto_add_str(f, "arguments", ev->reply->calls[i].arguments);
+            proto_add(c, "function", f);
+            proto_push(calls, c);
+        }
+        proto_add(r, "tool_calls", calls);
+    } else {
+        proto_add(r, "text", str_n(ev->text, ev->len));
+        proto_add(r, "tool_calls", proto_arr());
+    }
+    if (ev->parse_error) {
+        proto_add(r, "raw_text", str_n(ev->text, ev->len));
+        proto_add_str(r, "tool_call_error", ev->parse_error);
+    }
+    proto_add_str(r, "finish_reason", ev->finish_reason);
+    proto_add(r, "usage", usage_val(&ev->usage));
+    proto_add(r, "timings", timings_val(&ev->usage));
+    return r;
+}
+
+static void on_event(void *ud, const struct eng_gen_event *ev)
+{
+    struct greq *g = ud;
+    struct gout *o = ag_calloc(1, sizeof(*o));
+    o->g = g;
+    o->type = ev->type;
+    if (ev->type == ENG_EV_DELTA) {
+        o->payload = proto_obj();
+        proto_add_str(o->payload, "request_id", g->request_id);
+        proto_add(o->payload, "text", str_n(ev->text, ev->len));
+    } else if (ev->type == ENG_EV_DONE) {
+        o->payload = done_val(g, ev);
+    } else {
+        o->err = *ev->err;
+        o->payload = proto_obj();
+        proto_add_str(o->payload, "request_id", g->request_id);
+        if (ev->err->code == AG_ECTXOVERFLOW) {
+            proto_add_int(o->payload, "prompt_tokens", ev->usage.prompt_tokens);
+            proto_add_int(o->payload, "n_ctx", ev->n_ctx);
+            if (ev->max_tokens > 0) proto_add_int(o->payload, "max_tokens", ev->max_tokens);
+        }
+        proto_add(o->payload, "usage", usage_val(&ev->usage));
+    }
+    struct engd *e = g->e;
+    pthread_mutex_lock(&e->mu);
+    if (e->out_tail)
+        e->out_tail->next = o;
+    else
+        e->out_head = o;
+    e->out_tail = o;
+    pthread_mutex_unlock(&e->mu);
+    uv_async_send(&e->async);
+}
+
+/* ---- the loop's side ---- */
+
+static void greq_free(struct engd *e, struct greq *g)
+{
+    if (g->prev)
+        g->prev->next = g->next;
+    else
+        e->live = g->next;
+    if (g->next) g->next->prev = g->prev;
+    e->n_live--;
+    proto_req_release(&g->req);
+    free(g);
+}
+
+static void drain(struct engd *e)
+{
+    pthread_mutex_lock(&e->mu);
+    struct gout *o = e->out_head;
+    e->out_head = e->out_tail = NULL;
+    pthread_mutex_unlock(&e->mu);
+    while (o) {
+        struct gout *next = o->next;
+        struct greq *g = o->g;
+        struct conn *c = g->c;
+        if (o->type == ENG_EV_DELTA) {
+            if (g->stream && !c->closing) conn_notify(c, "engine.delta", o->payload);
+        } else {
+            if (!c->closing) {
+                if (o->type == ENG_EV_DONE)
+                    conn_reply(c, g->req.id, o->payload);
+                else
+                    conn_reply_error_data(c, g->req.id, &o->err, o->payload);
+            }
+            conn_end_async(c);
+            greq_free(e, g);
+        }
+        proto_val_free(o->payload);
+        free(o);
+        o = next;
+    }
+}
+
+static void on_async(uv_async_t *h)
+{
+    drain(h->data);
+}
+
+/* ---- parameters ---- */
+
+/* A message's content: a string, null, or an array of {"type": "text", "text": ...} parts. */
+static int content_of(const struct proto_val *v, const char *where, struct eng_gen_req *r,
+                      const char **out, struct ag_err *err)
+{
+    *out = NULL;
+    if (!v || proto_type(v) == PROTO_NULL) return 0;
+    if (proto_type(v) == PROTO_STRING) {
+        *out = eng_gen_req_strdup(r, proto_str(v));
+        return 0;
+    }
+    if (proto_type(v) != PROTO_ARRAY)
+        return ag_err_set(err, AG_EPARAMS,
+                          "%s.content: expected a string, null or an array of "
+                          "text parts, got %s",
+                          where, proto_type_name(proto_type(v)));
+    struct ag_buf b;
+    ag_buf_init(&b);
+    for (size_t i = 0; i < proto_len(v); i++) {
+        const struct proto_val *part = proto_at(v, i);
+        const char *type = proto_get_str(part, "type"), *text = proto_get_str(part, "text");
+        if (!type || strcmp(type, "text") != 0 || !text) {
+            ag_buf_release(&b);
+            return ag_err_set(err, AG_EPARAMS,
+                              "%s.content[%zu]: only {\"type\": \"text\", \"text\": ...} parts "
+                              "are supported",
+                              where, i);
+        }
+        ag_buf_append(&b, text, strlen(text));
+    }
+    *out = eng_gen_req_strdup(r, b.data ? b.data : "");
+    ag_buf_release(&b);
+    return 0;
+}
+
+static int parse_messages(const struct proto_val *msgs, struct eng_gen_req *r, struct ag_err *err)
+{
+    size_t n = proto_len(msgs);
+    if (proto_type(msgs) != PROTO_ARRAY || n == 0)
+        return ag_err_set(err, AG_EPARAMS, "params.messages: expected a non-empty array");
+    struct eng_chat_msg *m = eng_gen_req_alloc(r, n * sizeof(*m));
+    for (size_t i = 0; i < n; i++) {
+        const struct proto_val *v = proto_at(msgs, i);
+        char where[48];
+        snprintf(where, sizeof(where), "params.messages[%zu]", i);
+        if (proto_type(v) != PROTO_OBJECT)
+            return ag_err_set(err, AG_EPARAMS, "%s: expected an object", where);
+        const char *role = proto_get_str(v, "role");
+        if (!role) return ag_err_set(err, AG_EPARAMS, "%s.role: required", where);
+        if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0)
+            m[i].role = ENG_CHAT_SYSTEM;
+        else if (strcmp(role, "user") == 0)
+            m[i].role = ENG_CHAT_USER;
+        else if (strcmp(role, "assistant") == 0)
+            m[i].role = ENG_CHAT_ASSISTANT;
+        else if (strcmp(role, "tool") == 0)
+            m[i].role = ENG_CHAT_TOOL;
+        else
+            return ag_err_set(err, AG_EPARAMS,
+                              "%s.role: expected system, user, assistant or tool, got '%s'", where,
+                              role);
+        int rc = content_of(proto_get(v, "content"), where, r, &m[i].content, err);
+        if (rc < 0) return rc;
+        m[i].tool_call_id = eng_gen_req_strdup(r, proto_get_str(v, "tool_call_id"));
+        m[i].name = eng_gen_req_strdup(r, proto_get_str(v, "name"));
+        const struct proto_val *calls = proto_get(v, "tool_calls");
+        if (calls && proto_type(calls) != PROTO_NULL) {
+            if (proto_type(calls) != PROTO_ARRAY || m[i].role != ENG_CHAT_ASSISTANT)
+                return ag_err_set(err, AG_EPARAMS,
+                                  "%s.tool_calls: expected an array, on an assistant message",
+                                  where);
+            size_t nc = proto_len(calls);
+            struct eng_chat_call *cc = eng_gen_req_alloc(r, nc * sizeof(*cc));
+            for (size_t k = 0; k < nc; k++) {
+                const struct proto_val *call = proto_at(calls, k);
+                const struct proto_val *f = proto_get(call, "function");
+                const char *name = proto_get_str(f, "name");
+                if (!name)
+                    return ag_err_set(err, AG_EPARAMS, "%s.tool_calls[%zu].function.name: required",
+                                      where, k);
+                cc[k].id = eng_gen_req_strdup(r, proto_get_str(call, "id"));
+                cc[k].name = eng_gen_req_strdup(r, name);
+                const struct proto_val *args = proto_get(f, "arguments");
+                if (proto_type(args) == PROTO_STRING) {
+                    cc[k].arguments = eng_gen_req_strdup(r, proto_str(args));
+                } else if (proto_type(args) == PROTO_OBJECT) {
+                    char *t = proto_print(args);
+                    cc[k].arguments = eng_gen_req_strdup(r, t);
+                    free(t);
+                }
+            }
+            m[i].calls = cc;
+            m[i].n_calls = nc;
+        }
+    }
+    r->chat.msgs = m;
+    r->chat.n_msgs = n;
+    return 0;
+}
+
+static int parse_tools(const struct proto_val *tools, struct eng_gen_req *r, struct ag_err *err)
+{
+    size_t n = proto_len(tools);
+    if (proto_type(tools) != PROTO_ARRAY)
+        return ag_err_set(err, AG_EPARAMS, "params.tools: expected an array");
+    struct eng_chat_tool *t = eng_gen_req_alloc(r, (n ? n : 1) * sizeof(*t));
+    for (size_t i = 0; i < n; i++) {
+        const struct proto_val *v = proto_at(tools, i);
+        const struct proto_val *f = proto_get(v, "function");
+        if (!f) f = v; /* {"name", "parameters"} directly */
+        const char *name = proto_get_str(f, "name");
+        if (!name || !*name)
+            return ag_err_set(err, AG_EPARAMS, "params.tools[%zu].function.name: required", i);
+        t[i].name = eng_gen_req_strdup(r, name);
+        t[i].description = eng_gen_req_strdup(r, proto_get_str(f, "description"));
+        const struct proto_val *params = proto_get(f, "parameters");
+        if (params && proto_type(params) != PROTO_OBJECT)
+            return ag_err_set(err, AG_EPARAMS,
+                              "params.tools[%zu].function.parameters: expected a JSON Schema "
+                              "object",
+                              i);
+        if (params) {
+            char *s = proto_print(params);
+            t[i].parameters = eng_gen_req_strdup(r, s);
+            free(s);
+        }
+    }
+    r->chat.tools = t;
+    r->chat.n_tools = n;
+    return 0;
+}
+
+static int num_param(const struct proto_val *p, const char *key, double lo, double hi, float *out,
+                     struct ag_err *err)
+{
+    const struct proto_val *v = proto_get(p, key);
+    if (!v || proto_type(v) == PROTO_NULL) return 0;
+    double x = proto_num(v, NAN);
+    if (proto_type(v) != PROTO_NUMBER || !(x >= lo && x <= hi))
+        return ag_err_set(err, AG_EPARAMS, "params.%s: expected a number from %g to %g", key, lo,
+                          hi);
+    *out = (float)x;
+    return 0;
+}
+
+static int parse_generate(struct engd *e, const struct proto_val *p, struct eng_gen_req *r,
+                          struct greq *g, struct ag_err *err)
+{
+    static const char *const keys[] = {"messages",
+                                       "prompt",
+                                       "tools",
+                                       "tool_choice",
+                                       "response_format",
+                                       "max_tokens",
+                                       "max_completion_tokens",
+                                       "temperature",
+                                       "top_p",
+                                       "top_k",
+                                       "min_p",
+                                       "seed",
+                                       "stop",
+                                       "stream",
+                                       "frequency_penalty",
+                                       "presence_penalty",
+                                       "repeat_penalty",
+                                       "request_id",
+                                       "grammar",
+                                       "model",
+                                       "n",
+                                       "user",
+                                       "stream_options",
+                                       "parallel_tool_calls",
+                                       NULL};
+    int rc;
+    if (proto_type(p) != PROTO_OBJECT)
+        return ag_err_set(err, AG_EPARAMS, "params: expected an object with messages or prompt");
+    if ((rc = proto_param_known(p, keys, err)) != 0) return rc;
+    const struct proto_val *msgs = proto_get(p, "messages");
+    const char *prompt = NULL;
+    if ((rc = proto_param_str(p, "prompt", false, &prompt, err)) != 0) return rc;
+    if (!msgs == !prompt)
+        return ag_err_set(err, AG_EPARAMS, "params: give exactly one of messages or prompt");
+    if (msgs && (rc = parse_messages(msgs, r, err)) != 0) return rc;
+    r->prompt = eng_gen_req_strdup(r, prompt);
+    g->chat = msgs != NULL;
+
+    const struct proto_val *tc = proto_get(p, "tool_choice");
+    const char *choice = proto_get_str(p, "tool_choice");
+    if (tc && proto_type(tc) == PROTO_OBJECT) {
+        const char *fname = proto_get_str(proto_get(tc, "function"), "name");
+        if (!fname)
+            return ag_err_set(err, AG_EPARAMS, "params.tool_choice.function.name: required");
+        r->tool_required = true;
+        r->tool_name = eng_gen_req_strdup(r, fname);
+    } else if (tc && (!choice || (strcmp(choice, "auto") != 0 && strcmp(choice, "none") != 0 &&
+                                  strcmp(choice, "required") != 0))) {
+        return ag_err_set(err, AG_EPARAMS,
+                          "params.tool_choice: expected \"auto\", \"none\", \"required\" or "
+                          "{\"type\": \"function\", \"function\": {\"name\": ...}}");
+    }
+    if (choice && strcmp(choice, "required") == 0) r->tool_required = true;
+    const struct proto_val *tools = proto_get(p, "tools");
+    if (tools && proto_type(tools) != PROTO_NULL && !(choice && strcmp(choice, "none") == 0)) {
+        if (!msgs) return ag_err_set(err, AG_EPARAMS, "params.tools: needs messages, not a prompt");
+        if ((rc = parse_tools(tools, r, err)) != 0) return rc;
+    }
+    bool grammar = true;
+    if ((rc = proto_param_bool(p, "grammar", false, &grammar, err)) != 0) return rc;
+    r->tool_grammar = grammar;
+    if (r->tool_required && r->chat.n_tools == 0)
+        return ag_err_set(err, AG_EPARAMS, "params.tool_choice: a required call needs tools");
+    if (r->tool_required && !grammar)
+        return ag_err_set(err, AG_EPARAMS, "params.tool_choice: a required call needs grammar");
+
+    const struct proto_val *rf = proto_get(p, "response_format");
+    if (rf && proto_type(rf) != PROTO_NULL) {
+        const char *type = proto_get_str(rf, "type");
+        if (!type)
+            return ag_err_set(err, AG_EPARAMS,
+                              "params.response_format.type: required (text, "
+                              "json_object or json_schema)");
+        if (strcmp(type, "json_schema") == 0) {
+            const struct proto_val *js = proto_get(rf, "json_schema");
+            const struct proto_val *schema = proto_get(js, "schema");
+            if (!schema || proto_type(schema) != PROTO_OBJECT)
+                return ag_err_set(err, AG_EPARAMS,
+                                  "params.response_format.json_schema.schema: required, a JSON "
+                                  "Schema object");
+            char *s = proto_print(schema);
+            r->json_schema = eng_gen_req_strdup(r, s);
+            free(s);
+        } else if (strcmp(type, "json_object") == 0) {
+            r->json_schema = eng_gen_req_strdup(r, "{\"type\":\"object\"}");
+        } else if (strcmp(type, "text") != 0) {
+            return ag_err_set(err, AG_EPARAMS,
+                              "params.response_format.type: expected text, json_object or "
+                              "json_schema, got '%s'",
+                              type);
+        }
+    }
+
+    int64_t n;
+    const char *mt = proto_get(p, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
+    if ((rc = proto_param_int(p, mt, false, 1, 1 << 24, &n, err)) != 0) return rc;
+    if (proto_get(p, mt)) r->max_tokens = (int)n;
+    if (proto_get(p, "n")) {
+        if ((rc = proto_param_int(p, "n", false, 1, 1, &n, err)) != 0) return rc;
+    }
+
+    r->sampling = eng_sampler_params_default();
+    if ((rc = num_param(p, "temperature", 0, 100, &r->sampling.temperature, err)) != 0 ||
+        (rc = num_param(p, "top_p", 0, 1, &r->sampling.top_p, err)) != 0 ||
+        (rc = num_param(p, "min_p", 0, 1, &r->sampling.min_p, err)) != 0 ||
+        (rc = num_param(p, "frequency_penalty", -2, 2, &r->sampling.frequency_penalty, err)) != 0 ||
+        (rc = num_param(p, "presence_penalty", -2, 2, &r->sampling.presence_penalty, err)) != 0 ||
+        (rc = num_param(p, "repeat_penalty", 0, 10, &r->sampling.repeat_penalty, err)) != 0)
+        return rc;
+    if (proto_get(p, "top_k")) {
+        if ((rc = proto_param_int(p, "top_k", false, 0, 1 << 20, &n, err)) != 0) return rc;
+        r->sampling.top_k = (int)n;
+    }
+    if (proto_get(p, "seed") && proto_type(proto_get(p, "seed")) != PROTO_NULL) {
+        if ((rc = proto_param_int(p, "seed", false, INT64_MIN, INT64_MAX, &n, err)) != 0) return rc;
+        r->sampling.seed = (uint64_t)n;
+    } else {
+        r->sampling.seed = (uint64_t)ag_now_ms() ^ ((uint64_t)e->next_name << 32);
+    }
+
+    const struct proto_val *stop = proto_get(p, "stop");
+    if (stop && proto_type(stop) == PROTO_STRING) {
+        r->stop[r->n_stop++] = eng_gen_req_strdup(r, proto_str(stop));
+    } else if (stop && proto_type(stop) == PROTO_ARRAY) {
+        if (proto_len(stop) > 4)
+            return ag_err_set(err, AG_EPARAMS, "params.stop: at most 4 strings");
+        for (size_t i = 0; i < proto_len(stop); i++) {
+            const char *s = proto_str(proto_at(stop, i));
+            if (!s || !*s)
+                return ag_err_set(err, AG_EPARAMS, "params.stop[%zu]: expected a non-empty string",
+                                  i);
+            r->stop[r->n_stop++] = eng_gen_req_strdup(r, s);
+        }
+    } else if (stop && proto_type(stop) != PROTO_NULL) {
+        return ag_err_set(err, AG_EPARAMS, "params.stop: expected a string or an array of strings");
+    }
+    if (r->n_stop == 1 && !*r->stop[0])
+        return ag_err_set(err, AG_EPARAMS, "params.stop: expected a non-empty string");
+
+    if ((rc = proto_param_bool(p, "stream", false, &g->stream, err)) != 0) return rc;
+    r->stream = g->stream;
+    const char *rid = NULL;
+    if ((rc = proto_param_str(p, "request_id", false, &rid, err)) != 0) return rc;
+    if (rid) {
+        if (!*rid || strlen(rid) >= sizeof(g->request_id))
+            return ag_err_set(err, AG_EPARAMS, "params.request_id: 1 to %zu bytes",
+                              sizeof(g->request_id) - 1);
+        for (struct greq *o = e->live; o; o = o->next)
+            if (strcmp(o->request_id, rid) == 0)
+                return ag_err_set(err, AG_EEXISTS, "params.request_id: '%s' is already running",
+                                  rid);
+        snprintf(g->request_id, sizeof(g->request_id), "%s", rid);
+    } else {
+        snprintf(g->request_id, sizeof(g->request_id), "gen-%llu",
+                 (unsigned long long)++e->next_name);
+    }
+    return 0;
+}
+
+static int no_engine(struct engd *e, struct ag_err *err)
+{
+    (void)e;
+    return ag_err_set(err, AG_EUNSUPPORTED,
+                      "no model loaded: start agentd with --model PATH (make model fetches "
+                      "models/SmolLM2-135M-Instruct.Q4_1.gguf)");
+}
+
+static int m_generate(struct engd *e, struct conn *c, struct proto_req *req, struct ag_err *err)
+{
+    if (!e->srv) return no_engine(e, err);
+    struct greq *g = ag_calloc(1, sizeof(*g));
+    struct eng_gen_req r = {0};
+    int rc = parse_generate(e, req->params, &r, g, err);
+    if (rc < 0) {
+        eng_gen_req_release(&r);
+        free(g);
+        return rc;
+    }
+    g->e = e;
+    g->c = c;
+    g->req = *req;
+    memset(req, 0, sizeof(*req));
+    g->next = e->live;
+    if (e->live) e->live->prev = g;
+    e->live = g;
+    e->n_live++;
+    conn_begin_async(c);
+    if ((rc = eng_serve_submit(e->srv, &r, on_event, g, &g->eid, err)) < 0) {
+        eng_gen_req_release(&r);
+        *req = g->req; /* back to the caller, who answers the error */
+        memset(&g->req, 0, sizeof(g->req));
+        greq_free(e, g);
+        conn_end_async(c);
+        return rc;
+    }
+    return METHOD_ASYNC;
+}
+
+static int m_cancel(struct engd *e, const struct proto_val *p, struct proto_val **result,
+                    struct ag_err *err)
+{
+    static const char *const keys[] = {"request_id", NULL};
+    const char *rid;
+    int rc;
+    if ((rc = proto_param_known(p, keys, err)) != 0 ||
+        (rc = proto_param_str(p, "request_id", true, &rid, err)) != 0)
+        return rc;
+    for (struct greq *g = e->live; g; g = g->next)
+        if (strcmp(g->request_id, rid) == 0) {
+            if (!g->cancel_sent && e->srv) eng_serve_cancel(e->srv, g->eid);
+            g->cancel_sent = true;
+            *result = proto_obj();
+            proto_add_bool(*result, "cancelled", true);
+            return 0;
+        }
+    return ag_err_set(err, AG_ENOTFOUND, "no engine request '%s' is running", rid);
+}
+
+static int m_tokenize(struct engd *e, const struct proto_val *p, struct proto_val **result,
+                      struct ag_err *err)
+{
+    static const char *const keys[] = {"text", "special", NULL};
+    const char *text;
+    bool special = true;
+    int rc;
+    if ((rc = proto_param_known(p, keys, err)) != 0 ||
+        (rc = proto_param_str(p, "text", true, &text, err)) != 0 ||
+        (rc = proto_param_bool(p, "special", false, &special, err)) != 0)
+        return rc;
+    if (!e->srv) return no_engine(e, err);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if ((rc = eng_serve_tokenize(e->srv, text, strlen(text), special, &ids, &n, err)) < 0)
+        return rc;
+    struct proto_val *arr = proto_arr();
+    for (size_t i = 0; i < n; i++) proto_push(arr, proto_new_int(ids[i]));
+    free(ids);
+    *result = proto_obj();
+    proto_add(*result, "tokens", arr);
+    proto_add_int(*result, "count", (int64_t)n);
+    return 0;
+}
+
+static const char *state_name(enum eng_serve_state s)
+{
+    return s == ENG_SERVE_READY ? "ready" : s == ENG_SERVE_LOADING ? "loading" : "failed";
+}
+
+static struct proto_val *status_val(struct engd *e)
+{
+    struct eng_serve_status st;
+    eng_serve_get_status(e->srv, &st);
+    struct proto_val *v = proto_obj();
+    proto_add_str(v, "state", state_name(st.state));
+    if (st.state == ENG_SERVE_FAILED) proto_add_str(v, "error", st.error);
+    if (st.state == ENG_SERVE_LOADING) proto_add_num(v, "load_progress", st.load_progress);
+    proto_add_str(v, "path", st.model_path);
+    proto_add_str(v, "name", st.model_name);
+    proto_add_str(v, "arch", st.arch);
+    proto_add_str(v, "chat_template", st.chat_family);
+    proto_add_int(v, "n_ctx", st.n_ctx);
+    proto_add_int(v, "n_vocab", st.n_vocab);
+    proto_add_int(v, "threads", st.n_threads);
+    proto_add_int(v, "file_bytes", st.model_bytes);
+    struct proto_val *kv = proto_obj();
+    proto_add_int(kv, "page_size", st.page_size);
+    proto_add_int(kv, "pages_total", st.pages_total);
+    proto_add_int(kv, "pages_used", st.pages_held);
+    proto_add_int(kv, "pages_cached", st.pages_cached);
+    proto_add_int(kv, "pages_free", st.pages_free);
+    proto_add(v, "kv_cache", kv);
+    proto_add_int(v, "batch_tokens", st.batch_tokens);
+    proto_add_int(v, "max_running", st.max_running);
+    proto_add_int(v, "running", st.running);
+    proto_add_int(v, "waiting", st.waiting);
+    proto_add_int(v, "requests_done", (int64_t)st.requests_done);
+    proto_add_int(v, "tokens_generated", (int64_t)st.tokens_generated);
+    proto_add_int(v, "tokens_prompt", (int64_t)st.tokens_prompt);
+    proto_add_int(v, "tokens_cached", (int64_t)st.tokens_cached);
+    proto_add_num(v, "decode_tokens_per_s", st.decode_tps);
+    proto_add_num(v, "prefill_tokens_per_s", st.prefill_tps);
+    return v;
+}
+
+int engd_dispatch(struct conn *c, struct proto_req *req, struct proto_val **result,
+                  struct ag_err *err)
+{
+    struct engd *e = c->d->eng;
+    const char *m = req->method;
+    static const char *const none[] = {NULL};
+    int rc;
+    if (strcmp(m, "engine.generate") == 0) return m_generate(e, c, req, err);
+    if (strcmp(m, "engine.cancel") == 0) return m_cancel(e, req->params, result, err);
+    if (strcmp(m, "engine.tokenize") == 0) return m_tokenize(e, req->params, result, err);
+    if (strcmp(m, "model.status") == 0) {
+        if ((rc = proto_param_known(req->params, none, err)) != 0) return rc;
+        if (!e->srv) return no_engine(e, err);
+        *result = status_val(e);
+        return 0;
+    }
+    if (strcmp(m, "model.list") == 0) {
+        if ((rc = proto_param_known(req->params, none, err)) != 0) return rc;
+        *result = proto_obj();
+        struct proto_val *arr = proto_arr();
+        if (e->srv) {
+            struct proto_val *mv = status_val(e);
+            proto_add_bool(mv, "loaded", true);
+            proto_push(arr, mv);
+        }
+        proto_add(*result, "models", arr);
+        return 0;
+    }
+    return ENGD_NOT_MINE;
+}
+
+void engd_conn_gone(struct conn *c)
+{
+    struct engd *e = c->d->eng;
+    if (!e || !e->srv) return;
+    for (struct greq *g = e->live; g; g = g->next)
+        if (g->c == c && !g->cancel_sent) {
+            eng_serve_cancel(e->srv, g->eid);
+            g->cancel_sent = true;
+        }
+}
+
+int engd_in_flight(struct agentd *d)
+{
+    return d->eng ? d->eng->n_live : 0;
+}
+
+int engd_start(struct agentd *d, struct ag_err *err)
+{
+    struct engd *e = ag_calloc(1, sizeof(*e));
+    e->d = d;
+    pthread_mutex_init(&e->mu, NULL);
+    if (d->cfg.model_path[0]) {
+        struct eng_serve_params p = {
+            .model_path = d->cfg.model_path,
+            .n_threads = d->cfg.threads,
+            .n_ctx = d->cfg.ctx,
+            .kv_positions = d->cfg.kv_size,
+            .batch_tokens = d->cfg.batch,
+            .max_running = d->cfg.parallel,
+            .chat_template = d->cfg.chat_template[0] ? d->cfg.chat_template : NULL,
+        };
+        int rc = eng_serve_start(&p, &e->srv, err);
+        if (rc < 0) {
+            pthread_mutex_destroy(&e->mu);
+            free(e);
+            return rc;
+        }
+        ag_info("engine: loading %s", d->cfg.model_path);
+    }
+    uv_async_init(d->loop, &e->async, on_async);
+    e->async.data = e;
+    d->eng = e;
+    return 0;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct engd *e = h->data;
+    pthread_mutex_destroy(&e->mu);
+    free(e);
+}
+
+void engd_stop(struct agentd *d)
+{
+    struct engd *e = d->eng;
+    if (!e) return;
+    eng_serve_stop(e->srv); /* every request gets its error event */
+    e->srv = NULL;
+    drain(e);
+    d->eng = NULL;
+    uv_close((uv_handle_t *)&e->async, on_closed);
+}
