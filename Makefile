@@ -121,6 +121,8 @@ bench: all
 	@bench/run.sh
 	@echo
 	@bench/run_engine.sh
+	@echo
+	@bench/run_serve.sh
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

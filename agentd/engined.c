@@ -372,6 +372,7 @@ static int parse_generate(struct engd *e, const struct proto_val *p, struct eng_
                                        "user",
                                        "stream_options",
                                        "parallel_tool_calls",
+                                       "ignore_eos",
                                        NULL};
     int rc;
     if (proto_type(p) != PROTO_OBJECT)
@@ -487,6 +488,7 @@ static int parse_generate(struct engd *e, const struct proto_val *p, struct eng_
     if (r->n_stop == 1 && !*r->stop[0])
         return ag_err_set(err, AG_EPARAMS, "params.stop: expected a non-empty string");
 
+    if ((rc = proto_param_bool(p, "ignore_eos", false, &r->ignore_eos, err)) != 0) return rc;
     if ((rc = proto_param_bool(p, "stream", false, &g->stream, err)) != 0) return rc;
     r->stream = g->stream;
     const char *rid = NULL;

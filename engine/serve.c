@@ -538,6 +538,11 @@ static bool sample_seq(struct eng_serve *s, struct seq *q, float *logits)
         goto chosen;
     }
     if (q->g_active) apply_mask(s, q, logits);
+    if (q->req.ignore_eos) {
+        const int32_t *eog;
+        size_t n_eog = eng_tokenizer_eog(s->tok, &eog);
+        for (size_t i = 0; i < n_eog; i++) logits[eog[i]] = -INFINITY;
+    }
     tok = eng_sampler_sample(q->smp, logits);
     eng_sampler_accept(q->smp, tok);
 chosen:
@@ -844,9 +849,12 @@ static void *engine_main(void *arg)
         size_t n_cancels = s->n_cancels;
         uint64_t cancels[64];
         if (n_cancels > 64) n_cancels = 64;
-        memcpy(cancels, s->cancels, n_cancels * sizeof(uint64_t));
-        memmove(s->cancels, s->cancels + n_cancels, (s->n_cancels - n_cancels) * sizeof(uint64_t));
-        s->n_cancels -= n_cancels;
+        if (n_cancels > 0) {
+            memcpy(cancels, s->cancels, n_cancels * sizeof(uint64_t));
+            memmove(s->cancels, s->cancels + n_cancels,
+                    (s->n_cancels - n_cancels) * sizeof(uint64_t));
+            s->n_cancels -= n_cancels;
+        }
         pthread_mutex_unlock(&s->mu);
 
         while (in) {
@@ -990,11 +998,11 @@ int eng_serve_submit(struct eng_serve *s, struct eng_gen_req *req, eng_gen_cb cb
         return ag_err_set(err, AG_ESHUTDOWN, "the engine is shutting down");
     }
     q->id = s->next_id++;
+    *id = q->id; /* before the engine thread can see q (it may finish and free it at once) */
+    memset(req, 0, sizeof(*req));
     list_push(&s->in_head, &s->in_tail, q);
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
-    memset(req, 0, sizeof(*req));
-    *id = q->id;
     return 0;
 }
 

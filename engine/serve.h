@@ -78,6 +78,8 @@ struct eng_gen_req {
                                 JSON is constrained from the first token */
     const char *tool_name;   /* with tool_required: only this tool (or NULL: any) */
     bool stream;             /* deliver ENG_EV_DELTA events */
+    bool ignore_eos;         /* never sample end-of-generation tokens (benchmarks: exactly
+                                max_tokens tokens) */
     void **owned_;           /* allocations, freed by eng_gen_req_release */
     size_t n_owned_, cap_owned_;
 };
