@@ -213,6 +213,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    setvbuf(stdout, NULL, _IOLBF, 0);
     if (!tdaemon_init(&D)) return 1;
     const char *args[] = {"--model", model,         "--threads", threads, "--ctx",
                           "4096",    "--log-level", "info",      NULL};
@@ -256,7 +257,7 @@ int main(int argc, char **argv)
         for (int i = 0; i < n; i++) {
             params[i] = ag_asprintf("{\"prompt\":\"%s\",\"max_tokens\":128,\"temperature\":0,"
                                     "\"ignore_eos\":true,\"stream\":true}",
-                                    PROMPTS[i + (int)k]); /* a new prompt each round */
+                                    PROMPTS[(i + (int)k) % 16]); /* a new prompt each round */
             jobs[i].params = params[i];
         }
         run_all(jobs, n);
