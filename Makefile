@@ -49,7 +49,9 @@ help:
 	@echo "  make asan     build with ASan+UBSan into build-asan/ and run the tests"
 	@echo "  make fuzz     build the libFuzzer targets and run each for FUZZ_SECONDS (default 60)"
 	@echo "  make bench    socket ping throughput beside redis-benchmark, engine prefill/decode"
-	@echo "               speed and RSS (beside llama-bench when LLAMA_BENCH=path; bench/RESULTS.md)"
+	@echo "               speed and RSS (beside llama-bench when LLAMA_BENCH=path), the engine"
+	@echo "               service (beside llama.cpp when LLAMA_CPP_BIN=dir), sandbox start-up"
+	@echo "               (beside bare python and bwrap); see bench/RESULTS.md"
 	@echo "  make model    fetch model weights into models/ (MODEL=smollm2|gemma3|all|list; default smollm2)"
 	@echo "  make format   clang-format every C source and header"
 	@echo "  make clean    remove build outputs"
@@ -123,6 +125,8 @@ bench: all
 	@bench/run_engine.sh
 	@echo
 	@bench/run_serve.sh
+	@echo
+	@$(BUILD)/bench/bench_sandbox
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
