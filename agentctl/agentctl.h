@@ -104,6 +104,10 @@ int cmd_status(struct ctl_ctx *ctx, int argc, char **argv);
 int cmd_methods(struct ctl_ctx *ctx, int argc, char **argv);
 int cmd_call(struct ctl_ctx *ctx, int argc, char **argv);
 
+/* ---- cmd_engine.c ---- */
+int cmd_generate(struct ctl_ctx *ctx, int argc, char **argv);
+int cmd_model(struct ctl_ctx *ctx, int argc, char **argv);
+
 /* ---- cmd_sandbox.c ---- */
 int cmd_exec(struct ctl_ctx *ctx, int argc, char **argv);
 int cmd_sandbox_list(struct ctl_ctx *ctx, int argc, char **argv);

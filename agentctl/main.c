@@ -78,6 +78,16 @@ static const struct ctl_cmd commands[] = {
     {"sandbox rm", "sandbox kill", "NAME [NAME...]", "destroy code-interpreter sessions",
      "Kills each named session's interpreter and frees its workspace.", "sandbox rm scratch", 1, -1,
      cmd_sandbox_rm},
+    {"generate", "gen", "TEXT...", "ask the loaded model (one chat turn, streamed)",
+     "Sends TEXT as a user message to the model agentd serves (agentd --model FILE) and prints "
+     "the answer as it is written. For sampling settings, tools or JSON output use `call "
+     "engine.generate` with OpenAI-style parameters.",
+     "generate Write a haiku about rain", 1, -1, cmd_generate},
+    {"model", "model status", "", "the loaded model and the engine's load",
+     "Prints the model agentd serves, its state (loading, ready, failed and why), the context, "
+     "the paged KV cache (pages used, cached prefixes, free), running and waiting requests and "
+     "recent tokens/s.",
+     "model", 0, 0, cmd_model},
     {"help", NULL, "[COMMAND]", "show this help, or one command's",
      "Without an argument, lists every command; with one, shows its usage, what it does and an "
      "example. `agentctl COMMAND --help` does the same.",

@@ -654,6 +654,7 @@ static void feed(const struct eng_grammar *g, struct stk s, int b, struct gstate
             if (b == '"') {
                 complete(g, &s);
             } else if (b == '\\') {
+                if (max && t->a >= max) return; /* an escape is one more character */
                 t->b = 1;
             } else if (b < 0x20) {
                 return;
@@ -678,8 +679,7 @@ static void feed(const struct eng_grammar *g, struct stk s, int b, struct gstate
                 t->b = 0;
             else
                 return;
-            if (max && t->a >= max) return;
-            t->a++;
+            t->a++; /* counted against maxLength at the backslash */
         } else if (t->b >= 11) { /* \uXXXX: b - 10 hex digits left */
             if (!is_hex(b)) return;
             t->b = t->b == 11 ? 0 : t->b - 1;

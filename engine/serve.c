@@ -583,7 +583,9 @@ chosen:
             return false;
         }
     }
-    if (q->gmode == G_WHOLE && eng_gmatch_done(q->gm)) {
+    if (q->gmode == G_WHOLE &&
+        (eng_gmatch_done(q->gm) ||
+         (q->forced && q->i_forced == q->n_forced && eng_gmatch_can_end(q->gm)))) {
         finish_seq(s, q, "stop");
         return false;
     }

@@ -356,13 +356,13 @@ static void test_bad_params(void)
 static void test_many_clients_and_ping(void)
 {
     NEED();
-    enum { N = 48 };
+    enum { N = 200 };
     static struct tconn cs[N];
     for (int i = 0; i < N; i++) {
         CHECK(tconn_open(&cs[i], D.sock));
         char *line = ag_asprintf("{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"engine.generate\","
                                  "\"params\":{\"prompt\":\"Client %d says\",\"max_tokens\":%d}}\n",
-                                 i, i, SANITIZED ? 2 : 6);
+                                 i, i, SANITIZED ? 2 : 4);
         CHECK(tconn_send(&cs[i], line));
         free(line);
     }
@@ -455,6 +455,27 @@ static void test_json_schema_reply(void)
     tconn_close(&c);
 }
 
+static void test_agentctl_generate_and_model(void)
+{
+    NEED();
+    char cmd[1024], out[8192];
+    snprintf(cmd, sizeof(cmd), "%s/agentctl --socket %s generate Name a color 2>&1", bin_dir(),
+             D.sock);
+    FILE *p = popen(cmd, "r");
+    size_t n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0 && n > 1, "exit %d: '%s'", st, out);
+    snprintf(cmd, sizeof(cmd), "%s/agentctl --socket %s model 2>&1", bin_dir(), D.sock);
+    p = popen(cmd, "r");
+    n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    st = pclose(p);
+    CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0 && strstr(out, "state    ready") &&
+               strstr(out, "kv cache"),
+           "'%s'", out);
+}
+
 static void test_no_model(void)
 {
     struct tdaemon d;
@@ -533,6 +554,7 @@ int main(int argc, char **argv)
     RUN(test_many_clients_and_ping);
     RUN(test_tool_calls_validate);
     RUN(test_json_schema_reply);
+    RUN(test_agentctl_generate_and_model);
     RUN(test_no_model);
     RUN(test_bad_model_file);
     if (UP && !tdaemon_cleanup(&D)) test__failed++;
