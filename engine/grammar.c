@@ -682,6 +682,10 @@ static void feed(const struct eng_grammar *g, struct stk s, int b, struct gstate
             t->a++; /* counted against maxLength at the backslash */
         } else if (t->b >= 11) { /* \uXXXX: b - 10 hex digits left */
             if (!is_hex(b)) return;
+            /* No surrogate halves (\uD800-\uDFFF): parsers refuse a lone one, and a pair is
+             * better written as the character itself. st remembers a first digit d. */
+            if (t->b == 14) t->st = b == 'd' || b == 'D';
+            if (t->b == 13 && t->st && !(b >= '0' && b <= '7')) return;
             t->b = t->b == 11 ? 0 : t->b - 1;
         } else { /* UTF-8 continuation bytes left: b - 6 */
             if (b < 0x80 || b > 0xBF) return;

@@ -15,8 +15,8 @@
  * when properties are listed). Whitespace: at most one space after ':' and ',' and none
  * elsewhere, so a model cannot stall in endless blanks. Numbers are JSON numbers with at most 20
  * digits before and after the point (integers at most 18, so they fit 64 bits); strings any UTF-8
- * text with JSON escapes and no raw control characters. Nesting deeper than ENG_GRAMMAR_MAX_DEPTH
- * is refused.
+ * text with JSON escapes (no \\uD800-\\uDFFF surrogate halves) and no raw control characters.
+ * Nesting deeper than ENG_GRAMMAR_MAX_DEPTH is refused.
  *
  * Matching: the state is a set of stacks (anyOf and optional properties fork it, like a
  * nondeterministic pushdown automaton; identical stacks merge). eng_gmatch_allowed walks a trie of
