@@ -19,6 +19,7 @@
  * and after the last layer logits = (rmsnorm(x) * output_norm) Woutput for the last row only.
  */
 #include "model.h"
+#include "mm_packed.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -513,6 +514,8 @@ int eng_model_load(const char *path, int n_threads, int n_ctx, struct eng_model 
 void eng_model_free(struct eng_model *m)
 {
     if (!m) return;
+    for (int i = 0; i < m->n_packs; i++) free(m->packs[i]);
+    free(m->packs);
     eng_backend_release(&m->be);
     free_run_state(&m->s);
     free_weights(&m->w);
@@ -871,4 +874,40 @@ int eng_model_forward_seqs(struct eng_model *m, struct eng_batch_buf *b,
     forward_rows(m, s, kv, &f);
     eng_backend_cpu_row_invariant(&m->be, false);
     return 0;
+}
+
+size_t eng_model_pack_batched(struct eng_model *m)
+{
+    if (!eng__pack_available() || m->n_packs > 0) return 0;
+    size_t total = 0;
+    for (int l = 0; l <= m->hp.n_layer; l++) {
+        struct eng_mat *mats[7] = {NULL};
+        if (l < m->hp.n_layer) {
+            struct eng_layer_weights *L = &m->w.layers[l];
+            struct eng_mat *lm[] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
+                                    &L->w_gate, &L->w_up, &L->w_down};
+            memcpy(mats, lm, sizeof(lm));
+        } else {
+            mats[0] = &m->w.output; /* last: the output projection */
+        }
+        for (size_t i = 0; i < 7; i++) {
+            struct eng_mat *w = mats[i];
+            if (!w || !w->qt || w->n_rows % ENG_PACK_ROWS != 0 || w->n_cols % ENG_QK != 0) continue;
+            const bool q4 = w->qt->type == ENG_GGML_Q4_1;
+            if (!q4 && !(w->qt->type == ENG_GGML_Q8_0 && w->n_cols / ENG_QK <= ENG_PACK_MAX_BLOCKS))
+                continue;
+            size_t bytes = q4 ? eng__pack_q4_1_bytes(w->n_rows, w->n_cols)
+                              : eng__pack_q8_0_bytes(w->n_rows, w->n_cols);
+            void *p = ag_calloc(bytes, 1);
+            if (q4)
+                eng__pack_q4_1(p, w->data, w->row_bytes, w->n_rows, w->n_cols);
+            else
+                eng__pack_q8_0(p, w->data, w->row_bytes, w->n_rows, w->n_cols);
+            w->packed = p;
+            m->packs = ag_realloc(m->packs, (size_t)(m->n_packs + 1) * sizeof(void *));
+            m->packs[m->n_packs++] = p;
+            total += bytes;
+        }
+    }
+    return total;
 }

@@ -173,6 +173,8 @@ struct eng_model {
     int n_ctx;                /* positions the KV cache holds */
     enum eng_kv_type kv_type; /* KV cache element type */
     int n_past;               /* positions 0..n_past-1 of the cache are filled */
+    void **packs;             /* repacked weight copies (eng_model_pack_batched), owned */
+    int n_packs;
 };
 
 /* How to build a model. Zero-initialized fields mean the defaults noted. */
@@ -242,6 +244,13 @@ struct eng_batch_seq {
 struct eng_batch_buf {
     struct eng_run_state s;
 };
+
+/* Adds repacked copies of the layer matrices that a faster row-invariant batch kernel can use
+ * (Q4_1 and Q8_0 with rows in multiples of 16, on CPUs with AVX-512 VNNI; mm_packed.h), as the
+ * engine service does at start: batched decoding then costs far less per token, and results are no
+ * longer llama.cpp's bits (equal up to rounding), which the service does not need. Returns the
+ * bytes added (0 when nothing applies). */
+size_t eng_model_pack_batched(struct eng_model *m);
 
 /* Allocates a page store of n_pages pages of 2^page_shift rows for m's layers. Memory is
  * touched only when pages are written. Errors: AG_EINVAL, AG_ENOMEM. */

@@ -40,6 +40,9 @@ struct eng_mat {
     int64_t n_cols;             /* values per row: the input dimension */
     int64_t n_rows;             /* rows: the output dimension */
     size_t row_bytes;           /* bytes per row */
+    const void *packed;         /* or NULL: a repacked copy for row-invariant batches
+                                   (mm_packed.h), used instead of data when the backend is
+                                   row-invariant */
 };
 
 /* KV cache element types. F16 is llama.cpp's default and what the CPU backend's attention

@@ -43,6 +43,7 @@
 #include "mm_q4_k.h"
 #include "mm_q5_0.h"
 #include "mm_q6_k.h"
+#include "mm_packed.h"
 #include "threadpool.h"
 
 /* Rows per matmul chunk are sized so that each thread gets about this many chunks: enough to
@@ -75,6 +76,7 @@ struct mm_job {
                                              the F32 input itself */
     size_t act_row_bytes[ENG_MATMUL_MAX]; /* bytes per token row of act[i] */
     int64_t row0[ENG_MATMUL_MAX + 1];     /* first global row of each matrix; row0[n_mat] total */
+    bool packed[ENG_MATMUL_MAX];          /* per matrix: use w->packed (mm_packed.h) */
     int n_tok;
 };
 
@@ -91,6 +93,18 @@ static void mm_task(void *arg, int64_t begin, int64_t end, int ith)
         const int n_cols = (int)w->n_cols;
         const unsigned char *act = j->act[m];
         float *y = j->y[m];
+        if (j->packed[m]) { /* chunks and matrices start at multiples of 16 rows */
+            const int64_t r0 = lo - j->row0[m];
+            if (w->qt->type == ENG_GGML_Q4_1)
+                eng__mm_q4_1_packed(
+                    n_cols, (const unsigned char *)w->packed + eng__pack_q4_1_bytes(r0, n_cols),
+                    (int)(hi - lo), act, j->act_row_bytes[m], j->n_tok, y + r0, w->n_rows);
+            else
+                eng__mm_q8_0_packed(
+                    n_cols, (const unsigned char *)w->packed + eng__pack_q8_0_bytes(r0, n_cols),
+                    (int)(hi - lo), act, j->act_row_bytes[m], j->n_tok, y + r0, w->n_rows);
+            continue;
+        }
         if (j->mm[m]) {
             const int64_t r0 = lo - j->row0[m];
             j->mm[m](n_cols, (const unsigned char *)w->data + (size_t)r0 * w->row_bytes,
@@ -153,6 +167,15 @@ static void matmul_run(struct cpu_ctx *c, int n_mat, const struct eng_mat *const
             mk = eng__mm_kernels_q5_0(eng_cpu_level());
         j.mm[m] = mk ? mk->mm : NULL;
         quant[m] = mk ? mk->quantize_act : qt[m]->quantize_act;
+        /* Row-invariant batches: the packed Q4_1 kernel, with the usual Q8_1 activations. */
+        j.packed[m] = c->row_invariant && w[m]->packed &&
+                      (w[m]->qt->type == ENG_GGML_Q4_1 || w[m]->qt->type == ENG_GGML_Q8_0);
+        if (j.packed[m]) {
+            /* The block kernels' quantizer writes the same activation rows, faster. */
+            const struct eng_mm_kernels *bk = eng__mm_kernels(w[m]->qt->type, eng_cpu_level());
+            j.mm[m] = NULL;
+            quant[m] = bk ? bk->quantize_act : qt[m]->quantize_act;
+        }
         if (!quant[m]) {
             j.act[m] = x;
             j.act_row_bytes[m] = (size_t)n_cols * sizeof(float);
@@ -175,6 +198,9 @@ static void matmul_run(struct cpu_ctx *c, int n_mat, const struct eng_mat *const
     int64_t rows = j.row0[n_mat];
     int64_t chunk = rows / ((int64_t)c->n_threads * CHUNKS_PER_THREAD);
     if (chunk < MIN_CHUNK_ROWS) chunk = MIN_CHUNK_ROWS;
+    bool any_packed = false;
+    for (int m = 0; m < n_mat; m++) any_packed |= j.packed[m];
+    if (any_packed) chunk = (chunk + ENG_PACK_ROWS - 1) / ENG_PACK_ROWS * ENG_PACK_ROWS;
     eng_threadpool_for(c->tp, rows, chunk, mm_task, &j);
 }
 

@@ -679,7 +679,10 @@ static void step(struct eng_serve *s)
                                                 .n = 1,
                                                 .pos = q->n_done,
                                                 .pages = q->kv.pages,
-                                                .prefill = false,
+                                                /* the float attention kernel for every
+                                                 * row: the service needs rows independent of
+                                                 * each other, not llama.cpp's f16 bits */
+                                                .prefill = true,
                                                 .want_logits = true};
         s->row_seq[n_seq++] = q;
         q->batch_rows = 1;
@@ -777,6 +780,10 @@ static int load(struct eng_serve *s, struct ag_err *err)
         return rc;
     }
     s->model->owns_gguf = true;
+    const char *pack_env = getenv("AGENTD_PACK"); /* 0: keep llama.cpp's kernels (A/B tests) */
+    size_t packed = pack_env && strcmp(pack_env, "0") == 0 ? 0 : eng_model_pack_batched(s->model);
+    if (packed)
+        ag_info("engine: %.1f MiB of weights repacked for batched decoding", packed / 1048576.0);
     if (s->chat_template[0])
         rc = eng_chat_family_by_name(s->chat_template, &s->family, err);
     else

@@ -10,9 +10,11 @@
  * cached page that holds a prefix of it (kvcache.h), so agents with the same system prompt and
  * tools compute it once.
  *
- * Results never depend on batching: the forward pass is row-invariant (model.h), prompt rows
- * always take the tiled attention kernel and decode rows the one-row kernel, so a prompt's
- * greedy output is the same alone or among others.
+ * Results never depend on batching: the forward pass is row-invariant (model.h), every row
+ * takes the float (tiled) attention kernel, and Q4_1 matrices run a repacked batch kernel
+ * (mm_packed.h) for any number of rows, so a prompt's greedy output is the same alone or among
+ * others. (It can differ from agentd-infer's, which reproduces llama.cpp's arithmetic, in the
+ * last bits, and so occasionally in a token.)
  *
  * Requests: a raw prompt or a chat (struct eng_chat, rendered with the model's template and
  * tokenized so that caller text can never become control tokens), max_tokens, sampling, stop

@@ -165,8 +165,9 @@ static void test_many_random(void)
 }
 
 /* The real model: three sequences run together (one with a shared prefix, one decoding) give
- * the logits each gets alone. */
-static void test_batched_forward_matches_alone(void)
+ * the logits each gets alone; with pack, after eng_model_pack_batched. The alone logits go to
+ * out (3, n_vocab) when it is set. */
+static void batched_matches_alone(bool pack, float *out)
 {
     struct ag_err err = {0};
     struct eng_model *m;
@@ -175,6 +176,7 @@ static void test_batched_forward_matches_alone(void)
         CHECK(0);
         return;
     }
+    if (pack && eng_model_pack_batched(m) == 0) printf("  (no packed kernel on this CPU)\n");
     const int nv = eng_model_n_vocab(m);
     struct eng_kv_store kv;
     struct eng_kvc *c;
@@ -254,12 +256,47 @@ static void test_batched_forward_matches_alone(void)
     eng_kvc_release(c, &q0);
     eng_kvc_release(c, &q1);
     eng_kvc_release(c, &q2);
+    if (out) memcpy(out, alone, 3 * (size_t)nv * sizeof(float));
     free(alone);
     free(together);
     eng_batch_buf_free(b);
     eng_kvc_free(c);
     eng_kv_store_release(&kv);
     eng_model_free(m);
+}
+
+static void test_batched_forward_matches_alone(void)
+{
+    batched_matches_alone(false, NULL);
+}
+
+/* The packed batch kernel: batches still match alone bit for bit, and its logits are those of
+ * llama.cpp's kernels up to float rounding (the same argmax or a near tie of it). */
+static void test_packed_kernel(void)
+{
+    const int nv = 49152;
+    float *plain = ag_calloc(3 * (size_t)nv, sizeof(float)),
+          *packed = ag_calloc(3 * (size_t)nv, sizeof(float));
+    batched_matches_alone(false, plain);
+    batched_matches_alone(true, packed);
+    for (int s = 0; s < 3; s++) {
+        int a = 0, b = 0;
+        double max_diff = 0, max_abs = 0;
+        for (int i = 0; i < nv; i++) {
+            const float x = plain[(size_t)s * nv + i], y = packed[(size_t)s * nv + i];
+            if (x > plain[(size_t)s * nv + a]) a = i;
+            if (y > packed[(size_t)s * nv + b]) b = i;
+            if (fabs(x - y) > max_diff) max_diff = fabs(x - y);
+            if (fabs(x) > max_abs) max_abs = fabs(x);
+        }
+        /* The packed argmax is the plain one, or a near tie of it. */
+        CHECKF(a == b || plain[(size_t)s * nv + b] >= plain[(size_t)s * nv + a] - 0.01 * max_abs,
+               "sequence %d: argmax %d vs %d", s, a, b);
+        CHECKF(max_diff < 0.02 * max_abs, "sequence %d: logits differ by %g (max %g)", s, max_diff,
+               max_abs);
+    }
+    free(plain);
+    free(packed);
 }
 
 int main(int argc, char **argv)
@@ -270,5 +307,6 @@ int main(int argc, char **argv)
     RUN(test_lru_eviction);
     RUN(test_many_random);
     RUN(test_batched_forward_matches_alone);
+    RUN(test_packed_kernel);
     return TEST_END();
 }

@@ -1,0 +1,44 @@
+/*
+ * mm_packed.h - Q4_1 weights repacked 16 rows at a time for batched decoding in the engine
+ * service (serve.c), where many sequences each bring one token per step.
+ *
+ * Why: the block kernels of mm_cpu.c reproduce ggml's dot product bit for bit, one float
+ * conversion and fused multiply-add per 32-value block and (row, token) pair; with 8 tokens that
+ * arithmetic, not memory, bounds a step. Here a 512-bit VNNI instruction multiplies 4 weights of
+ * 16 rows at once by 4 activation bytes broadcast to every lane, so a block costs 8 of them, one
+ * conversion and two fused multiply-adds per 16 rows and token. The packed copy has the size of
+ * the original (per block and group of 16 rows: 16 f16 scales, 16 f16 offsets, 256 bytes of
+ * nibbles, the four 4-byte chunks of every row side by side).
+ *
+ * Results: each (row, token) output is computed the same way whatever the number of tokens, so
+ * the service's sequences stay independent of each other (row invariance); they are not
+ * llama.cpp's bits (a different summation order, equal up to float rounding). Used only when the
+ * backend is row-invariant and the CPU has AVX-512 VNNI.
+ */
+#ifndef ENG_MM_PACKED_H
+#define ENG_MM_PACKED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ENG_PACK_ROWS 16
+
+/* Bytes of the packed copy of a Q4_1 matrix (n_rows a multiple of 16, n_cols of 32). */
+size_t eng__pack_q4_1_bytes(int64_t n_rows, int64_t n_cols);
+/* Fills dst (eng__pack_q4_1_bytes) from the Q4_1 rows at w (row_bytes apart). */
+void eng__pack_q4_1(void *dst, const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols);
+/* y[t * y_stride + r] = row r . token t for rows 0..n_rows-1 (a multiple of 16) of the packed
+ * matrix starting at p (its first row a multiple of 16) and n_tok Q8_1 activation rows
+ * act_row_bytes apart. AVX-512 VNNI only: callers check eng__pack_available(). */
+void eng__mm_q4_1_packed(int n_cols, const void *p, int n_rows, const void *act,
+                         size_t act_row_bytes, int n_tok, float *y, int64_t y_stride);
+/* The same for Q8_0 (rows of at most ENG_PACK_MAX_BLOCKS blocks), Q8_0 activations. */
+#define ENG_PACK_MAX_BLOCKS 512
+size_t eng__pack_q8_0_bytes(int64_t n_rows, int64_t n_cols);
+void eng__pack_q8_0(void *dst, const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols);
+void eng__mm_q8_0_packed(int n_cols, const void *p, int n_rows, const void *act,
+                         size_t act_row_bytes, int n_tok, float *y, int64_t y_stride);
+/* Whether this CPU runs the packed kernel (AVX-512 VNNI, not capped by AGENTD_CPU). */
+int eng__pack_available(void);
+
+#endif
