@@ -87,26 +87,34 @@ int eng__pack_available(void)
     return eng_cpu_level() >= ENG_CPU_AVX512;
 }
 
-/* Up to T tokens (1..4) against one group of 16 rows. */
-AVX512_TARGET static inline void group_tokens(int nb, const unsigned char *p,
-                                              const struct eng_block_q8_1 *const *a, int T,
-                                              __m512 acc[4])
+#define TMAX 8 /* tokens per pass: their accumulators and the unpacked weights fill the registers  \
+                */
+#define UNROLL _Pragma("GCC unroll 8")
+
+/* Up to T tokens (1..TMAX) against one group of 16 rows. */
+AVX512_TARGET static inline __attribute__((always_inline)) void
+group_tokens(int nb, const unsigned char *p, const struct eng_block_q8_1 *const *a, const int T,
+             __m512 acc[TMAX])
 {
     const __m512i lo = _mm512_set1_epi8(0x0F);
+    UNROLL
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++, p += GROUP_BLOCK_BYTES) {
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
         const __m512 mw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 32)));
         __m512i wl[4], wh[4];
+        UNROLL
         for (int k = 0; k < 4; k++) {
             const __m512i x = _mm512_loadu_si512(p + 64 + 64 * k);
             wl[k] = _mm512_and_si512(x, lo);
             wh[k] = _mm512_and_si512(_mm512_srli_epi16(x, 4), lo);
         }
+        UNROLL
         for (int t = 0; t < T; t++) {
             const struct eng_block_q8_1 *ab = &a[t][b];
             const int32_t *q = (const int32_t *)ab->qs;
             __m512i s = _mm512_setzero_si512();
+            UNROLL
             for (int k = 0; k < 4; k++) {
                 s = _mm512_dpbusd_epi32(s, wl[k], _mm512_set1_epi32(q[k]));
                 s = _mm512_dpbusd_epi32(s, wh[k], _mm512_set1_epi32(q[4 + k]));
@@ -125,13 +133,13 @@ AVX512_TARGET void eng__mm_q4_1_packed(int n_cols, const void *p, int n_rows, co
     const size_t group_bytes = (size_t)nb * GROUP_BLOCK_BYTES;
     for (int g = 0; g < n_rows / ENG_PACK_ROWS; g++) {
         const unsigned char *pg = (const unsigned char *)p + (size_t)g * group_bytes;
-        for (int t0 = 0; t0 < n_tok; t0 += 4) {
-            const int T = n_tok - t0 < 4 ? n_tok - t0 : 4;
-            const struct eng_block_q8_1 *a[4];
+        for (int t0 = 0; t0 < n_tok; t0 += TMAX) {
+            const int T = n_tok - t0 < TMAX ? n_tok - t0 : TMAX;
+            const struct eng_block_q8_1 *a[TMAX];
             for (int t = 0; t < T; t++)
                 a[t] = (const struct eng_block_q8_1 *)((const unsigned char *)act +
                                                        (size_t)(t0 + t) * act_row_bytes);
-            __m512 acc[4];
+            __m512 acc[TMAX];
             switch (T) { /* constant trip counts keep the accumulators in registers */
             case 1:
                 group_tokens(nb, pg, a, 1, acc);
@@ -142,8 +150,20 @@ AVX512_TARGET void eng__mm_q4_1_packed(int n_cols, const void *p, int n_rows, co
             case 3:
                 group_tokens(nb, pg, a, 3, acc);
                 break;
-            default:
+            case 4:
                 group_tokens(nb, pg, a, 4, acc);
+                break;
+            case 5:
+                group_tokens(nb, pg, a, 5, acc);
+                break;
+            case 6:
+                group_tokens(nb, pg, a, 6, acc);
+                break;
+            case 7:
+                group_tokens(nb, pg, a, 7, acc);
+                break;
+            default:
+                group_tokens(nb, pg, a, 8, acc);
                 break;
             }
             for (int t = 0; t < T; t++)
