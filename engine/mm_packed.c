@@ -87,8 +87,16 @@ int eng__pack_available(void)
     return eng_cpu_level() >= ENG_CPU_AVX512;
 }
 
-#define TMAX 8 /* tokens per pass: their accumulators and the unpacked weights fill the registers  \
-                */
+static inline int32_t load_i32(const int8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+#define TMAX                                                                                       \
+    8 /* tokens per pass: their accumulators and the unpacked weights fill the registers           \
+       */
 #define UNROLL _Pragma("GCC unroll 8")
 
 /* Up to T tokens (1..TMAX) against one group of 16 rows. */
@@ -185,9 +193,10 @@ AVX512_TARGET static inline void group_tokens_q8(int nb, const unsigned char *p,
         for (int k = 0; k < 8; k++) w[k] = _mm512_loadu_si512(p + 32 + 64 * k);
         for (int t = 0; t < T; t++) {
             const struct eng_block_q8_0 *ab = &a[t][b];
-            const int32_t *q = (const int32_t *)ab->qs;
+            const int8_t *q = ab->qs; /* 2 bytes into its block: loads are unaligned */
             __m512i s = _mm512_set1_epi32(-sums[t][b]);
-            for (int k = 0; k < 8; k++) s = _mm512_dpbusd_epi32(s, w[k], _mm512_set1_epi32(q[k]));
+            for (int k = 0; k < 8; k++)
+                s = _mm512_dpbusd_epi32(s, w[k], _mm512_set1_epi32(load_i32(q + 4 * k)));
             const __m512 dd = _mm512_mul_ps(dw, _mm512_set1_ps(eng_fp16_to_fp32(ab->d)));
             acc[t] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(s), acc[t]);
         }
