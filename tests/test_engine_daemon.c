@@ -492,6 +492,51 @@ static void test_no_model(void)
     CHECK(tdaemon_cleanup(&d));
 }
 
+/* A request that needs more KV pages than the whole cache has is refused with the counts;
+ * requests that fit wait for pages and are all served. */
+static void test_small_cache(void)
+{
+    if (access(MODEL, R_OK) != 0) SKIP("no " MODEL);
+    struct tdaemon d;
+    CHECK(tdaemon_init(&d));
+    const char *args[] = {"--model", MODEL, "--ctx", "1024", "--kv-size", "256", NULL};
+    CHECK(tdaemon_start_args(&d, args));
+    struct tconn c;
+    CHECK(tconn_open(&c, d.sock));
+    struct proto_val *r = NULL;
+    for (int i = 0; i < 200; i++) { /* the model loads in the background */
+        proto_val_free(r);
+        r = tcall(&c, 1, "model.status", NULL);
+        const char *st = proto_get_str(proto_get(r, "result"), "state");
+        if (st && strcmp(st, "ready") == 0) break;
+        usleep(50000);
+    }
+    proto_val_free(r);
+    r = gen(&c, "{\"prompt\":\"Hello\",\"max_tokens\":600}");
+    CHECKF(resp_error_code(r) == -32006 && strstr(resp_error_msg(r), "KV pages"), "%s",
+           resp_error_msg(r));
+    proto_val_free(r);
+    /* Four requests of 100 tokens each need 28 pages; the cache has 16: they take turns. */
+    struct tconn cs[4];
+    for (int i = 0; i < 4; i++) {
+        CHECK(tconn_open(&cs[i], d.sock));
+        char *line = ag_asprintf("{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"engine.generate\","
+                                 "\"params\":{\"prompt\":\"Turn %d\",\"max_tokens\":%d,"
+                                 "\"ignore_eos\":true}}\n",
+                                 i, i, SANITIZED ? 90 : 100);
+        CHECK(tconn_send(&cs[i], line));
+        free(line);
+    }
+    for (int i = 0; i < 4; i++) {
+        r = read_response(&cs[i], NULL, NULL);
+        CHECKF(proto_get(r, "result") != NULL, "request %d: %s", i, resp_error_msg(r));
+        proto_val_free(r);
+        tconn_close(&cs[i]);
+    }
+    tconn_close(&c);
+    CHECK(tdaemon_cleanup(&d));
+}
+
 static void test_bad_model_file(void)
 {
     struct tdaemon d;
@@ -556,6 +601,7 @@ int main(int argc, char **argv)
     RUN(test_json_schema_reply);
     RUN(test_agentctl_generate_and_model);
     RUN(test_no_model);
+    RUN(test_small_cache);
     RUN(test_bad_model_file);
     if (UP && !tdaemon_cleanup(&D)) test__failed++;
     return TEST_END();
