@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu.h"
 #include "ggml_kernels.h"
 #include "ggml_kernels_q.h"
 #include "mm_cpu.h"
@@ -470,10 +471,121 @@ static void attn_task(void *arg, int64_t begin, int64_t end, int ith)
     }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(ENG_NO_SIMD)
+#include <immintrin.h>
+#define GROUP_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
+#define GQ_MAX       4 /* query heads per pass */
+
+/*
+ * Paged rows of an F16 cache with 64-value heads (the engine service): the query heads that
+ * share a KV head in one pass, so each key and value row is read and widened once for all of
+ * them, and the value sums stay in registers. Float arithmetic with a two-pass softmax, like
+ * attn_f16_tiled (not its exact bits). Tasks are (row, KV head) pairs. Scratch: GQ_MAX * n_kv
+ * scores.
+ */
+GROUP_TARGET static void attn_group_task(void *arg, int64_t begin, int64_t end, int ith)
+{
+    const struct attn_job *j = arg;
+    const struct eng_attn *a = j->a;
+    const int group = a->n_head / a->n_head_kv, q_stride = a->n_head * 64;
+    float *scores = j->c->scratch + (size_t)ith * j->c->scratch_floats;
+    for (int64_t task = begin; task < end; task++) {
+        const int t = (int)(task / a->n_head_kv), kvh = (int)(task % a->n_head_kv);
+        const int q_pos = a->row_pos[t];
+        const struct kv_rows r = {
+            .pages = a->row_pages[t],
+            .shift = a->page_shift,
+            .mask = (int32_t)((1u << a->page_shift) - 1),
+        };
+        const int first = a->window > 0 && q_pos - a->window + 1 > 0 ? q_pos - a->window + 1 : 0;
+        const int n_kv = q_pos + 1 - first;
+        const uint16_t *kb = (const uint16_t *)a->k + kvh * 64;
+        const uint16_t *vb = (const uint16_t *)a->v + kvh * 64;
+        for (int h0 = 0; h0 < group; h0 += GQ_MAX) {
+            const int G = group - h0 < GQ_MAX ? group - h0 : GQ_MAX;
+            __m512 q[GQ_MAX][4];
+            float mx[GQ_MAX];
+            for (int g = 0; g < G; g++) {
+                const float *qp = a->q + (int64_t)t * q_stride + (kvh * group + h0 + g) * 64;
+                for (int i = 0; i < 4; i++) q[g][i] = _mm512_loadu_ps(qp + 16 * i);
+                mx[g] = -INFINITY;
+            }
+            for (int p = 0; p < n_kv; p++) {
+                const uint16_t *kp = kb + kv_row(&r, first + p) * a->kv_stride;
+                __m512 k[4];
+                for (int i = 0; i < 4; i++)
+                    k[i] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kp + 16 * i)));
+                for (int g = 0; g < G; g++) {
+                    __m512 d = _mm512_mul_ps(q[g][0], k[0]);
+                    d = _mm512_fmadd_ps(q[g][1], k[1], d);
+                    d = _mm512_fmadd_ps(q[g][2], k[2], d);
+                    d = _mm512_fmadd_ps(q[g][3], k[3], d);
+                    const float sc = _mm512_reduce_add_ps(d) * a->scale;
+                    scores[g * n_kv + p] = sc;
+                    if (sc > mx[g]) mx[g] = sc;
+                }
+            }
+            float sum[GQ_MAX];
+            for (int g = 0; g < G; g++) {
+                float *sg = scores + g * n_kv, acc = 0.0f;
+                for (int p = 0; p < n_kv; p++) {
+                    sg[p] = expf(sg[p] - mx[g]);
+                    acc += sg[p];
+                }
+                sum[g] = acc;
+            }
+            __m512 o[GQ_MAX][4];
+            for (int g = 0; g < G; g++)
+                for (int i = 0; i < 4; i++) o[g][i] = _mm512_setzero_ps();
+            for (int p = 0; p < n_kv; p++) {
+                const uint16_t *vp = vb + kv_row(&r, first + p) * a->kv_stride;
+                __m512 v[4];
+                for (int i = 0; i < 4; i++)
+                    v[i] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vp + 16 * i)));
+                for (int g = 0; g < G; g++) {
+                    const __m512 w = _mm512_set1_ps(scores[g * n_kv + p]);
+                    for (int i = 0; i < 4; i++) o[g][i] = _mm512_fmadd_ps(w, v[i], o[g][i]);
+                }
+            }
+            for (int g = 0; g < G; g++) {
+                float *out = a->out + (int64_t)t * q_stride + (kvh * group + h0 + g) * 64;
+                const __m512 inv = _mm512_set1_ps(1.0f / sum[g]);
+                for (int i = 0; i < 4; i++)
+                    _mm512_storeu_ps(out + 16 * i, _mm512_mul_ps(o[g][i], inv));
+            }
+        }
+    }
+}
+
+/* The grouped kernel applies: paged rows of the service, all tiled, F16, 64-value heads. */
+static bool use_group_kernel(const struct cpu_ctx *c, const struct eng_attn *a)
+{
+    if (!a->row_pages || !a->row_pos || a->kv_type != ENG_KV_F16 || a->head_dim != 64 ||
+        eng_cpu_level() < ENG_CPU_AVX512 || a->n_head % a->n_head_kv != 0)
+        return false;
+    if ((size_t)GQ_MAX * (size_t)c->max_kv > c->scratch_floats) return false;
+    for (int t = 0; t < a->n_tok; t++)
+        if (!(a->row_tiled ? a->row_tiled[t] : a->tiled)) return false;
+    return true;
+}
+#else
+static bool use_group_kernel(const struct cpu_ctx *c, const struct eng_attn *a)
+{
+    (void)c, (void)a;
+    return false;
+}
+#endif
+
 static void cpu_attention(void *vctx, const struct eng_attn *a)
 {
     struct cpu_ctx *c = vctx;
     struct attn_job j = {.a = a, .c = c};
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(ENG_NO_SIMD)
+    if (use_group_kernel(c, a)) {
+        eng_threadpool_for(c->tp, (int64_t)a->n_tok * a->n_head_kv, 1, attn_group_task, &j);
+        return;
+    }
+#endif
     eng_threadpool_for(c->tp, (int64_t)a->n_tok * a->n_head, 1, attn_task, &j);
 }
 
@@ -526,6 +638,7 @@ int eng_backend_cpu_init(struct eng_backend *be, int n_threads, int max_kv, int 
      * path max_kv scores and max_head_dim sums; padded to a cache line so threads do not share
      * one. */
     size_t need = (size_t)max_kv + (size_t)max_head_dim;
+    if (need < 4 * (size_t)max_kv) need = 4 * (size_t)max_kv; /* the grouped kernel's scores */
     c->scratch_floats = (need + 15) & ~(size_t)15;
     c->scratch = ag_calloc((size_t)n_threads * c->scratch_floats, sizeof(float));
     be->ops = &cpu_ops;
