@@ -679,7 +679,7 @@ static void feed(const struct eng_grammar *g, struct stk s, int b, struct gstate
                 t->b = 0;
             else
                 return;
-            t->a++; /* counted against maxLength at the backslash */
+            t->a++;              /* counted against maxLength at the backslash */
         } else if (t->b >= 11) { /* \uXXXX: b - 10 hex digits left */
             if (!is_hex(b)) return;
             /* No surrogate halves (\uD800-\uDFFF): parsers refuse a lone one, and a pair is
