@@ -75,4 +75,16 @@ static const char *test__filter;
     (printf("%d passed, %d failed, %d skipped\n", test__passed, test__failed, test__skipped),      \
      test__failed ? 1 : 0)
 
+/* Sanitized builds run several times slower: tests use smaller counts there. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED 0
+#endif
+
 #endif

@@ -12,18 +12,6 @@
 
 #define MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 
-/* Generations are slow under the sanitizers: smaller counts there. */
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
-
 static struct tdaemon D;
 static bool UP;
 

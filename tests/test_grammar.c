@@ -13,18 +13,8 @@
 #include "../engine/grammar.h"
 #include "../engine/tokenizer.h"
 #include "../protocol/jsonschema.h"
+#include "gen_schema.h"
 #include "test.h"
-
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
 
 #define SMOLLM2 "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define GEMMA3  "models/gemma-3-270m-q4_k_m.gguf"
@@ -176,13 +166,10 @@ static void test_validator(void)
 
 /* ---- random schemas ---- */
 
-static uint64_t rng_state = 88172645463325252ULL;
+static struct gen_rng rng = {88172645463325252ULL};
 static uint32_t rnd(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)rng_state;
+    return gen_next(&rng);
 }
 
 static void gen_schema(struct ag_buf *b, int depth, bool *used_def)

@@ -15,17 +15,6 @@
 #define MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define GEMMA "models/gemma-3-270m-q4_k_m.gguf"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
-
 static void fill(int32_t *t, int n, int seed)
 {
     for (int i = 0; i < n; i++) t[i] = (seed * 7919 + i * 31) % 1000 + 1;

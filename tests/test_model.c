@@ -39,16 +39,6 @@
 
 /* Under ASan the real-model checks run on a part of their data (a forward pass is ~20x slower
  * there, and the sanitizer adds nothing a few steps do not already show); `make test` runs all. */
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
 
 /* ---- helpers ---- */
 
