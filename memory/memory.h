@@ -45,6 +45,8 @@ struct mem_message {
     char *role;         /* "system", "user", "assistant", "tool" */
     char *content;      /* text */
     char *tool_calls;   /* JSON array or NULL */
+    char *tool_call_id; /* role "tool": the call it answers, or NULL */
+    char *name;         /* role "tool": the tool's name, or NULL */
     int64_t n_tokens;   /* tokens counted by the engine, 0 when unknown */
     int64_t created_ms; /* Unix epoch ms */
 };
@@ -95,5 +97,79 @@ int mem_message_list(struct mem_store *st, const char *session_uid, int64_t afte
                      struct mem_message **out, size_t *n, struct ag_err *err);
 void mem_message_release(struct mem_message *m);
 void mem_message_list_free(struct mem_message *list, size_t n);
+
+/* ---- runs and their events (runs.c) ---- */
+
+/* A run: one user input to an agent's session and everything the agent did in reply. */
+struct mem_run {
+    int64_t id;
+    char *uid;     /* public id, "run_" + 16 hex digits */
+    char *session; /* session uid */
+    char *agent;   /* agent name */
+    char *state;   /* running, completed, failed, cancelled, interrupted */
+    char *input;   /* the user's message */
+    char *output;  /* the final answer, or NULL */
+    char *error;   /* why it failed or stopped, or NULL */
+    char *reason;  /* machine-readable end: answer, max_steps, max_tool_calls, max_tokens,
+                      max_wall_s, cancelled, engine, interrupted, ... (NULL while running) */
+    int64_t steps, tool_calls, prompt_tokens, completion_tokens;
+    int64_t last_seq;                         /* events persisted */
+    int64_t created_ms, updated_ms, ended_ms; /* Unix epoch ms; ended 0 while running */
+};
+
+/* An event of a run's log. */
+struct mem_event {
+    int64_t seq;        /* 1, 2, ... per run */
+    char *type;         /* run.created, text.delta, tool_call.done, tool.result, run.completed... */
+    char *payload;      /* JSON object */
+    int64_t created_ms; /* Unix epoch ms */
+};
+
+/* Starts a run on a session (created for agent when session_uid is NULL or "") in one
+ * transaction: the run row, the user's message and event 1 (run.created, with payload). out gets
+ * the run; history (when not NULL) gets the session's messages before the new one. Errors:
+ * AG_ENOTFOUND (agent or session), AG_EINVAL (the session belongs to another agent). */
+int mem_run_create(struct mem_store *st, const char *agent, const char *session_uid,
+                   const char *input, struct mem_run *out, struct mem_message **history,
+                   size_t *n_history, struct ag_err *err);
+
+/* What one commit of a running run writes, all in one transaction: events (their seqs must
+ * follow the run's last_seq), messages appended to its session, and its counters; state (NULL
+ * to keep) with output, error, reason and ended_ms set when it is a final state. */
+struct mem_run_write {
+    const char *run_uid;
+    const struct mem_event *events;
+    size_t n_events;
+    const struct mem_message *msgs; /* role, content, tool_calls, tool_call_id, name, n_tokens */
+    size_t n_msgs;
+    const char *state;
+    const char *output, *error, *reason;
+    int64_t steps, tool_calls, prompt_tokens, completion_tokens;
+};
+int mem_run_write(struct mem_store *st, const struct mem_run_write *w, struct ag_err *err);
+int mem_run_get(struct mem_store *st, const char *uid, struct mem_run *out, struct ag_err *err);
+/* Runs, newest first, of one session or one agent (both NULL: all), at most limit (0: 100). */
+int mem_run_list(struct mem_store *st, const char *agent, const char *session_uid, size_t limit,
+                 struct mem_run **out, size_t *n, struct ag_err *err);
+/* Events of a run with seq > after_seq, in order, at most limit (0: all). */
+int mem_run_events(struct mem_store *st, const char *uid, int64_t after_seq, size_t limit,
+                   struct mem_event **out, size_t *n, struct ag_err *err);
+/* At start-up: every run still "running" was cut off by a crash. Each becomes "interrupted"
+ * with a final run.failed event (reason "interrupted") after its last committed one. */
+int mem_run_interrupt_all(struct mem_store *st, int64_t *n, struct ag_err *err);
+void mem_run_release(struct mem_run *r);
+void mem_run_list_free(struct mem_run *list, size_t n);
+void mem_event_list_free(struct mem_event *list, size_t n);
+
+/* ---- archival memories (runs.c) ---- */
+
+/* Stores a memory for agent; *id (may be NULL) gets its id. */
+int mem_memory_add(struct mem_store *st, const char *agent, const char *text, int64_t *id,
+                   struct ag_err *err);
+/* Memories of agent matching query's words (full-text, best first), at most limit. *texts is
+ * an array of *n strings, free with mem_strings_free. An empty query lists the newest. */
+int mem_memory_search(struct mem_store *st, const char *agent, const char *query, size_t limit,
+                      char ***texts, size_t *n, struct ag_err *err);
+void mem_strings_free(char **list, size_t n);
 
 #endif

@@ -24,4 +24,28 @@ int mem__migrate(sqlite3 *db, const char *path, int *version, struct ag_err *err
 /* The newest schema version this build knows (the number of migrations). */
 int mem__schema_latest(void);
 
+/* Statement slots of the files beside store.c (runs.c), prepared on first use. */
+#define MEM__EXTRA_STMTS 24
+
+/* Helpers shared by store.c and runs.c (see store.c). */
+sqlite3 *mem__db(struct mem_store *st);
+/* The statement in slot, prepared from sql the first time; NULL with err set on failure. */
+sqlite3_stmt *mem__stmt(struct mem_store *st, int slot, const char *sql, struct ag_err *err);
+int mem__step(struct mem_store *st, sqlite3_stmt *s, const char *what, int *sqlite_rc,
+              struct ag_err *err);
+void mem__done(sqlite3_stmt *s);
+void mem__bind_text(sqlite3_stmt *s, int i, const char *v);
+char *mem__col_str(sqlite3_stmt *s, int i);
+void *mem__grow(void *arr, size_t n, size_t *cap, size_t elem_bytes);
+int mem__tx_begin(struct mem_store *st, struct ag_err *err);
+int mem__tx_commit(struct mem_store *st, struct ag_err *err);
+void mem__tx_rollback(struct mem_store *st);
+int mem__check_str(const char *what, const char *v, struct ag_err *err);
+int mem__new_uid(const char *prefix, char buf[21], struct ag_err *err);
+int mem__session_id(struct mem_store *st, const char *uid, int64_t *id, struct ag_err *err);
+/* Inserts m (role, content, tool_calls, tool_call_id, name, n_tokens, created_ms) into session
+ * rowid sid; the caller holds the transaction and touches the session. */
+int mem__message_insert(struct mem_store *st, int64_t sid, const struct mem_message *m,
+                        struct ag_err *err);
+
 #endif

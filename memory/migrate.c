@@ -60,6 +60,55 @@ static const char *const migrations[] = {
     "  created_ms INTEGER NOT NULL"
     ");"
     "CREATE INDEX messages_session ON messages(session_id, id);",
+
+    /* 2: agent runs and their event logs, tool messages' call ids, and archival memories with a
+     * full-text index. An event is keyed by (run, seq) so a resubscribing client pages on seq.
+     * The FTS5 table indexes memories' text as an external-content table kept in step by
+     * triggers (cascading deletes fire them too). */
+    "ALTER TABLE messages ADD COLUMN tool_call_id TEXT;"
+    "ALTER TABLE messages ADD COLUMN name TEXT;"
+    "CREATE TABLE runs ("
+    "  id INTEGER PRIMARY KEY,"
+    "  uid TEXT NOT NULL UNIQUE,"
+    "  session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,"
+    "  state TEXT NOT NULL CHECK (state IN ('running', 'completed', 'failed', 'cancelled',"
+    "                                       'interrupted')),"
+    "  input TEXT NOT NULL,"
+    "  output TEXT,"
+    "  error TEXT,"
+    "  reason TEXT,"
+    "  steps INTEGER NOT NULL DEFAULT 0,"
+    "  tool_calls INTEGER NOT NULL DEFAULT 0,"
+    "  prompt_tokens INTEGER NOT NULL DEFAULT 0,"
+    "  completion_tokens INTEGER NOT NULL DEFAULT 0,"
+    "  last_seq INTEGER NOT NULL DEFAULT 0,"
+    "  created_ms INTEGER NOT NULL,"
+    "  updated_ms INTEGER NOT NULL,"
+    "  ended_ms INTEGER"
+    ");"
+    "CREATE INDEX runs_session ON runs(session_id, id);"
+    "CREATE TABLE run_events ("
+    "  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+    "  seq INTEGER NOT NULL,"
+    "  type TEXT NOT NULL,"
+    "  payload TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (run_id, seq)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE memories ("
+    "  id INTEGER PRIMARY KEY,"
+    "  agent_id INTEGER NOT NULL REFERENCES agents(id) ON DELETE CASCADE,"
+    "  text TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX memories_agent ON memories(agent_id, id);"
+    "CREATE VIRTUAL TABLE memories_fts USING fts5(text, content='memories', content_rowid='id');"
+    "CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN"
+    "  INSERT INTO memories_fts(rowid, text) VALUES (new.id, new.text);"
+    "END;"
+    "CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN"
+    "  INSERT INTO memories_fts(memories_fts, rowid, text) VALUES ('delete', old.id, old.text);"
+    "END;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -32,7 +32,8 @@
 #define SESSION_SELECT                                                                             \
     "SELECT s.id, s.uid, a.name, s.title, s.created_ms, s.updated_ms "                             \
     "FROM sessions s JOIN agents a ON a.id = s.agent_id"
-#define MESSAGE_COLS "id, session_id, role, content, tool_calls, n_tokens, created_ms"
+#define MESSAGE_COLS                                                                               \
+    "id, session_id, role, content, tool_calls, n_tokens, created_ms, tool_call_id, name"
 
 /* Every statement the store runs after open: name, SQL. */
 #define STMT_MAP(X)                                                                                \
@@ -57,7 +58,7 @@
     X(SESSION_ID, "SELECT id FROM sessions WHERE uid = ?1")                                        \
     X(SESSION_TOUCH, "UPDATE sessions SET updated_ms = ?2 WHERE uid = ?1 RETURNING id")            \
     X(MESSAGE_INSERT, "INSERT INTO messages (session_id, role, content, tool_calls, n_tokens, "    \
-                      "created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")                               \
+                      "created_ms, tool_call_id, name) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")   \
     X(MESSAGE_LIST, "SELECT " MESSAGE_COLS " FROM messages WHERE session_id = ?1 AND id > ?2 "     \
                     "ORDER BY id LIMIT ?3")
 
@@ -75,10 +76,11 @@ static const char *const stmt_sql[N_STMT] = {
 };
 
 struct mem_store {
-    sqlite3 *db;                /* the connection; owned */
-    char *path;                 /* file path as given to open, for messages; owned */
-    int schema_version;         /* version after migrations at open */
-    sqlite3_stmt *stmt[N_STMT]; /* prepared at open, indexed by enum stmt_id; owned */
+    sqlite3 *db;                           /* the connection; owned */
+    char *path;                            /* file path as given to open, for messages; owned */
+    int schema_version;                    /* version after migrations at open */
+    sqlite3_stmt *stmt[N_STMT];            /* prepared at open, indexed by enum stmt_id; owned */
+    sqlite3_stmt *extra[MEM__EXTRA_STMTS]; /* other files' statements, prepared on first use */
 };
 
 /* Attempts at a fresh session uid before giving up: a collision among 2^64 is already rare. */
@@ -98,16 +100,17 @@ static sqlite3_stmt *stmt(struct mem_store *st, enum stmt_id id)
 }
 
 /* Readies a statement for its next use and drops pointers to the caller's strings. */
-static void done(sqlite3_stmt *s)
+void mem__done(sqlite3_stmt *s)
 {
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
 }
 
 /* Steps s once. Returns SQLITE_ROW or SQLITE_DONE, or AG_EDB with the message set (the caller
- * still calls done()). Errors the caller maps itself (constraints) come back via *sqlite_rc. */
-static int step(struct mem_store *st, sqlite3_stmt *s, const char *what, int *sqlite_rc,
-                struct ag_err *err)
+ * still calls mem__done()). Errors the caller maps itself (constraints) come back via *sqlite_rc.
+ */
+int mem__step(struct mem_store *st, sqlite3_stmt *s, const char *what, int *sqlite_rc,
+              struct ag_err *err)
 {
     int rc = sqlite3_step(s);
 
@@ -120,29 +123,29 @@ static int step(struct mem_store *st, sqlite3_stmt *s, const char *what, int *sq
 static int run(struct mem_store *st, enum stmt_id id, const char *what, struct ag_err *err)
 {
     sqlite3_stmt *s = stmt(st, id);
-    int rc = step(st, s, what, NULL, err);
+    int rc = mem__step(st, s, what, NULL, err);
 
-    done(s);
+    mem__done(s);
     return rc < 0 ? rc : 0;
 }
 
-static int tx_begin(struct mem_store *st, struct ag_err *err)
+int mem__tx_begin(struct mem_store *st, struct ag_err *err)
 {
     return run(st, STMT_BEGIN, "begin transaction", err);
 }
 
-static int tx_commit(struct mem_store *st, struct ag_err *err)
+int mem__tx_commit(struct mem_store *st, struct ag_err *err)
 {
     return run(st, STMT_COMMIT, "commit", err);
 }
 
 /* Rolls back the open transaction, if any (a failed COMMIT may have ended it already). */
-static void tx_rollback(struct mem_store *st)
+void mem__tx_rollback(struct mem_store *st)
 {
     if (!sqlite3_get_autocommit(st->db)) run(st, STMT_ROLLBACK, "rollback", NULL);
 }
 
-static void bind_text(sqlite3_stmt *s, int i, const char *v)
+void mem__bind_text(sqlite3_stmt *s, int i, const char *v)
 {
     if (v)
         sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
@@ -150,21 +153,21 @@ static void bind_text(sqlite3_stmt *s, int i, const char *v)
         sqlite3_bind_null(s, i);
 }
 
-static char *col_str(sqlite3_stmt *s, int i)
+char *mem__col_str(sqlite3_stmt *s, int i)
 {
     const unsigned char *t = sqlite3_column_text(s, i);
     return t ? ag_strdup((const char *)t) : NULL;
 }
 
 /* Makes room for one more element in a growing array; returns the (possibly moved) array. */
-static void *grow(void *arr, size_t n, size_t *cap, size_t elem_bytes)
+void *mem__grow(void *arr, size_t n, size_t *cap, size_t elem_bytes)
 {
     if (n < *cap) return arr;
     *cap = *cap ? *cap * 2 : 16;
     return ag_realloc(arr, *cap * elem_bytes);
 }
 
-static int check_str(const char *what, const char *v, struct ag_err *err)
+int mem__check_str(const char *what, const char *v, struct ag_err *err)
 {
     if (!v) return ag_err_set(err, AG_EINVAL, "%s is missing", what);
     if (!*v) return ag_err_set(err, AG_EINVAL, "%s is empty", what);
@@ -228,7 +231,7 @@ int mem_store_open(const char *path, struct mem_store **out, struct ag_err *err)
 
     if (!out) return ag_err_set(err, AG_EINVAL, "mem_store_open: out is NULL");
     *out = NULL;
-    if ((rc = check_str("database path", path, err)) < 0) return rc;
+    if ((rc = mem__check_str("database path", path, err)) < 0) return rc;
 
     st = ag_calloc(1, sizeof(*st));
     st->path = ag_strdup(path);
@@ -259,12 +262,29 @@ void mem_store_close(struct mem_store *st)
 {
     if (!st) return;
     for (int i = 0; i < N_STMT; i++) sqlite3_finalize(st->stmt[i]);
+    for (int i = 0; i < MEM__EXTRA_STMTS; i++) sqlite3_finalize(st->extra[i]);
     /* Every statement is finalized, so this cannot be SQLITE_BUSY; the last connection to close
      * checkpoints the WAL into the main file and removes it. */
     if (sqlite3_close(st->db) != SQLITE_OK)
         ag_warn("database '%s': close: %s", st->path, sqlite3_errmsg(st->db));
     free(st->path);
     free(st);
+}
+
+sqlite3_stmt *mem__stmt(struct mem_store *st, int slot, const char *sql, struct ag_err *err)
+{
+    if (!st->extra[slot] && sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
+                                               &st->extra[slot], NULL) != SQLITE_OK) {
+        ag_err_set(err, AG_EDB, "database '%s': prepare \"%s\": %s", st->path, sql,
+                   sqlite3_errmsg(st->db));
+        return NULL;
+    }
+    return st->extra[slot];
+}
+
+sqlite3 *mem__db(struct mem_store *st)
+{
+    return st->db;
 }
 
 int mem_store_schema_version(struct mem_store *st)
@@ -277,8 +297,8 @@ int mem_store_schema_version(struct mem_store *st)
 static void read_agent(sqlite3_stmt *s, struct mem_agent *a)
 {
     a->id = sqlite3_column_int64(s, 0);
-    a->name = col_str(s, 1);
-    a->spec_json = col_str(s, 2);
+    a->name = mem__col_str(s, 1);
+    a->spec_json = mem__col_str(s, 2);
     a->version = sqlite3_column_int64(s, 3);
     a->created_ms = sqlite3_column_int64(s, 4);
     a->updated_ms = sqlite3_column_int64(s, 5);
@@ -292,14 +312,14 @@ int mem_agent_create(struct mem_store *st, const char *name, const char *spec_js
     int rc, src;
 
     if (out) memset(out, 0, sizeof(*out));
-    if ((rc = check_str("agent name", name, err)) < 0) return rc;
-    if ((rc = check_str("agent spec", spec_json, err)) < 0) return rc;
+    if ((rc = mem__check_str("agent name", name, err)) < 0) return rc;
+    if ((rc = mem__check_str("agent spec", spec_json, err)) < 0) return rc;
 
-    bind_text(s, 1, name);
-    bind_text(s, 2, spec_json);
+    mem__bind_text(s, 1, name);
+    mem__bind_text(s, 2, spec_json);
     sqlite3_bind_int64(s, 3, now);
-    rc = step(st, s, "insert agent", &src, err);
-    done(s);
+    rc = mem__step(st, s, "insert agent", &src, err);
+    mem__done(s);
     if (src == SQLITE_CONSTRAINT_UNIQUE || src == SQLITE_CONSTRAINT_PRIMARYKEY)
         return ag_err_set(err, AG_EEXISTS, "agent '%s' already exists", name);
     if (rc < 0) return rc;
@@ -322,19 +342,19 @@ int mem_agent_update(struct mem_store *st, const char *name, const char *spec_js
     int rc;
 
     if (out) memset(out, 0, sizeof(*out));
-    if ((rc = check_str("agent name", name, err)) < 0) return rc;
-    if ((rc = check_str("agent spec", spec_json, err)) < 0) return rc;
+    if ((rc = mem__check_str("agent name", name, err)) < 0) return rc;
+    if ((rc = mem__check_str("agent spec", spec_json, err)) < 0) return rc;
     if (expect_version < 0)
         return ag_err_set(err, AG_EINVAL, "expected version %lld is negative",
                           (long long)expect_version);
 
     /* Read, compare and write under one write lock, so no other writer slips in between. */
-    if ((rc = tx_begin(st, err)) < 0) return rc;
+    if ((rc = mem__tx_begin(st, err)) < 0) return rc;
     s = stmt(st, STMT_AGENT_GET);
-    bind_text(s, 1, name);
-    rc = step(st, s, "read agent", NULL, err);
+    mem__bind_text(s, 1, name);
+    rc = mem__step(st, s, "read agent", NULL, err);
     if (rc == SQLITE_ROW) read_agent(s, &cur);
-    done(s);
+    mem__done(s);
     if (rc == SQLITE_DONE) rc = ag_err_set(err, AG_ENOTFOUND, "agent '%s' not found", name);
     if (rc < 0) goto fail;
     if (expect_version > 0 && expect_version != cur.version) {
@@ -347,12 +367,12 @@ int mem_agent_update(struct mem_store *st, const char *name, const char *spec_js
 
     s = stmt(st, STMT_AGENT_UPDATE);
     sqlite3_bind_int64(s, 1, cur.id);
-    bind_text(s, 2, spec_json);
+    mem__bind_text(s, 2, spec_json);
     sqlite3_bind_int64(s, 3, now);
-    rc = step(st, s, "update agent", NULL, err);
-    done(s);
+    rc = mem__step(st, s, "update agent", NULL, err);
+    mem__done(s);
     if (rc < 0) goto fail;
-    if ((rc = tx_commit(st, err)) < 0) goto fail;
+    if ((rc = mem__tx_commit(st, err)) < 0) goto fail;
 
     if (out) {
         *out = cur;
@@ -365,7 +385,7 @@ int mem_agent_update(struct mem_store *st, const char *name, const char *spec_js
     }
     return 0;
 fail:
-    tx_rollback(st);
+    mem__tx_rollback(st);
     mem_agent_release(&cur);
     return rc;
 }
@@ -376,12 +396,12 @@ int mem_agent_get(struct mem_store *st, const char *name, struct mem_agent *out,
     int rc;
 
     if (out) memset(out, 0, sizeof(*out));
-    if ((rc = check_str("agent name", name, err)) < 0) return rc;
+    if ((rc = mem__check_str("agent name", name, err)) < 0) return rc;
 
-    bind_text(s, 1, name);
-    rc = step(st, s, "read agent", NULL, err);
+    mem__bind_text(s, 1, name);
+    rc = mem__step(st, s, "read agent", NULL, err);
     if (rc == SQLITE_ROW && out) read_agent(s, out);
-    done(s);
+    mem__done(s);
     if (rc == SQLITE_DONE) return ag_err_set(err, AG_ENOTFOUND, "agent '%s' not found", name);
     return rc < 0 ? rc : 0;
 }
@@ -396,11 +416,11 @@ int mem_agent_list(struct mem_store *st, struct mem_agent **out, size_t *n, stru
     if (!out || !n) return ag_err_set(err, AG_EINVAL, "mem_agent_list: out or n is NULL");
     *out = NULL;
     *n = 0;
-    while ((rc = step(st, s, "list agents", NULL, err)) == SQLITE_ROW) {
-        list = grow(list, len, &cap, sizeof(*list));
+    while ((rc = mem__step(st, s, "list agents", NULL, err)) == SQLITE_ROW) {
+        list = mem__grow(list, len, &cap, sizeof(*list));
         read_agent(s, &list[len++]);
     }
-    done(s);
+    mem__done(s);
     if (rc < 0) {
         mem_agent_list_free(list, len);
         return rc;
@@ -415,11 +435,11 @@ int mem_agent_delete(struct mem_store *st, const char *name, struct ag_err *err)
     sqlite3_stmt *s = stmt(st, STMT_AGENT_DELETE);
     int rc;
 
-    if ((rc = check_str("agent name", name, err)) < 0) return rc;
+    if ((rc = mem__check_str("agent name", name, err)) < 0) return rc;
     /* One statement: the cascade to sessions and messages commits or fails with it. */
-    bind_text(s, 1, name);
-    rc = step(st, s, "delete agent", NULL, err);
-    done(s);
+    mem__bind_text(s, 1, name);
+    rc = mem__step(st, s, "delete agent", NULL, err);
+    mem__done(s);
     if (rc < 0) return rc;
     if (sqlite3_changes(st->db) == 0)
         return ag_err_set(err, AG_ENOTFOUND, "agent '%s' not found", name);
@@ -433,9 +453,9 @@ int mem_agent_count(struct mem_store *st, int64_t *n, struct ag_err *err)
 
     if (!n) return ag_err_set(err, AG_EINVAL, "mem_agent_count: n is NULL");
     *n = 0;
-    rc = step(st, s, "count agents", NULL, err);
+    rc = mem__step(st, s, "count agents", NULL, err);
     if (rc == SQLITE_ROW) *n = sqlite3_column_int64(s, 0);
-    done(s);
+    mem__done(s);
     return rc < 0 ? rc : 0;
 }
 
@@ -455,8 +475,9 @@ void mem_agent_list_free(struct mem_agent *list, size_t n)
 
 /* ---- sessions ---- */
 
-/* Writes "ses_" + 16 lower-case hex digits from the kernel's random pool into buf[21]. */
-static int new_uid(char buf[21], struct ag_err *err)
+/* Writes prefix (4 bytes, "ses_") + 16 lower-case hex digits from the kernel's random pool into
+ * buf[21]. */
+int mem__new_uid(const char *prefix, char buf[21], struct ag_err *err)
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char r[8];
@@ -465,9 +486,9 @@ static int new_uid(char buf[21], struct ag_err *err)
     do got = getrandom(r, sizeof(r), 0);
     while (got < 0 && errno == EINTR);
     if (got != (ssize_t)sizeof(r))
-        return ag_err_set(err, AG_EIO, "getrandom for a session id: %s",
+        return ag_err_set(err, AG_EIO, "getrandom for an id: %s",
                           got < 0 ? strerror(errno) : "short read");
-    memcpy(buf, "ses_", 4);
+    memcpy(buf, prefix, 4);
     for (size_t i = 0; i < sizeof(r); i++) {
         buf[4 + 2 * i] = hex[r[i] >> 4];
         buf[4 + 2 * i + 1] = hex[r[i] & 15];
@@ -479,9 +500,9 @@ static int new_uid(char buf[21], struct ag_err *err)
 static void read_session(sqlite3_stmt *s, struct mem_session *ses)
 {
     ses->id = sqlite3_column_int64(s, 0);
-    ses->uid = col_str(s, 1);
-    ses->agent = col_str(s, 2);
-    ses->title = col_str(s, 3);
+    ses->uid = mem__col_str(s, 1);
+    ses->agent = mem__col_str(s, 2);
+    ses->title = mem__col_str(s, 3);
     ses->created_ms = sqlite3_column_int64(s, 4);
     ses->updated_ms = sqlite3_column_int64(s, 5);
 }
@@ -495,17 +516,17 @@ int mem_session_create(struct mem_store *st, const char *agent, const char *titl
     int rc, src = SQLITE_OK;
 
     if (out) memset(out, 0, sizeof(*out));
-    if ((rc = check_str("agent name", agent, err)) < 0) return rc;
+    if ((rc = mem__check_str("agent name", agent, err)) < 0) return rc;
 
     /* INSERT .. SELECT resolves the agent and inserts in one statement: no row, no agent. */
     for (int attempt = 0; attempt < UID_ATTEMPTS; attempt++) {
-        if ((rc = new_uid(uid, err)) < 0) return rc;
-        bind_text(s, 1, uid);
-        bind_text(s, 2, agent);
-        bind_text(s, 3, title);
+        if ((rc = mem__new_uid("ses_", uid, err)) < 0) return rc;
+        mem__bind_text(s, 1, uid);
+        mem__bind_text(s, 2, agent);
+        mem__bind_text(s, 3, title);
         sqlite3_bind_int64(s, 4, now);
-        rc = step(st, s, "insert session", &src, err);
-        done(s);
+        rc = mem__step(st, s, "insert session", &src, err);
+        mem__done(s);
         if (src != SQLITE_CONSTRAINT_UNIQUE) break;
     }
     if (src == SQLITE_CONSTRAINT_UNIQUE)
@@ -531,12 +552,12 @@ int mem_session_get(struct mem_store *st, const char *uid, struct mem_session *o
     int rc;
 
     if (out) memset(out, 0, sizeof(*out));
-    if ((rc = check_str("session id", uid, err)) < 0) return rc;
+    if ((rc = mem__check_str("session id", uid, err)) < 0) return rc;
 
-    bind_text(s, 1, uid);
-    rc = step(st, s, "read session", NULL, err);
+    mem__bind_text(s, 1, uid);
+    rc = mem__step(st, s, "read session", NULL, err);
     if (rc == SQLITE_ROW && out) read_session(s, out);
-    done(s);
+    mem__done(s);
     if (rc == SQLITE_DONE) return ag_err_set(err, AG_ENOTFOUND, "session '%s' not found", uid);
     return rc < 0 ? rc : 0;
 }
@@ -547,10 +568,10 @@ static int agent_id(struct mem_store *st, const char *name, int64_t *id, struct 
     sqlite3_stmt *s = stmt(st, STMT_AGENT_ID);
     int rc;
 
-    bind_text(s, 1, name);
-    rc = step(st, s, "read agent", NULL, err);
+    mem__bind_text(s, 1, name);
+    rc = mem__step(st, s, "read agent", NULL, err);
     if (rc == SQLITE_ROW) *id = sqlite3_column_int64(s, 0);
-    done(s);
+    mem__done(s);
     if (rc == SQLITE_DONE) return ag_err_set(err, AG_ENOTFOUND, "agent '%s' not found", name);
     return rc < 0 ? rc : 0;
 }
@@ -568,18 +589,18 @@ int mem_session_list(struct mem_store *st, const char *agent, struct mem_session
     *out = NULL;
     *n = 0;
     if (agent) {
-        if ((rc = check_str("agent name", agent, err)) < 0) return rc;
+        if ((rc = mem__check_str("agent name", agent, err)) < 0) return rc;
         if ((rc = agent_id(st, agent, &aid, err)) < 0) return rc;
         s = stmt(st, STMT_SESSION_LIST_AGENT);
         sqlite3_bind_int64(s, 1, aid);
     } else {
         s = stmt(st, STMT_SESSION_LIST);
     }
-    while ((rc = step(st, s, "list sessions", NULL, err)) == SQLITE_ROW) {
-        list = grow(list, len, &cap, sizeof(*list));
+    while ((rc = mem__step(st, s, "list sessions", NULL, err)) == SQLITE_ROW) {
+        list = mem__grow(list, len, &cap, sizeof(*list));
         read_session(s, &list[len++]);
     }
-    done(s);
+    mem__done(s);
     if (rc < 0) {
         mem_session_list_free(list, len);
         return rc;
@@ -594,10 +615,10 @@ int mem_session_delete(struct mem_store *st, const char *uid, struct ag_err *err
     sqlite3_stmt *s = stmt(st, STMT_SESSION_DELETE);
     int rc;
 
-    if ((rc = check_str("session id", uid, err)) < 0) return rc;
-    bind_text(s, 1, uid);
-    rc = step(st, s, "delete session", NULL, err);
-    done(s);
+    if ((rc = mem__check_str("session id", uid, err)) < 0) return rc;
+    mem__bind_text(s, 1, uid);
+    rc = mem__step(st, s, "delete session", NULL, err);
+    mem__done(s);
     if (rc < 0) return rc;
     if (sqlite3_changes(st->db) == 0)
         return ag_err_set(err, AG_ENOTFOUND, "session '%s' not found", uid);
@@ -636,11 +657,32 @@ static void read_message(sqlite3_stmt *s, struct mem_message *m)
 {
     m->id = sqlite3_column_int64(s, 0);
     m->session_id = sqlite3_column_int64(s, 1);
-    m->role = col_str(s, 2);
-    m->content = col_str(s, 3);
-    m->tool_calls = col_str(s, 4);
+    m->role = mem__col_str(s, 2);
+    m->content = mem__col_str(s, 3);
+    m->tool_calls = mem__col_str(s, 4);
     m->n_tokens = sqlite3_column_int64(s, 5);
     m->created_ms = sqlite3_column_int64(s, 6);
+    m->tool_call_id = mem__col_str(s, 7);
+    m->name = mem__col_str(s, 8);
+}
+
+int mem__message_insert(struct mem_store *st, int64_t sid, const struct mem_message *m,
+                        struct ag_err *err)
+{
+    sqlite3_stmt *s = stmt(st, STMT_MESSAGE_INSERT);
+    int rc = check_role(m->role, err);
+    if (rc < 0) return rc;
+    sqlite3_bind_int64(s, 1, sid);
+    mem__bind_text(s, 2, m->role);
+    mem__bind_text(s, 3, m->content ? m->content : "");
+    mem__bind_text(s, 4, m->tool_calls);
+    sqlite3_bind_int64(s, 5, m->n_tokens);
+    sqlite3_bind_int64(s, 6, m->created_ms);
+    mem__bind_text(s, 7, m->tool_call_id);
+    mem__bind_text(s, 8, m->name);
+    rc = mem__step(st, s, "insert message", NULL, err);
+    mem__done(s);
+    return rc < 0 ? rc : 0;
 }
 
 int mem_message_append(struct mem_store *st, const char *session_uid, const char *role,
@@ -652,7 +694,7 @@ int mem_message_append(struct mem_store *st, const char *session_uid, const char
     int rc;
 
     if (out) memset(out, 0, sizeof(*out));
-    if ((rc = check_str("session id", session_uid, err)) < 0) return rc;
+    if ((rc = mem__check_str("session id", session_uid, err)) < 0) return rc;
     if ((rc = check_role(role, err)) < 0) return rc;
     if (n_tokens < 0)
         return ag_err_set(err, AG_EINVAL, "message n_tokens %lld is negative", (long long)n_tokens);
@@ -660,28 +702,26 @@ int mem_message_append(struct mem_store *st, const char *session_uid, const char
     if (!content) content = "";
 
     /* Touching the session first also finds it and takes the write lock for both rows. */
-    if ((rc = tx_begin(st, err)) < 0) return rc;
+    if ((rc = mem__tx_begin(st, err)) < 0) return rc;
     s = stmt(st, STMT_SESSION_TOUCH);
-    bind_text(s, 1, session_uid);
+    mem__bind_text(s, 1, session_uid);
     sqlite3_bind_int64(s, 2, now);
-    rc = step(st, s, "update session", NULL, err);
+    rc = mem__step(st, s, "update session", NULL, err);
     if (rc == SQLITE_ROW) sid = sqlite3_column_int64(s, 0);
-    done(s);
+    mem__done(s);
     if (rc == SQLITE_DONE)
         rc = ag_err_set(err, AG_ENOTFOUND, "session '%s' not found", session_uid);
     if (rc < 0) goto fail;
 
-    s = stmt(st, STMT_MESSAGE_INSERT);
-    sqlite3_bind_int64(s, 1, sid);
-    bind_text(s, 2, role);
-    bind_text(s, 3, content);
-    bind_text(s, 4, tool_calls);
-    sqlite3_bind_int64(s, 5, n_tokens);
-    sqlite3_bind_int64(s, 6, now);
-    rc = step(st, s, "insert message", NULL, err);
-    done(s);
+    rc = mem__message_insert(st, sid,
+                             &(struct mem_message){.role = (char *)role,
+                                                   .content = (char *)content,
+                                                   .tool_calls = (char *)tool_calls,
+                                                   .n_tokens = n_tokens,
+                                                   .created_ms = now},
+                             err);
     if (rc < 0) goto fail;
-    if ((rc = tx_commit(st, err)) < 0) goto fail;
+    if ((rc = mem__tx_commit(st, err)) < 0) goto fail;
 
     if (out) {
         out->id = sqlite3_last_insert_rowid(st->db);
@@ -694,20 +734,20 @@ int mem_message_append(struct mem_store *st, const char *session_uid, const char
     }
     return 0;
 fail:
-    tx_rollback(st);
+    mem__tx_rollback(st);
     return rc;
 }
 
 /* Looks up a session's rowid by uid. */
-static int session_id(struct mem_store *st, const char *uid, int64_t *id, struct ag_err *err)
+int mem__session_id(struct mem_store *st, const char *uid, int64_t *id, struct ag_err *err)
 {
     sqlite3_stmt *s = stmt(st, STMT_SESSION_ID);
     int rc;
 
-    bind_text(s, 1, uid);
-    rc = step(st, s, "read session", NULL, err);
+    mem__bind_text(s, 1, uid);
+    rc = mem__step(st, s, "read session", NULL, err);
     if (rc == SQLITE_ROW) *id = sqlite3_column_int64(s, 0);
-    done(s);
+    mem__done(s);
     if (rc == SQLITE_DONE) return ag_err_set(err, AG_ENOTFOUND, "session '%s' not found", uid);
     return rc < 0 ? rc : 0;
 }
@@ -724,21 +764,21 @@ int mem_message_list(struct mem_store *st, const char *session_uid, int64_t afte
     if (!out || !n) return ag_err_set(err, AG_EINVAL, "mem_message_list: out or n is NULL");
     *out = NULL;
     *n = 0;
-    if ((rc = check_str("session id", session_uid, err)) < 0) return rc;
+    if ((rc = mem__check_str("session id", session_uid, err)) < 0) return rc;
     if (after_id < 0)
         return ag_err_set(err, AG_EINVAL, "after_id %lld is negative", (long long)after_id);
-    if ((rc = session_id(st, session_uid, &sid, err)) < 0) return rc;
+    if ((rc = mem__session_id(st, session_uid, &sid, err)) < 0) return rc;
 
     sqlite3_bind_int64(s, 1, sid);
     sqlite3_bind_int64(s, 2, after_id);
     /* LIMIT -1 is SQLite's "no limit". */
     sqlite3_bind_int64(s, 3,
                        limit == 0 || (uint64_t)limit > (uint64_t)INT64_MAX ? -1 : (int64_t)limit);
-    while ((rc = step(st, s, "list messages", NULL, err)) == SQLITE_ROW) {
-        list = grow(list, len, &cap, sizeof(*list));
+    while ((rc = mem__step(st, s, "list messages", NULL, err)) == SQLITE_ROW) {
+        list = mem__grow(list, len, &cap, sizeof(*list));
         read_message(s, &list[len++]);
     }
-    done(s);
+    mem__done(s);
     if (rc < 0) {
         mem_message_list_free(list, len);
         return rc;
@@ -754,6 +794,8 @@ void mem_message_release(struct mem_message *m)
     free(m->role);
     free(m->content);
     free(m->tool_calls);
+    free(m->tool_call_id);
+    free(m->name);
     memset(m, 0, sizeof(*m));
 }
 

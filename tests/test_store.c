@@ -596,6 +596,101 @@ static void test_durability_kill9(void)
     tmp_remove(&t);
 }
 
+/* Runs: created with the user's message and event 1, written step by step, listed, paged by
+ * seq; a run cut off by a crash becomes interrupted with a final event; ended runs take no
+ * more writes; memories are found by their words and not by another agent. */
+static void test_runs_and_memories(void)
+{
+    struct tmp t;
+    struct mem_store *st = open_fresh(&t);
+    struct ag_err err = {0};
+    if (!st) return;
+    CHECK(mem_agent_create(st, "a", "{}", NULL, &err) == 0);
+    CHECK(mem_agent_create(st, "b", "{}", NULL, &err) == 0);
+
+    struct mem_run r;
+    struct mem_message *hist;
+    size_t nh;
+    CHECKF(mem_run_create(st, "a", NULL, "first question", &r, &hist, &nh, &err) == 0, "%s",
+           err.msg);
+    CHECK(nh == 0 && r.last_seq == 1 && strncmp(r.uid, "run_", 4) == 0);
+    char ses[32];
+    snprintf(ses, sizeof(ses), "%s", r.session);
+    struct mem_event ev[2] = {{.seq = 2, .type = "text.delta", .payload = "{\"text\":\"hi\"}"},
+                              {.seq = 3, .type = "run.completed", .payload = "{}"}};
+    struct mem_message am = {.role = "assistant", .content = "hi"};
+    struct mem_run_write w = {.run_uid = r.uid,
+                              .events = ev,
+                              .n_events = 2,
+                              .msgs = &am,
+                              .n_msgs = 1,
+                              .state = "completed",
+                              .output = "hi",
+                              .reason = "answer",
+                              .steps = 1,
+                              .completion_tokens = 2};
+    CHECKF(mem_run_write(st, &w, &err) == 0, "%s", err.msg);
+    /* Ended: no more writes; a gap in seq is refused. */
+    CHECK(mem_run_write(st, &w, &err) == AG_EINVAL);
+    char first[32];
+    snprintf(first, sizeof(first), "%s", r.uid);
+    mem_run_release(&r);
+
+    CHECK(mem_run_create(st, "b", ses, "wrong agent", &r, NULL, NULL, &err) == AG_EINVAL);
+    CHECK(mem_run_create(st, NULL, "ses_nope", "x", &r, NULL, NULL, &err) == AG_ENOTFOUND);
+    CHECKF(mem_run_create(st, NULL, ses, "second", &r, &hist, &nh, &err) == 0, "%s", err.msg);
+    CHECK(nh == 2 && strcmp(hist[0].role, "user") == 0 && strcmp(hist[1].content, "hi") == 0);
+    mem_message_list_free(hist, nh);
+    struct mem_event gap = {.seq = 5, .type = "text.delta", .payload = "{}"};
+    w = (struct mem_run_write){.run_uid = r.uid, .events = &gap, .n_events = 1};
+    CHECK(mem_run_write(st, &w, &err) == AG_EINVAL);
+    gap.seq = 2;
+    struct mem_message tm = {.role = "tool", .content = "42", .tool_call_id = "c1", .name = "py"};
+    w.msgs = &tm;
+    w.n_msgs = 1;
+    CHECK(mem_run_write(st, &w, &err) == 0);
+
+    int64_t n = 0;
+    CHECK(mem_run_interrupt_all(st, &n, &err) == 0 && n == 1);
+    struct mem_run g;
+    CHECK(mem_run_get(st, r.uid, &g, &err) == 0);
+    CHECK(strcmp(g.state, "interrupted") == 0 && g.last_seq == 3 && g.ended_ms > 0);
+    mem_run_release(&g);
+    struct mem_event *evs;
+    size_t ne;
+    CHECK(mem_run_events(st, r.uid, 1, 0, &evs, &ne, &err) == 0);
+    CHECK(ne == 2 && evs[0].seq == 2 && strcmp(evs[1].type, "run.failed") == 0 &&
+          strstr(evs[1].payload, "interrupted"));
+    mem_event_list_free(evs, ne);
+    CHECK(mem_run_events(st, first, 0, 0, &evs, &ne, &err) == 0);
+    CHECK(ne == 3 && strcmp(evs[0].type, "run.created") == 0 && strstr(evs[0].payload, first));
+    mem_event_list_free(evs, ne);
+    struct mem_run *list;
+    size_t nl;
+    CHECK(mem_run_list(st, "a", NULL, 0, &list, &nl, &err) == 0 && nl == 2);
+    CHECK(strcmp(list[0].uid, r.uid) == 0 && strcmp(list[1].output, "hi") == 0);
+    mem_run_list_free(list, nl);
+    CHECK(mem_message_list(st, ses, 0, 0, &hist, &nh, &err) == 0 && nh == 4);
+    CHECK(strcmp(hist[3].tool_call_id, "c1") == 0 && strcmp(hist[3].name, "py") == 0);
+    mem_message_list_free(hist, nh);
+    mem_run_release(&r);
+
+    CHECK(mem_memory_add(st, "a", "The user's cat is called Miso.", NULL, &err) == 0);
+    CHECK(mem_memory_add(st, "a", "Deploys happen on Tuesdays.", NULL, &err) == 0);
+    CHECK(mem_memory_add(st, "b", "Miso soup recipe.", NULL, &err) == 0);
+    CHECK(mem_memory_add(st, "zz", "x", NULL, &err) == AG_ENOTFOUND);
+    char **texts;
+    size_t nt;
+    CHECK(mem_memory_search(st, "a", "what is my cat's name? \"miso\" OR*", 5, &texts, &nt, &err) ==
+          0);
+    CHECK(nt == 1 && strstr(texts[0], "Miso"));
+    mem_strings_free(texts, nt);
+    CHECK(mem_memory_search(st, "a", "", 5, &texts, &nt, &err) == 0 && nt == 2);
+    mem_strings_free(texts, nt);
+    mem_store_close(st);
+    tmp_remove(&t);
+}
+
 static void test_newer_schema_refused(void)
 {
     struct tmp t;
@@ -608,7 +703,8 @@ static void test_newer_schema_refused(void)
     CHECK(mem_agent_create(st, "a", "{}", NULL, &err) == 0);
     mem_store_close(st);
 
-    CHECK(raw(t.db, "UPDATE schema_version SET version = 999") == 0);
+    CHECK(raw(t.db, "UPDATE schema_version SET version = 999 WHERE version = "
+                    "(SELECT max(version) FROM schema_version)") == 0);
     st = NULL;
     CHECK(mem_store_open(t.db, &st, &err) == AG_EUNSUPPORTED);
     CHECK(st == NULL);
@@ -634,5 +730,6 @@ int main(int argc, char **argv)
     RUN(test_foreign_sqlite_file);
     RUN(test_durability_kill9);
     RUN(test_newer_schema_refused);
+    RUN(test_runs_and_memories);
     return TEST_END();
 }
