@@ -75,22 +75,42 @@ size_t storeq_pending(const struct storeq *q);
 void storeq_stop(struct storeq *q);
 
 /* ---- connections (server.c) ---- */
-struct conn {
-    uv_pipe_t pipe;           /* the client socket; pipe.data points back here */
-    struct agentd *d;         /* the daemon */
-    struct conn *prev, *next; /* list of open connections */
-    uint64_t id;              /* sequential, for logs */
-    uid_t uid;                /* peer credentials from SO_PEERCRED */
-    pid_t pid;                /* peer pid (0 when unknown) */
-    struct proto_framer fr;   /* request bytes -> lines */
-    struct ag_buf out;        /* responses not yet handed to the kernel or libuv */
-    int refs;                 /* 1 for the open handle + 1 per job in flight */
-    bool busy;                /* a request waits on a job; later frames wait in fr */
-    bool reading;             /* uv_read_start is active */
-    bool eof;                 /* the client closed its side; close after answering */
-    bool closing;             /* uv_close called */
-    bool initialized;         /* initialize was called (optional for now) */
+struct conn;
+
+/* An internal caller (the agent runner) calls methods through a struct conn with a sink: its
+ * replies and notifications go to these callbacks on the loop thread instead of a socket. */
+struct conn_sink {
+    /* The one reply of a conn_call: result, or err (with data, may be NULL). */
+    void (*reply)(struct conn *c, const struct proto_val *result, const struct ag_err *err,
+                  const struct proto_val *data);
+    void (*notify)(struct conn *c, const char *method, const struct proto_val *params);
 };
+
+struct conn {
+    uv_pipe_t pipe;               /* the client socket; pipe.data points back here */
+    struct agentd *d;             /* the daemon */
+    struct conn *prev, *next;     /* list of open connections */
+    uint64_t id;                  /* sequential, for logs */
+    uid_t uid;                    /* peer credentials from SO_PEERCRED */
+    pid_t pid;                    /* peer pid (0 when unknown) */
+    struct proto_framer fr;       /* request bytes -> lines */
+    struct ag_buf out;            /* responses not yet handed to the kernel or libuv */
+    int refs;                     /* 1 for the open handle + 1 per job in flight */
+    bool busy;                    /* a request waits on a job; later frames wait in fr */
+    bool reading;                 /* uv_read_start is active */
+    bool eof;                     /* the client closed its side; close after answering */
+    bool closing;                 /* uv_close called */
+    bool initialized;             /* initialize was called (optional for now) */
+    const struct conn_sink *sink; /* internal caller, or NULL for a socket */
+    void *sink_ud;                /* the internal caller's state */
+};
+
+/* Sets c up as an internal caller of d's methods. */
+void conn_init_internal(struct conn *c, struct agentd *d, const struct conn_sink *sink, void *ud);
+/* Calls method with params (taken over) as c; the reply reaches c's sink, at once or later.
+ * One call at a time per conn (c->busy while one is pending). Returns the synchronous result
+ * code, for information: the sink has been told either way. */
+int conn_call(struct conn *c, const char *method, struct proto_val *params);
 
 /* Appends a result or error response for id to c's output (flushed by the caller). */
 void conn_reply(struct conn *c, const struct proto_val *id, const struct proto_val *result);
@@ -155,6 +175,21 @@ void engd_conn_gone(struct conn *c);
 /* engine.generate requests not yet answered. */
 int engd_in_flight(struct agentd *d);
 
+/* ---- agent runs (runner.c) ---- */
+struct runner;
+void runner_start(struct agentd *d);
+/* Ends every live run (reason "shutdown"); they finish storing their events. */
+void runner_drain(struct agentd *d);
+void runner_stop(struct agentd *d);
+#define RUNNER_NOT_MINE 2
+/* Handles run.* like methods_dispatch; RUNNER_NOT_MINE for other names. */
+int runner_dispatch(struct conn *c, struct proto_req *req, struct proto_val **result,
+                    struct ag_err *err);
+/* c is closing: its subscriptions end and its foreground runs are cancelled. */
+void runner_conn_gone(struct conn *c);
+/* Runs not yet finished. */
+int runner_in_flight(struct agentd *d);
+
 /* ---- the daemon ---- */
 struct agentd {
     uv_loop_t *loop;          /* the event loop */
@@ -169,6 +204,7 @@ struct agentd {
     struct sbxd *sbx;         /* sandbox workers and sessions */
     void *sbx_mem;            /* the stopped sandbox manager, freed after the loop ends */
     struct engd *eng;         /* the inference engine service */
+    struct runner *runner;    /* agent runs */
     struct conn *conns;       /* open connections */
     uint64_t n_conns;         /* open connections */
     uint64_t next_conn_id;    /* for logs */

@@ -56,7 +56,8 @@ static void on_handle_closed(uv_handle_t *h)
 
 static bool all_idle(struct agentd *d)
 {
-    if (storeq_pending(d->sq) != 0 || sbxd_in_flight(d) != 0 || engd_in_flight(d) != 0)
+    if (storeq_pending(d->sq) != 0 || sbxd_in_flight(d) != 0 || engd_in_flight(d) != 0 ||
+        runner_in_flight(d) != 0)
         return false;
     for (struct conn *c = d->conns; c; c = c->next)
         if (c->busy || c->out.len || uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe))
@@ -67,6 +68,7 @@ static bool all_idle(struct agentd *d)
 static void finish(struct agentd *d)
 {
     server_close_all(d);
+    runner_drain(d);
     engd_stop(d);
     sbxd_stop(d);
     uv_timer_stop(&d->drain_timer);
@@ -75,6 +77,7 @@ static void finish(struct agentd *d)
     uv_close((uv_handle_t *)&d->sig_int, on_handle_closed);
     storeq_stop(d->sq);
     d->sq = NULL;
+    runner_stop(d);
 }
 
 static void on_drain_tick(uv_timer_t *t)
@@ -98,6 +101,7 @@ void agentd_drain(struct agentd *d)
     ag_info("shutting down: finishing %zu queued storage jobs, %llu connections open",
             storeq_pending(d->sq), (unsigned long long)d->n_conns);
     server_stop_listening(d);
+    runner_drain(d);
     uv_timer_start(&d->drain_timer, on_drain_tick, 0, 10);
 }
 
@@ -126,11 +130,21 @@ static int start(struct agentd *d, struct ag_err *err)
         mem_store_close(st);
         return rc;
     }
+    /* Runs still "running" were cut off when the last agentd died. */
+    int64_t n_cut = 0;
+    if ((rc = mem_run_interrupt_all(st, &n_cut, err)) != 0) {
+        mem_store_close(st);
+        return rc;
+    }
+    if (n_cut)
+        ag_warn("%lld runs were in progress when agentd last stopped: marked interrupted",
+                (long long)n_cut);
     if ((rc = storeq_start(d->loop, st, &d->sq, err)) != 0) {
         mem_store_close(st);
         return rc;
     }
     sbxd_start(d);
+    runner_start(d);
     if ((rc = engd_start(d, err)) != 0) {
         sbxd_stop(d);
         storeq_stop(d->sq);

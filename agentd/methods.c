@@ -62,6 +62,8 @@ static struct proto_val *message_json(const struct mem_message *m)
     proto_add_str(o, "role", m->role);
     proto_add_str(o, "content", m->content ? m->content : "");
     if (m->tool_calls) proto_add_raw(o, "tool_calls", m->tool_calls);
+    if (m->tool_call_id) proto_add_str(o, "tool_call_id", m->tool_call_id);
+    if (m->name) proto_add_str(o, "name", m->name);
     proto_add_int(o, "n_tokens", m->n_tokens);
     proto_add_int(o, "created_ms", m->created_ms);
     return o;
@@ -79,6 +81,8 @@ enum job_kind {
     JOB_SESSION_LIST,
     JOB_SESSION_GET,
     JOB_SESSION_DELETE,
+    JOB_MEMORY_ADD,
+    JOB_MEMORY_SEARCH,
 };
 
 struct method_job {
@@ -216,6 +220,27 @@ static void job_work(struct storeq_job *base, struct mem_store *st)
             proto_add_str(j->result, "deleted", sid);
         }
         break;
+    case JOB_MEMORY_ADD: {
+        int64_t id = 0;
+        rc = mem_memory_add(st, proto_get_str(p, "agent"), proto_get_str(p, "text"), &id, &j->err);
+        if (rc == 0) {
+            j->result = proto_obj();
+            proto_add_int(j->result, "id", id);
+        }
+        break;
+    }
+    case JOB_MEMORY_SEARCH: {
+        char **texts = NULL;
+        size_t n = 0;
+        rc = mem_memory_search(st, proto_get_str(p, "agent"), proto_get_str(p, "query"),
+                               (size_t)proto_int(proto_get(p, "limit"), 5), &texts, &n, &j->err);
+        if (rc != 0) break;
+        j->result = proto_obj();
+        struct proto_val *arr = proto_add(j->result, "memories", proto_arr());
+        for (size_t i = 0; i < n; i++) proto_push(arr, proto_new_str(texts[i]));
+        mem_strings_free(texts, n);
+        break;
+    }
     }
     j->rc = rc;
 }
@@ -378,7 +403,8 @@ int methods_dispatch(struct conn *c, struct proto_req *req, struct proto_val **r
     if (strcmp(m, "ping") == 0) return 0;
     if (strcmp(m, "status") == 0) return m_status(c, result);
     if (strcmp(m, "initialize") == 0) return m_initialize(c, p, result, err);
-    if (c->d->draining) return ag_err_set(err, AG_ESHUTDOWN, "agentd is shutting down");
+    /* Internal callers (runs being stopped) may still cancel and kill while draining. */
+    if (c->d->draining && !c->sink) return ag_err_set(err, AG_ESHUTDOWN, "agentd is shutting down");
 
     if (strncmp(m, "sandbox.", 8) == 0 &&
         (rc = sbxd_dispatch(c, req, result, err)) != SBXD_NOT_MINE)
@@ -428,6 +454,22 @@ int methods_dispatch(struct conn *c, struct proto_req *req, struct proto_val **r
         if ((rc = check_name_param(p, "session", err)) != 0) return rc;
         return start_job(c, req, JOB_SESSION_DELETE);
     }
+    if (strcmp(m, "memory.add") == 0 || strcmp(m, "memory.search") == 0) {
+        static const char *const add_keys[] = {"agent", "text", NULL};
+        static const char *const search_keys[] = {"agent", "query", "limit", NULL};
+        bool add = m[7] == 'a';
+        const char *s = NULL;
+        int64_t n;
+        if ((rc = proto_param_known(p, add ? add_keys : search_keys, err)) != 0) return rc;
+        if ((rc = proto_param_str(p, "agent", true, &s, err)) != 0) return rc;
+        if ((rc = proto_param_str(p, add ? "text" : "query", add, &s, err)) != 0) return rc;
+        if (add && !*s) return ag_err_set(err, AG_EPARAMS, "params.text: must not be empty");
+        if (!add && (rc = proto_param_int(p, "limit", false, 1, 100, &n, err)) != 0) return rc;
+        return start_job(c, req, add ? JOB_MEMORY_ADD : JOB_MEMORY_SEARCH);
+    }
+    if (strncmp(m, "run.", 4) == 0 &&
+        (rc = runner_dispatch(c, req, result, err)) != RUNNER_NOT_MINE)
+        return rc;
     return unknown_method(m, err);
 }
 
