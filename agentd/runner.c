@@ -102,6 +102,7 @@ struct run {
     bool cancel;         /* run.cancel or owner gone */
     bool wall_hit;       /* max_wall_s */
     bool shutdown;       /* agentd is stopping */
+    bool no_grammar;     /* tool calls are not constrained (run.create grammar: false) */
     char end_state[16];  /* completed, failed, cancelled */
     char end_reason[32]; /* answer, max_steps, ... */
     char *end_error;     /* failed: why */
@@ -636,6 +637,7 @@ static void step(struct run *r)
     proto_add_int(p, "max_tokens", per < left ? per : left);
     add_sampling(r, p);
     proto_add_bool(p, "stream", true);
+    if (r->no_grammar) proto_add_bool(p, "grammar", false);
     snprintf(r->step_id, sizeof(r->step_id), "%s.%d", r->uid, r->steps);
     proto_add_str(p, "request_id", r->step_id);
     r->st = RS_GENERATING;
@@ -1160,12 +1162,12 @@ out:
 
 static int m_create(struct runner *R, struct conn *c, struct proto_req *req, struct ag_err *err)
 {
-    static const char *const keys[] = {"agent",     "session",        "input",
-                                       "stream",    "background",     "tool_choice",
-                                       "max_steps", "max_tool_calls", NULL};
+    static const char *const keys[] = {"agent",      "session",     "input",     "stream",
+                                       "background", "tool_choice", "max_steps", "max_tool_calls",
+                                       "grammar",    NULL};
     const struct proto_val *p = req->params;
     const char *agent = NULL, *session = NULL, *input = NULL, *tc = NULL;
-    bool stream = false, bg = false;
+    bool stream = false, bg = false, grammar = true;
     int64_t ms = 0, mt = 0;
     int rc;
     if ((rc = proto_param_known(p, keys, err)) != 0 ||
@@ -1175,6 +1177,7 @@ static int m_create(struct runner *R, struct conn *c, struct proto_req *req, str
         (rc = proto_param_str(p, "tool_choice", false, &tc, err)) != 0 ||
         (rc = proto_param_bool(p, "stream", false, &stream, err)) != 0 ||
         (rc = proto_param_bool(p, "background", false, &bg, err)) != 0 ||
+        (rc = proto_param_bool(p, "grammar", false, &grammar, err)) != 0 ||
         (rc = proto_param_int(p, "max_steps", false, 1, 1000, &ms, err)) != 0 ||
         (rc = proto_param_int(p, "max_tool_calls", false, 0, 10000, &mt, err)) != 0)
         return rc;
@@ -1205,6 +1208,7 @@ static int m_create(struct runner *R, struct conn *c, struct proto_req *req, str
     r->req = *req;
     memset(req, 0, sizeof(*req));
     r->stream = stream;
+    r->no_grammar = !grammar;
     r->max_steps = (int)ms; /* 0: the agent's limit */
     r->max_tool_calls = proto_get(p, "max_tool_calls") ? (int)mt : -1;
     if (tc) snprintf(r->tool_choice, sizeof(r->tool_choice), "%s", tc);

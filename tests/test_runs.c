@@ -1,0 +1,525 @@
+/*
+ * test_runs.c - agent runs end to end: the real daemon, the real model (Gemma 3 270M, the agent
+ * model: it writes usable tool arguments where SmolLM2-135M does not), the real sandbox and the
+ * real SQLite file. A run's events are checked for order, for what a resubscribing client
+ * receives, and for what survives kill -9.
+ */
+#include <cjson/cJSON.h>
+#include <signal.h>
+
+#include "../tools/tools.h"
+#include "daemon_util.h"
+#include "test.h"
+
+#define MODEL "models/gemma-3-270m-q4_k_m.gguf"
+
+static struct tdaemon D;
+static bool UP;
+static char AGENTS[320];
+static const char *START_ARGS[16];
+
+#define NEED()                                                                                     \
+    do {                                                                                           \
+        if (!UP) SKIP("the daemon did not start with " MODEL " (run `make model MODEL=all`)");     \
+    } while (0)
+
+/* A run's stream: its events in arrival order, then the response. */
+struct stream {
+    struct proto_val *ev[512];
+    int n;
+    struct proto_val *resp;
+};
+
+static void stream_free(struct stream *s)
+{
+    for (int i = 0; i < s->n; i++) proto_val_free(s->ev[i]);
+    proto_val_free(s->resp);
+    memset(s, 0, sizeof(*s));
+}
+
+/* Reads until the response to id (or, with id 0, until a terminal event or stop_after events). */
+static bool collect(struct tconn *c, int id, struct stream *s, int stop_after)
+{
+    for (;;) {
+        struct proto_val *m = tconn_read(c, 180000);
+        if (!m) return false;
+        if (proto_get(m, "id")) {
+            if (proto_int(proto_get(m, "id"), -1) == id) {
+                s->resp = m;
+                return true;
+            }
+            proto_val_free(m);
+            continue;
+        }
+        struct proto_val *p = proto_val_dup(proto_get(m, "params"));
+        proto_val_free(m);
+        if (s->n < 512) s->ev[s->n++] = p;
+        const char *t = proto_get_str(p, "type");
+        if (id == 0 && t && strncmp(t, "run.", 4) == 0 && strcmp(t, "run.created") != 0)
+            return true;
+        if (stop_after && s->n >= stop_after) return true;
+    }
+}
+
+static bool send_req(struct tconn *c, int id, const char *method, const char *params)
+{
+    char *line = ag_asprintf("{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"%s\",\"params\":%s}\n",
+                             id, method, params);
+    bool ok = tconn_send(c, line);
+    free(line);
+    return ok;
+}
+
+static const struct proto_val *find_ev(const struct stream *s, const char *type)
+{
+    for (int i = 0; i < s->n; i++)
+        if (strcmp(proto_get_str(s->ev[i], "type"), type) == 0) return s->ev[i];
+    return NULL;
+}
+
+/* Events carry seq 1, 2, ... with no gap and no repeat. */
+static bool seqs_contiguous(const struct stream *s, int64_t first)
+{
+    for (int i = 0; i < s->n; i++)
+        if (proto_int(proto_get(s->ev[i], "seq"), -1) != first + i) return false;
+    return true;
+}
+
+static struct proto_val *call(const char *method, const char *params)
+{
+    struct tconn c;
+    if (!tconn_open(&c, D.sock)) return NULL;
+    struct proto_val *r = tcall(&c, 7, method, params);
+    tconn_close(&c);
+    return r;
+}
+
+/* ---- tests ---- */
+
+/* Asked for a product, the agent calls python; the tool's real output is in the log and in the
+ * answer, and the session keeps the whole exchange. */
+static void test_python_tool_answer(void)
+{
+    NEED();
+    struct tconn c;
+    CHECK(tconn_open(&c, D.sock));
+    CHECK(send_req(&c, 1, "run.create",
+                   "{\"agent\":\"calc\",\"input\":\"What is 12345 * 6789?\",\"stream\":true,"
+                   "\"tool_choice\":\"python\"}"));
+    struct stream s = {0};
+    CHECK(collect(&c, 1, &s, 0));
+    const struct proto_val *res = proto_get(s.resp, "result");
+    CHECKF(res, "%s", resp_error_msg(s.resp));
+    CHECK(seqs_contiguous(&s, 1));
+    CHECK(strcmp(proto_get_str(s.ev[0], "type"), "run.created") == 0);
+    const struct proto_val *call_ev = find_ev(&s, "tool_call.done"),
+                           *r = find_ev(&s, "tool.result");
+    CHECK(call_ev && strcmp(proto_get_str(call_ev, "name"), "python") == 0);
+    CHECKF(r && strstr(proto_get_str(r, "output"), "83810205"), "%s",
+           r ? proto_get_str(r, "output") : "no tool.result");
+    CHECK(find_ev(&s, "text.delta"));
+    const struct proto_val *done = s.n ? s.ev[s.n - 1] : NULL;
+    CHECK(done && strcmp(proto_get_str(done, "type"), "run.completed") == 0);
+    CHECK(strcmp(proto_get_str(res, "state"), "completed") == 0);
+    CHECKF(strstr(proto_get_str(res, "output"), "83810205"), "answer: %s",
+           proto_get_str(res, "output"));
+    CHECK(proto_int(proto_get(res, "last_seq"), 0) == s.n);
+    const struct proto_val *tm = proto_get(done, "timings");
+    CHECK(proto_num(proto_get(tm, "tool_ms"), 0) > 0 &&
+          proto_num(proto_get(tm, "decode_ms"), 0) > 0);
+
+    /* The session holds user, assistant (call), tool, assistant (answer). */
+    char *q = ag_asprintf("{\"session\":\"%s\"}", proto_get_str(res, "session_id"));
+    struct proto_val *ses = call("session.get", q);
+    free(q);
+    const struct proto_val *msgs = proto_get(proto_get(ses, "result"), "messages");
+    CHECK(proto_len(msgs) == 4);
+    CHECK(strcmp(proto_get_str(proto_at(msgs, 2), "role"), "tool") == 0 &&
+          proto_get_str(proto_at(msgs, 2), "tool_call_id"));
+    CHECK(proto_get(proto_at(msgs, 1), "tool_calls"));
+    proto_val_free(ses);
+    stream_free(&s);
+    tconn_close(&c);
+}
+
+/* A client that drops off mid-run and resubscribes with after_seq gets exactly what it missed;
+ * a subscription after the end replays the stored log, identical to the live one. */
+static void test_resubscribe(void)
+{
+    NEED();
+    struct tconn a, b;
+    CHECK(tconn_open(&a, D.sock));
+    CHECK(send_req(&a, 1, "run.create",
+                   "{\"agent\":\"calc\",\"input\":\"Write three sentences about the sea.\","
+                   "\"stream\":true,\"background\":true,\"tool_choice\":\"none\"}"));
+    struct stream s1 = {0};
+    CHECK(collect(&a, 1, &s1, 0));
+    const char *rid = proto_get_str(proto_get(s1.resp, "result"), "run_id");
+    CHECK(rid);
+    if (!rid) return;
+    char run_id[64];
+    snprintf(run_id, sizeof(run_id), "%s", rid);
+    /* A few events, then the client goes away. */
+    struct stream s2 = {0};
+    CHECK(collect(&a, 0, &s2, 3));
+    int64_t last = proto_int(proto_get(s2.ev[s2.n - 1], "seq"), 0);
+    tconn_close(&a);
+    usleep(100000);
+
+    CHECK(tconn_open(&b, D.sock));
+    char *p = ag_asprintf("{\"run_id\":\"%s\",\"after_seq\":%lld}", run_id, (long long)last);
+    CHECK(send_req(&b, 2, "run.subscribe", p));
+    free(p);
+    struct stream s3 = {0};
+    CHECK(collect(&b, 2, &s3, 0)); /* replayed events, then the answer */
+    CHECK(proto_get(s3.resp, "result"));
+    if (proto_bool(proto_get(proto_get(s3.resp, "result"), "live"), false)) {
+        struct stream s4 = {0};
+        CHECK(collect(&b, 0, &s4, 0));
+        for (int i = 0; i < s4.n && s3.n < 512; i++) s3.ev[s3.n++] = s4.ev[i];
+        s4.n = 0;
+        stream_free(&s4);
+    }
+    CHECKF(s3.n > 0 && seqs_contiguous(&s3, last + 1), "%d events after %lld", s3.n,
+           (long long)last);
+    const char *t = s3.n ? proto_get_str(s3.ev[s3.n - 1], "type") : "";
+    CHECK(strcmp(t, "run.completed") == 0);
+    tconn_close(&b);
+
+    /* After the end: the stored log from the start, in order, ending the same way. */
+    CHECK(tconn_open(&b, D.sock));
+    p = ag_asprintf("{\"run_id\":\"%s\"}", run_id);
+    CHECK(send_req(&b, 3, "run.subscribe", p));
+    free(p);
+    struct stream s5 = {0};
+    CHECK(collect(&b, 3, &s5, 0));
+    CHECK(!proto_bool(proto_get(proto_get(s5.resp, "result"), "live"), true));
+    CHECK(seqs_contiguous(&s5, 1) && s5.n == (int)(last + s3.n));
+    CHECK(s5.n && proto_equal(s5.ev[s5.n - 1], s3.ev[s3.n - 1]));
+    tconn_close(&b);
+    stream_free(&s1);
+    stream_free(&s2);
+    stream_free(&s3);
+    stream_free(&s5);
+}
+
+/* Cancelling while the model writes ends the run at once with run.cancelled. */
+static void test_cancel_mid_generation(void)
+{
+    NEED();
+    struct tconn a;
+    CHECK(tconn_open(&a, D.sock));
+    CHECK(send_req(&a, 1, "run.create",
+                   "{\"agent\":\"calc\",\"input\":\"Write a very long story about a dragon.\","
+                   "\"stream\":true,\"background\":true,\"tool_choice\":\"none\"}"));
+    struct stream s = {0};
+    CHECK(collect(&a, 1, &s, 0));
+    const char *rid = proto_get_str(proto_get(s.resp, "result"), "run_id");
+    CHECK(rid);
+    if (!rid) return;
+    CHECK(collect(&a, 0, &s, 3)); /* generation is under way */
+    char *p = ag_asprintf("{\"run_id\":\"%s\"}", rid);
+    int64_t t0 = ag_now_ms();
+    struct proto_val *r = call("run.cancel", p);
+    CHECK(proto_bool(proto_get(proto_get(r, "result"), "cancelled"), false));
+    proto_val_free(r);
+    CHECK(collect(&a, 0, &s, 0));
+    int64_t ms = ag_now_ms() - t0;
+    CHECK(strcmp(proto_get_str(s.ev[s.n - 1], "type"), "run.cancelled") == 0);
+    CHECKF(ms < 3000, "cancel took %lld ms", (long long)ms);
+    r = call("run.get", p);
+    CHECK(strcmp(proto_get_str(proto_get(r, "result"), "state"), "cancelled") == 0);
+    proto_val_free(r);
+    r = call("model.status", NULL);
+    CHECK(proto_int(proto_get(proto_get(r, "result"), "running"), -1) == 0);
+    proto_val_free(r);
+    free(p);
+    stream_free(&s);
+    tconn_close(&a);
+}
+
+/* Cancelling while a tool runs kills its sandbox: the interpreter is gone, nothing is left. */
+static void test_cancel_mid_tool(void)
+{
+    NEED();
+    /* The session's interpreter is made to stall on any cell (an audit hook on compile), so the
+     * tool is surely running when the cancel comes, whatever code the model writes. */
+    struct proto_val *r = call("session.create", "{\"agent\":\"calc\"}");
+    const char *sid = proto_get_str(proto_get(r, "result"), "id");
+    CHECK(sid);
+    if (!sid) return;
+    char ses[64];
+    snprintf(ses, sizeof(ses), "%s", sid);
+    proto_val_free(r);
+    char *p =
+        ag_asprintf("{\"session\":\"%s\",\"code\":\"import sys, time\\n"
+                    "sys.addaudithook(lambda e, a: time.sleep(60) if e == 'compile' else None)\"}",
+                    ses);
+    r = call("sandbox.exec", p);
+    free(p);
+    CHECKF(proto_get(r, "result"), "%s", resp_error_msg(r));
+    proto_val_free(r);
+    r = call("sandbox.list", NULL);
+    int64_t pid = 0;
+    const struct proto_val *arr = proto_get(proto_get(r, "result"), "sandboxes");
+    for (size_t i = 0; i < proto_len(arr); i++)
+        if (strcmp(proto_get_str(proto_at(arr, i), "name"), ses) == 0)
+            pid = proto_int(proto_get(proto_at(arr, i), "pid"), 0);
+    proto_val_free(r);
+    CHECK(pid > 0 && kill((pid_t)pid, 0) == 0);
+
+    struct tconn a;
+    CHECK(tconn_open(&a, D.sock));
+    p = ag_asprintf("{\"session\":\"%s\",\"input\":\"What is 2 + 2?\",\"stream\":true,"
+                    "\"background\":true,\"tool_choice\":\"python\"}",
+                    ses);
+    CHECK(send_req(&a, 1, "run.create", p));
+    free(p);
+    struct stream s = {0};
+    CHECK(collect(&a, 1, &s, 0));
+    const char *rid = proto_get_str(proto_get(s.resp, "result"), "run_id");
+    CHECK(rid);
+    if (!rid) return;
+    /* Wait for the call, then a moment inside the tool. */
+    while (!find_ev(&s, "tool_call.done") && collect(&a, 0, &s, s.n + 1)) {
+    }
+    usleep(300000);
+    p = ag_asprintf("{\"run_id\":\"%s\"}", rid);
+    int64_t t0 = ag_now_ms();
+    r = call("run.cancel", p);
+    free(p);
+    proto_val_free(r);
+    CHECK(collect(&a, 0, &s, 0));
+    CHECK(strcmp(proto_get_str(s.ev[s.n - 1], "type"), "run.cancelled") == 0);
+    CHECKF(ag_now_ms() - t0 < 3000, "cancel took %lld ms", (long long)(ag_now_ms() - t0));
+    CHECK(!find_ev(&s, "tool.result"));
+    /* The interpreter and its sandbox are gone (reaped within a moment). */
+    bool gone = false;
+    for (int i = 0; i < 100 && !gone; i++, usleep(20000)) gone = kill((pid_t)pid, 0) != 0;
+    CHECKF(gone, "sandbox pid %lld still alive", (long long)pid);
+    stream_free(&s);
+    tconn_close(&a);
+}
+
+/* Budgets end a run with the reason named; a busy session and bad parameters get typed errors. */
+static void test_budgets_and_errors(void)
+{
+    NEED();
+    struct tconn c;
+    CHECK(tconn_open(&c, D.sock));
+    CHECK(send_req(&c, 1, "run.create",
+                   "{\"agent\":\"calc\",\"input\":\"What is 3 * 7?\",\"tool_choice\":\"python\","
+                   "\"max_tool_calls\":0}"));
+    struct stream s = {0};
+    CHECK(collect(&c, 1, &s, 0));
+    const struct proto_val *res = proto_get(s.resp, "result");
+    CHECK(res && strcmp(proto_get_str(res, "state"), "failed") == 0);
+    CHECK(res && strcmp(proto_get_str(res, "reason"), "max_tool_calls") == 0);
+    CHECK(res && strstr(proto_get_str(res, "error"), "limits.max_tool_calls"));
+    stream_free(&s);
+
+    CHECK(send_req(&c, 2, "run.create",
+                   "{\"agent\":\"calc\",\"input\":\"What is 3 * 7?\",\"tool_choice\":\"python\","
+                   "\"max_steps\":1}"));
+    CHECK(collect(&c, 2, &s, 0));
+    res = proto_get(s.resp, "result");
+    CHECK(res && strcmp(proto_get_str(res, "reason"), "max_steps") == 0);
+    CHECK(res && proto_int(proto_get(res, "tool_calls"), 0) == 1);
+    char ses[64];
+    snprintf(ses, sizeof(ses), "%s", res ? proto_get_str(res, "session_id") : "");
+    stream_free(&s);
+
+    /* One run per session. */
+    char *p = ag_asprintf("{\"session\":\"%s\",\"input\":\"Write a long poem.\","
+                          "\"background\":true,\"tool_choice\":\"none\"}",
+                          ses);
+    CHECK(send_req(&c, 3, "run.create", p));
+    CHECK(collect(&c, 3, &s, 0));
+    const char *rid = proto_get_str(proto_get(s.resp, "result"), "run_id");
+    struct proto_val *r = call("run.create", p);
+    CHECKF(resp_error_code(r) == -32003 && strstr(resp_error_msg(r), ses), "%s", resp_error_msg(r));
+    proto_val_free(r);
+    free(p);
+    p = ag_asprintf("{\"run_id\":\"%s\"}", rid ? rid : "x");
+    proto_val_free(call("run.cancel", p));
+    free(p);
+    stream_free(&s);
+
+    r = call("run.create", "{\"agent\":\"nobody\",\"input\":\"hi\"}");
+    CHECK(resp_error_code(r) == -32001 && strstr(resp_error_msg(r), "nobody"));
+    proto_val_free(r);
+    r = call("run.create", "{\"agent\":\"calc\"}");
+    CHECK(resp_error_code(r) == -32602 && strstr(resp_error_msg(r), "input"));
+    proto_val_free(r);
+    r = call("run.create", "{\"agent\":\"calc\",\"input\":\"x\",\"stream\":\"yes\"}");
+    CHECK(resp_error_code(r) == -32602 && strstr(resp_error_msg(r), "stream"));
+    proto_val_free(r);
+    r = call("run.get", "{\"run_id\":\"run_0000000000000000\"}");
+    CHECK(resp_error_code(r) == -32001);
+    proto_val_free(r);
+    r = call("run.cancel", "{\"run_id\":\"run_0000000000000000\"}");
+    CHECK(resp_error_code(r) == -32001);
+    proto_val_free(r);
+    r = call("run.list", "{\"agent\":\"calc\"}");
+    CHECK(proto_len(proto_get(proto_get(r, "result"), "runs")) >= 3);
+    proto_val_free(r);
+    tconn_close(&c);
+}
+
+/* remember and recall are the agent's archival memory; memory.add/search reach the same. */
+static void test_memory(void)
+{
+    NEED();
+    struct proto_val *r =
+        call("memory.add", "{\"agent\":\"calc\",\"text\":\"The deploy window is Tuesday.\"}");
+    CHECK(proto_int(proto_get(proto_get(r, "result"), "id"), 0) > 0);
+    proto_val_free(r);
+    r = call("memory.add", "{\"agent\":\"calc\",\"text\":\"\"}");
+    CHECK(resp_error_code(r) == -32602);
+    proto_val_free(r);
+    struct tconn c;
+    CHECK(tconn_open(&c, D.sock));
+    CHECK(send_req(&c, 1, "run.create",
+                   "{\"agent\":\"calc\",\"input\":\"Remember that my cat is called Miso.\","
+                   "\"tool_choice\":\"remember\",\"max_steps\":1,\"stream\":true}"));
+    struct stream s = {0};
+    CHECK(collect(&c, 1, &s, 0));
+    const struct proto_val *tr = find_ev(&s, "tool.result");
+    CHECK(tr && proto_bool(proto_get(tr, "ok"), false));
+    stream_free(&s);
+    tconn_close(&c);
+    r = call("memory.search", "{\"agent\":\"calc\",\"query\":\"what is the cat called? Miso\"}");
+    const struct proto_val *m = proto_get(proto_get(r, "result"), "memories");
+    /* Any word matches; the best match comes first. */
+    CHECKF(proto_len(m) >= 1 && strstr(proto_str(proto_at(m, 0)), "Miso"), "%zu memories",
+           proto_len(m));
+    proto_val_free(r);
+    r = call("memory.search", "{\"agent\":\"calc\",\"query\":\"deploy\"}");
+    m = proto_get(proto_get(r, "result"), "memories");
+    CHECK(proto_len(m) == 1 && strstr(proto_str(proto_at(m, 0)), "Tuesday"));
+    proto_val_free(r);
+}
+
+/* Arguments are checked against the tool's schema with messages a model can act on. */
+static void test_tool_args_checked(void)
+{
+    struct ag_err err = {0};
+    void *a = NULL;
+    const struct tool_def *py = tools_find("python"), *wf = tools_find("write_file");
+    CHECK(py && wf && !tools_find("nope"));
+    CHECK(tools_check_args(py, "{\"code\":\"1+1\"}", &a, &err) == 0 && a);
+    cJSON_Delete(a);
+    CHECK(tools_check_args(py, "{\"code\":1}", &a, &err) == AG_EPARAMS && !a);
+    CHECKF(strstr(err.msg, "/code") && strstr(err.msg, "string"), "%s", err.msg);
+    CHECK(tools_check_args(py, "{\"cod\":\"x\"}", &a, &err) == AG_EPARAMS);
+    CHECKF(strstr(err.msg, "code"), "%s", err.msg);
+    CHECK(tools_check_args(wf, "{\"path\":\"a\"}", &a, &err) == AG_EPARAMS);
+    CHECKF(strstr(err.msg, "content"), "%s", err.msg);
+    CHECK(tools_check_args(py, "{\"code\": \"x\"", &a, &err) == AG_EPARAMS);
+    CHECKF(strstr(err.msg, "not valid JSON"), "%s", err.msg);
+    CHECK(tools_check_args(py, "[1]", &a, &err) == AG_EPARAMS);
+    CHECK(tools_check_args(tools_find("list_files"), "", &a, &err) == 0);
+    cJSON_Delete(a);
+}
+
+/* kill -9 mid-run: after restart the run is interrupted, its stored events and the session's
+ * messages are intact, and a new run works. */
+static void test_kill9_mid_run(void)
+{
+    NEED();
+    struct proto_val *r = call("session.create", "{\"agent\":\"calc\"}");
+    char ses[64];
+    snprintf(ses, sizeof(ses), "%s", proto_get_str(proto_get(r, "result"), "id"));
+    proto_val_free(r);
+    char *p = ag_asprintf("{\"session\":\"%s\",\"code\":\"import sys, time\\n"
+                          "sys.addaudithook(lambda e, a: time.sleep(60) if e == 'compile' "
+                          "else None)\"}",
+                          ses);
+    proto_val_free(call("sandbox.exec", p));
+    free(p);
+    struct tconn a;
+    CHECK(tconn_open(&a, D.sock));
+    p = ag_asprintf("{\"session\":\"%s\",\"input\":\"What is 2 + 2?\",\"stream\":true,"
+                    "\"background\":true,\"tool_choice\":\"python\"}",
+                    ses);
+    CHECK(send_req(&a, 1, "run.create", p));
+    free(p);
+    struct stream s = {0};
+    CHECK(collect(&a, 1, &s, 0));
+    char rid[64];
+    snprintf(rid, sizeof(rid), "%s", proto_get_str(proto_get(s.resp, "result"), "run_id"));
+    while (!find_ev(&s, "tool_call.done") && collect(&a, 0, &s, s.n + 1)) {
+    }
+    int64_t seen = s.n ? proto_int(proto_get(s.ev[s.n - 1], "seq"), 0) : 0;
+    tconn_close(&a);
+    tdaemon_kill9(&D);
+    UP = tdaemon_start_args(&D, START_ARGS);
+    CHECK(UP);
+    if (!UP) return;
+
+    p = ag_asprintf("{\"run_id\":\"%s\"}", rid);
+    r = call("run.get", p);
+    const struct proto_val *res = proto_get(r, "result");
+    CHECKF(res && strcmp(proto_get_str(res, "state"), "interrupted") == 0, "%s",
+           res ? proto_get_str(res, "state") : resp_error_msg(r));
+    CHECK(res && proto_int(proto_get(res, "last_seq"), 0) == seen + 1);
+    proto_val_free(r);
+    CHECK(tconn_open(&a, D.sock));
+    CHECK(send_req(&a, 2, "run.subscribe", p));
+    free(p);
+    struct stream s2 = {0};
+    CHECK(collect(&a, 2, &s2, 0));
+    CHECK(seqs_contiguous(&s2, 1) && s2.n == seen + 1);
+    for (int i = 0; i + 1 < s2.n && i < s.n; i++) CHECK(proto_equal(s.ev[i], s2.ev[i]));
+    CHECK(s2.n && strcmp(proto_get_str(s2.ev[s2.n - 1], "reason"), "interrupted") == 0);
+    tconn_close(&a);
+    /* The session kept the user's message and the call. */
+    p = ag_asprintf("{\"session\":\"%s\"}", ses);
+    r = call("session.get", p);
+    free(p);
+    const struct proto_val *msgs = proto_get(proto_get(r, "result"), "messages");
+    CHECK(proto_len(msgs) == 2 && strcmp(proto_get_str(proto_at(msgs, 0), "role"), "user") == 0);
+    proto_val_free(r);
+    stream_free(&s);
+    stream_free(&s2);
+}
+
+static bool write_agent(void)
+{
+    char path[400];
+    snprintf(path, sizeof(path), "%s/calc.agent.yaml", AGENTS);
+    FILE *f = fopen(path, "w");
+    if (!f) return false;
+    fputs("name: calc\n"
+          "instructions: You are a helpful assistant. Use the python tool for any computation, "
+          "then answer with its result.\n"
+          "model:\n  temperature: 0\n  max_tokens: 96\n"
+          "tools: [python, shell, read_file, write_file, list_files, remember, recall]\n"
+          "limits:\n  max_steps: 3\n",
+          f);
+    return fclose(f) == 0;
+}
+
+int main(int argc, char **argv)
+{
+    TEST_BEGIN(argc, argv);
+    signal(SIGPIPE, SIG_IGN);
+    if (access(MODEL, R_OK) == 0 && tdaemon_init(&D)) {
+        snprintf(AGENTS, sizeof(AGENTS), "%s/agents", D.dir);
+        mkdir(AGENTS, 0700);
+        const char *args[] = {"--model", MODEL,      "--ctx", "2048", "--kv-size",
+                              "16384",   "--agents", AGENTS,  NULL};
+        memcpy(START_ARGS, args, sizeof(args));
+        UP = write_agent() && tdaemon_start_args(&D, START_ARGS);
+    }
+    RUN(test_tool_args_checked);
+    RUN(test_python_tool_answer);
+    RUN(test_resubscribe);
+    RUN(test_cancel_mid_generation);
+    RUN(test_cancel_mid_tool);
+    RUN(test_budgets_and_errors);
+    RUN(test_memory);
+    RUN(test_kill9_mid_run);
+    if (D.pid) CHECK(tdaemon_cleanup(&D));
+    return TEST_END();
+}
