@@ -12,6 +12,7 @@
 #include "memory_int.h"
 
 #include <ctype.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -498,9 +499,28 @@ int mem_memory_add(struct mem_store *st, const char *agent, const char *text, in
     return 0;
 }
 
-/* An FTS5 query matching any word of text: each run of letters and digits (and any byte of a
- * UTF-8 sequence) becomes a quoted term, so no character of the input is FTS5 syntax. */
-static char *fts_query(const char *text)
+/* Words too common to say what a question is about (English; other text keeps every word). */
+static bool stopword(const unsigned char *w, size_t n)
+{
+    static const char *const words[] = {
+        "a",     "an",    "and",   "are",  "as",   "at",   "be",   "by",   "can",  "did",
+        "do",    "does",  "for",   "from", "had",  "has",  "have", "how",  "i",    "in",
+        "is",    "it",    "its",   "me",   "my",   "of",   "on",   "or",   "our",  "so",
+        "that",  "the",   "their", "this", "to",   "was",  "we",   "were", "what", "when",
+        "where", "which", "who",   "why",  "will", "with", "you",  "your", NULL};
+    char low[8];
+    if (n >= sizeof(low)) return false;
+    for (size_t i = 0; i < n; i++) low[i] = (char)tolower(w[i]);
+    low[n] = '\0';
+    for (size_t i = 0; words[i]; i++)
+        if (strcmp(words[i], low) == 0) return true;
+    return false;
+}
+
+/* The FTS5 query for text's words: each run of letters and digits (and any byte of a UTF-8
+ * sequence) becomes a quoted term, so no character of the input is FTS5 syntax; terms are ORed.
+ * NULL when no word is left. */
+static char *fts_query_words(const char *text, bool skip_common)
 {
     struct ag_buf b;
     ag_buf_init(&b);
@@ -509,7 +529,7 @@ static char *fts_query(const char *text)
         while (*p && !(isalnum(*p) || *p >= 0x80)) p++;
         const unsigned char *w = p;
         while (*p && (isalnum(*p) || *p >= 0x80)) p++;
-        if (p > w) {
+        if (p > w && !(skip_common && stopword(w, (size_t)(p - w)))) {
             if (b.len) ag_buf_puts(&b, " OR ");
             ag_buf_putc(&b, '"');
             ag_buf_append(&b, w, (size_t)(p - w));
@@ -522,6 +542,13 @@ static char *fts_query(const char *text)
     }
     ag_buf_putc(&b, '\0');
     return b.data;
+}
+
+/* Common words are left out, unless nothing else is left. */
+static char *fts_query(const char *text)
+{
+    char *q = fts_query_words(text, true);
+    return q ? q : fts_query_words(text, false);
 }
 
 int mem_memory_search(struct mem_store *st, const char *agent, const char *query, size_t limit,
