@@ -27,6 +27,7 @@ enum { CTL_EXIT_OK = 0, CTL_EXIT_FAIL = 1, CTL_EXIT_USAGE = 2 };
 
 struct ctl_opts {
     bool json;           /* --json: print each result as one line of compact JSON */
+    bool follow;         /* --follow / -f (logs): keep printing until the run ends */
     bool help;           /* -h / --help seen */
     bool version;        /* --version seen */
     const char *socket;  /* --socket PATH (borrowed from argv); NULL: proto_default_socket */
@@ -112,6 +113,12 @@ int cmd_model(struct ctl_ctx *ctx, int argc, char **argv);
 int cmd_exec(struct ctl_ctx *ctx, int argc, char **argv);
 int cmd_sandbox_list(struct ctl_ctx *ctx, int argc, char **argv);
 int cmd_sandbox_rm(struct ctl_ctx *ctx, int argc, char **argv);
+
+/* ---- cmd_run.c ---- */
+int cmd_run(struct ctl_ctx *ctx, int argc, char **argv);
+int cmd_chat(struct ctl_ctx *ctx, int argc, char **argv);
+int cmd_runs(struct ctl_ctx *ctx, int argc, char **argv);
+int cmd_logs(struct ctl_ctx *ctx, int argc, char **argv);
 
 /* ---- cmd_agent.c ---- */
 int cmd_agent_create(struct ctl_ctx *ctx, int argc, char **argv);

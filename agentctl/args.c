@@ -47,8 +47,8 @@ int ctl_parse_seconds(const char *s, int64_t *ms)
 
 int ctl_parse_args(int argc, char **argv, struct ctl_opts *o, struct ag_err *err)
 {
-    static const char *const known[] = {"--json", "--socket",  "--timeout",
-                                        "--help", "--version", "--session"};
+    static const char *const known[] = {"--json",    "--socket",  "--timeout", "--help",
+                                        "--version", "--session", "--follow"};
     bool options_done = false;
 
     memset(o, 0, sizeof(*o));
@@ -67,6 +67,8 @@ int ctl_parse_args(int argc, char **argv, struct ctl_opts *o, struct ag_err *err
             options_done = true;
         } else if (strcmp(a, "--json") == 0) {
             o->json = true;
+        } else if (strcmp(a, "-f") == 0 || strcmp(a, "--follow") == 0) {
+            o->follow = true;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             o->help = true;
         } else if (strcmp(a, "--version") == 0) {

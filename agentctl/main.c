@@ -78,6 +78,27 @@ static const struct ctl_cmd commands[] = {
     {"sandbox rm", "sandbox kill", "NAME [NAME...]", "destroy code-interpreter sessions",
      "Kills each named session's interpreter and frees its workspace.", "sandbox rm scratch", 1, -1,
      cmd_sandbox_rm},
+    {"run", NULL, "[--session ID] AGENT MESSAGE...", "send an agent a message; stream its work",
+     "Starts a run of AGENT on MESSAGE (in a new session, or with --session ID in an existing "
+     "one, which keeps the conversation) and prints the answer as it is written, each tool "
+     "call and its result. Exits 0 when the agent answered, 1 when the run failed, was "
+     "cancelled or hit a budget (the reason is printed). Ctrl-C cancels the run. With --json, "
+     "prints each event as one line of JSON.",
+     "run coder \"What is 2**100? Use python.\"", 2, -1, cmd_run},
+    {"chat", NULL, "[--session ID] AGENT", "talk with an agent, one message per line",
+     "Reads messages from stdin, one per line, and runs AGENT on each in one session, so the "
+     "agent sees the whole conversation. An empty line or end of input ends the chat; the "
+     "session id is printed to resume it later with --session.",
+     "chat assistant", 1, 1, cmd_chat},
+    {"runs", "run list", "[AGENT]", "list recent runs",
+     "Prints the newest runs (of AGENT, or all): id, agent, state, why it ended, steps, tool "
+     "calls, when it started and the start of its input.",
+     "runs coder", 0, 1, cmd_runs},
+    {"logs", NULL, "[--follow] RUN", "print a run's events",
+     "Prints the stored events of RUN in order. With --follow, keeps printing until the run "
+     "ends; if the connection drops it reconnects and resumes after the last event it printed, "
+     "so nothing is missed or shown twice.",
+     "logs --follow run_8f3a2c1d4e5f6a7b", 1, 1, cmd_logs},
     {"generate", "gen", "TEXT...", "ask the loaded model (one chat turn, streamed)",
      "Sends TEXT as a user message to the model agentd serves (agentd --model FILE) and prints "
      "the answer as it is written. For sampling settings, tools or JSON output use `call "

@@ -1082,6 +1082,8 @@ static void cjob_done(struct storeq_job *base)
     r->spec = proto_parse(j->a.spec_json, strlen(j->a.spec_json), NULL);
     const struct proto_val *lim = proto_get(r->spec, "limits");
     if (!r->max_steps) r->max_steps = (int)proto_int(proto_get(lim, "max_steps"), 20);
+    const char *tc = proto_get_str(proto_get(r->spec, "model"), "tool_choice");
+    if (!r->tool_choice[0] && tc) snprintf(r->tool_choice, sizeof(r->tool_choice), "%s", tc);
     if (r->max_tool_calls < 0)
         r->max_tool_calls = (int)proto_int(proto_get(lim, "max_tool_calls"), 50);
     r->max_tokens = proto_int(proto_get(lim, "max_tokens"), 32768);

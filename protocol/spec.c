@@ -105,6 +105,8 @@ static int check_blocks(struct proto__vctx *c, const cJSON *v, cJSON **out);
 static int check_triggers(struct proto__vctx *c, const cJSON *v, cJSON **out);
 static int check_cron(struct proto__vctx *c, const cJSON *v, cJSON **out);
 
+static const char *const tool_choices[] = {"auto", "required", "none", NULL};
+
 static const struct proto__field model_fields[] = {
     {.key = "name", .kind = PROTO__K_STR, .flags = PROTO__F_NONEMPTY, .def_str = "default"},
     NUM("temperature", 0, 2, 0.7),
@@ -117,6 +119,9 @@ static const struct proto__field model_fields[] = {
     NUM("frequency_penalty", -2, 2, 0),
     NUM("presence_penalty", -2, 2, 0),
     OPT_INT("context", 256, INF),
+    /* The first step of a run: "required" makes the model call a tool before it answers (then
+     * back to auto, so a run cannot loop on it); small models rarely call tools on their own. */
+    {.key = "tool_choice", .kind = PROTO__K_ENUM, .def_str = "auto", .choices = tool_choices},
     {0},
 };
 

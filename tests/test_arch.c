@@ -186,8 +186,8 @@ static struct eng_gguf_writer *tiny_write(const struct tiny_arch *a)
         struct {
             const char *suffix;
             int cols, rows;
-        } mats[] = {{"attn_q", E, Q},      {"attn_k", E, KV},   {"attn_v", E, KV},
-                    {"attn_output", Q, E}, {"ffn_gate", E, a->n_ff}, {"ffn_up", E, a->n_ff},
+        } mats[] = {{"attn_q", E, Q},        {"attn_k", E, KV},        {"attn_v", E, KV},
+                    {"attn_output", Q, E},   {"ffn_gate", E, a->n_ff}, {"ffn_up", E, a->n_ff},
                     {"ffn_down", a->n_ff, E}};
         for (int i = 0; i < 7; i++) {
             snprintf(name, sizeof(name), "blk.%d.%s.weight", l, mats[i].suffix);
@@ -369,7 +369,8 @@ static void test_refusals(void)
         {2, "blk.1.attn_q_norm.weight", NULL, "missing tensor 'blk.1.attn_q_norm.weight'"},
         {2, "blk.0.post_ffw_norm.weight", NULL, "missing tensor 'blk.0.post_ffw_norm.weight'"},
         {1, "blk.1.attn_v.bias", NULL, "missing tensor 'blk.1.attn_v.bias'"},
-        {0, NULL, "blk.0.ffn_up.weight", "'blk.0.ffn_up.weight' has type I32, which matmul does not support"},
+        {0, NULL, "blk.0.ffn_up.weight",
+         "'blk.0.ffn_up.weight' has type I32, which matmul does not support"},
         {2, "output_norm.weight", NULL, "missing tensor 'output_norm.weight'"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

@@ -391,8 +391,8 @@ static void test_memory(void)
     r = call("memory.search", "{\"agent\":\"calc\",\"query\":\"what is the cat called? Miso\"}");
     const struct proto_val *m = proto_get(proto_get(r, "result"), "memories");
     /* Any word matches; the best match comes first. */
-    CHECKF(proto_len(m) >= 1 && strstr(proto_str(proto_at(m, 0)), "Miso"), "%zu memories, first: %s",
-           proto_len(m), proto_str(proto_at(m, 0)));
+    CHECKF(proto_len(m) >= 1 && strstr(proto_str(proto_at(m, 0)), "Miso"),
+           "%zu memories, first: %s", proto_len(m), proto_str(proto_at(m, 0)));
     proto_val_free(r);
     r = call("memory.search", "{\"agent\":\"calc\",\"query\":\"deploy\"}");
     m = proto_get(proto_get(r, "result"), "memories");

@@ -135,7 +135,7 @@ static void test_defaults(void)
     CHECK_STR(s, "{\"name\":\"min\",\"description\":\"\",\"instructions\":\"\","
                  "\"model\":{\"name\":\"default\",\"temperature\":0.7,\"top_p\":1,\"top_k\":40,"
                  "\"min_p\":0,\"max_tokens\":1024,\"repeat_penalty\":1,\"frequency_penalty\":0,"
-                 "\"presence_penalty\":0},"
+                 "\"presence_penalty\":0,\"tool_choice\":\"auto\"},"
                  "\"tools\":[],"
                  "\"memory\":{\"blocks\":[],\"recall\":{\"enabled\":true,\"top_k\":5},"
                  "\"context\":{\"policy\":\"summarize\"}},"
