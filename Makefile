@@ -16,9 +16,9 @@ WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla -W
 ifeq ($(WERROR),1)
 WARN += -Werror
 endif
-CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -pthread -MMD -MP $(SANITIZE)
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -pthread -MMD -MP $(SANITIZE) -I/usr/include/libxml2
 LDFLAGS += -pthread $(SANITIZE)
-LDLIBS  := -luv -lcjson -lsqlite3 -lyaml -lseccomp -lm
+LDLIBS  := -luv -lcjson -lsqlite3 -lyaml -lseccomp -lcurl -lxml2 -lz -lm
 
 LIB_SRC    := $(wildcard base/*.c protocol/*.c memory/*.c engine/*.c sandbox/*.c tools/*.c)
 DAEMON_SRC := $(filter-out agentd/main.c,$(wildcard agentd/*.c))
@@ -107,7 +107,7 @@ fuzz:
 # The library is compiled once for every fuzz target (instrumented, not linked with libFuzzer's
 # main); each target then only compiles its own file and links.
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer-no-link,address,undefined $(WARN) \
-	-Wno-unused-command-line-argument -pthread -MMD -MP
+	-Wno-unused-command-line-argument -pthread -MMD -MP -I/usr/include/libxml2
 FUZZ_OBJ := $(patsubst %.c,$(BUILD)/fuzz/obj/%.o,$(LIB_SRC))
 $(BUILD)/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)

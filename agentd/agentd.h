@@ -47,6 +47,7 @@ struct agentd_config {
     int kv_size;                 /* --kv-size positions; 0: 65536 */
     int batch;                   /* --batch rows per step; 0: 256 */
     int parallel;                /* --parallel sequences; 0: 64 */
+    char fetch_allow[1024];      /* --fetch-allow: CIDR list the SSRF guard lets through */
 };
 
 /* Fills defaults, then the config file (when given), then flags; flags win. Returns 0, a
@@ -175,6 +176,17 @@ void engd_conn_gone(struct conn *c);
 /* engine.generate requests not yet answered. */
 int engd_in_flight(struct agentd *d);
 
+/* ---- the web (web.c) ---- */
+/* Starts the fetcher; fails on a bad --fetch-allow. */
+int webd_start(struct agentd *d, struct ag_err *err);
+void webd_stop(struct agentd *d);
+#define WEBD_NOT_MINE 2
+/* Handles web.* like methods_dispatch; WEBD_NOT_MINE for other names. */
+int webd_dispatch(struct conn *c, struct proto_req *req, struct proto_val **result,
+                  struct ag_err *err);
+void webd_conn_gone(struct conn *c);
+int webd_in_flight(struct agentd *d);
+
 /* ---- agent runs (runner.c) ---- */
 struct runner;
 void runner_start(struct agentd *d);
@@ -205,6 +217,7 @@ struct agentd {
     void *sbx_mem;            /* the stopped sandbox manager, freed after the loop ends */
     struct engd *eng;         /* the inference engine service */
     struct runner *runner;    /* agent runs */
+    struct webd *web;         /* web fetches */
     struct conn *conns;       /* open connections */
     uint64_t n_conns;         /* open connections */
     uint64_t next_conn_id;    /* for logs */

@@ -27,7 +27,7 @@ static void usage(FILE *f)
                "  --config FILE       JSON config file with any of the keys: socket, data_dir,\n"
                "                      agents_dir, log_level, max_frame_bytes, drain_timeout_ms,\n"
                "                      model, threads, ctx, kv_size, batch, parallel,\n"
-               "                      chat_template\n"
+               "                      chat_template, fetch_allow\n"
                "  --agents DIR        load *.agent.yaml / *.agent.json from DIR at start\n"
                "                      (new agents are created, changed ones updated)\n"
                "  --log-level LEVEL   error, warn, info (default) or debug\n"
@@ -47,6 +47,11 @@ static void usage(FILE *f)
                "                      (default 256)\n"
                "  --parallel N        sequences generating at once (default 64; more wait)\n"
                "  --chat-template NAME  chatml, qwen2, llama3 or gemma (default: from the file)\n"
+               "\n"
+               "tools:\n"
+               "  --fetch-allow LIST  address ranges the fetch_url tool may reach although they\n"
+               "                      are loopback, private or link-local, comma-separated\n"
+               "                      (e.g. 127.0.0.1/32,10.1.0.0/16; default: none)\n"
                "  -h, --help          show this help and exit\n"
                "  -V, --version       show the version and exit\n"
                "\n"
@@ -92,20 +97,11 @@ static int copy_path(char *dst, size_t n, const char *src, const char *what, str
 static int load_file(struct agentd_config *cfg, const char *path, bool *data_set,
                      struct ag_err *err)
 {
-    static const char *const keys[] = {"socket",
-                                       "data_dir",
-                                       "agents_dir",
-                                       "log_level",
-                                       "max_frame_bytes",
-                                       "drain_timeout_ms",
-                                       "model",
-                                       "threads",
-                                       "ctx",
-                                       "kv_size",
-                                       "batch",
-                                       "parallel",
-                                       "chat_template",
-                                       NULL};
+    static const char *const keys[] = {"socket",        "data_dir",        "agents_dir",
+                                       "log_level",     "max_frame_bytes", "drain_timeout_ms",
+                                       "model",         "threads",         "ctx",
+                                       "kv_size",       "batch",           "parallel",
+                                       "chat_template", "fetch_allow",     NULL};
     char *text;
     size_t len;
     int rc;
@@ -162,6 +158,10 @@ static int load_file(struct agentd_config *cfg, const char *path, bool *data_set
         (rc = copy_path(cfg->chat_template, sizeof(cfg->chat_template), s, "chat_template", err)) !=
             0)
         goto fail;
+    if ((rc = proto_param_str(v, "fetch_allow", false, &s, err)) != 0) goto fail;
+    if (proto_get_str(v, "fetch_allow") &&
+        (rc = copy_path(cfg->fetch_allow, sizeof(cfg->fetch_allow), s, "fetch_allow", err)) != 0)
+        goto fail;
     static const struct {
         const char *key;
         int64_t lo, hi;
@@ -207,6 +207,7 @@ int agentd_config_load(struct agentd_config *cfg, int argc, char **argv, struct 
         OPT_BATCH,
         OPT_PARALLEL,
         OPT_TEMPLATE,
+        OPT_FETCH_ALLOW,
     };
     static const struct option opts[] = {
         {"socket", required_argument, NULL, OPT_SOCKET},
@@ -222,6 +223,7 @@ int agentd_config_load(struct agentd_config *cfg, int argc, char **argv, struct 
         {"batch", required_argument, NULL, OPT_BATCH},
         {"parallel", required_argument, NULL, OPT_PARALLEL},
         {"chat-template", required_argument, NULL, OPT_TEMPLATE},
+        {"fetch-allow", required_argument, NULL, OPT_FETCH_ALLOW},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -277,6 +279,11 @@ int agentd_config_load(struct agentd_config *cfg, int argc, char **argv, struct 
         case OPT_TEMPLATE:
             if ((rc = copy_path(cfg->chat_template, sizeof(cfg->chat_template), optarg,
                                 "--chat-template", err)) != 0)
+                return rc;
+            break;
+        case OPT_FETCH_ALLOW:
+            if ((rc = copy_path(cfg->fetch_allow, sizeof(cfg->fetch_allow), optarg, "--fetch-allow",
+                                err)) != 0)
                 return rc;
             break;
         case OPT_THREADS:

@@ -57,7 +57,7 @@ static void on_handle_closed(uv_handle_t *h)
 static bool all_idle(struct agentd *d)
 {
     if (storeq_pending(d->sq) != 0 || sbxd_in_flight(d) != 0 || engd_in_flight(d) != 0 ||
-        runner_in_flight(d) != 0)
+        runner_in_flight(d) != 0 || webd_in_flight(d) != 0)
         return false;
     for (struct conn *c = d->conns; c; c = c->next)
         if (c->busy || c->out.len || uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe))
@@ -70,6 +70,7 @@ static void finish(struct agentd *d)
     server_close_all(d);
     runner_drain(d);
     engd_stop(d);
+    webd_stop(d);
     sbxd_stop(d);
     uv_timer_stop(&d->drain_timer);
     uv_close((uv_handle_t *)&d->drain_timer, on_handle_closed);
@@ -145,7 +146,14 @@ static int start(struct agentd *d, struct ag_err *err)
     }
     sbxd_start(d);
     runner_start(d);
+    if ((rc = webd_start(d, err)) != 0) {
+        sbxd_stop(d);
+        storeq_stop(d->sq);
+        uv_run(d->loop, UV_RUN_DEFAULT);
+        return rc;
+    }
     if ((rc = engd_start(d, err)) != 0) {
+        webd_stop(d);
         sbxd_stop(d);
         storeq_stop(d->sq);
         uv_run(d->loop, UV_RUN_DEFAULT);
@@ -153,6 +161,7 @@ static int start(struct agentd *d, struct ag_err *err)
     }
     if ((rc = server_start(d, err)) != 0) {
         engd_stop(d);
+        webd_stop(d);
         sbxd_stop(d);
         storeq_stop(d->sq);
         uv_run(d->loop, UV_RUN_DEFAULT);

@@ -467,6 +467,8 @@ int methods_dispatch(struct conn *c, struct proto_req *req, struct proto_val **r
         if (!add && (rc = proto_param_int(p, "limit", false, 1, 100, &n, err)) != 0) return rc;
         return start_job(c, req, add ? JOB_MEMORY_ADD : JOB_MEMORY_SEARCH);
     }
+    if (strncmp(m, "web.", 4) == 0 && (rc = webd_dispatch(c, req, result, err)) != WEBD_NOT_MINE)
+        return rc;
     if (strncmp(m, "run.", 4) == 0 &&
         (rc = runner_dispatch(c, req, result, err)) != RUNNER_NOT_MINE)
         return rc;

@@ -544,6 +544,10 @@ static void interrupt_work(struct run *r)
         struct proto_val *p = proto_obj();
         proto_add_str(p, "request_id", r->step_id);
         conn_call(&tmp, "engine.cancel", p);
+    } else if (r->st == RS_TOOL && r->tool && r->tool->kind == TOOL_FETCH_URL) {
+        struct proto_val *p = proto_obj();
+        proto_add_str(p, "request_id", r->step_id);
+        conn_call(&tmp, "web.cancel", p);
     } else if (r->st == RS_TOOL && r->tool && r->tool->kind <= TOOL_LIST_FILES) {
         /* The sandbox session dies with what runs in it; the next call starts a fresh one. */
         struct proto_val *p = proto_obj();
@@ -904,6 +908,19 @@ static void next_tool(struct run *r)
             p, "limit",
             proto_int(proto_get(proto_get(proto_get(r->spec, "memory"), "recall"), "top_k"), 5));
         method = "memory.search";
+    } else if (t->kind == TOOL_FETCH_URL) {
+        const struct proto_val *b = proto_get(r->spec, "browse");
+        proto_add_str(p, "url", cJSON_GetObjectItemCaseSensitive(args, "url")->valuestring);
+        proto_add_int(p, "max_bytes", proto_int(proto_get(b, "max_bytes"), 2097152));
+        int64_t browse_ms = proto_int(proto_get(b, "timeout_s"), 20) * 1000;
+        proto_add_int(p, "timeout_ms", proto_get(st, "timeout_ms") ? timeout_ms : browse_ms);
+        proto_add_bool(p, "robots", proto_bool(proto_get(b, "robots"), true));
+        if (proto_len(proto_get(b, "allow")))
+            proto_add(p, "allow", proto_val_dup(proto_get(b, "allow")));
+        if (proto_len(proto_get(b, "deny")))
+            proto_add(p, "deny", proto_val_dup(proto_get(b, "deny")));
+        proto_add_str(p, "request_id", r->step_id);
+        method = "web.fetch";
     } else {
         cJSON_Delete(args);
         proto_val_free(p);
@@ -978,6 +995,21 @@ static void tool_reply(struct run *r, const struct proto_val *res, const struct 
         char *text = exec_text(t, res, &ok);
         tool_done(r, ok, text);
         free(text);
+    } else if (t->kind == TOOL_FETCH_URL) {
+        struct ag_buf b;
+        ag_buf_init(&b);
+        const char *title = proto_get_str(res, "title");
+        if (title && *title) ag_buf_printf(&b, "Title: %s\n", title);
+        ag_buf_printf(&b, "URL: %s (HTTP %lld)\n\n%s", proto_get_str(res, "url"),
+                      (long long)proto_int(proto_get(res, "status"), 0),
+                      proto_get_str(res, "text") ? proto_get_str(res, "text") : "");
+        if (proto_bool(proto_get(res, "truncated"), false))
+            ag_buf_printf(&b, "\n[the page was cut at %lld bytes]",
+                          (long long)proto_int(proto_get(res, "bytes"), 0));
+        ag_buf_putc(&b, '\0');
+        int64_t status = proto_int(proto_get(res, "status"), 0);
+        tool_done(r, status >= 200 && status < 300, b.data);
+        ag_buf_release(&b);
     } else if (t->kind == TOOL_REMEMBER) {
         tool_done(r, true, "Stored in long-term memory.");
     } else if (t->kind == TOOL_RECALL) {

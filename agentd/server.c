@@ -58,6 +58,7 @@ static void conn_close(struct conn *c)
     if (c->closing) return;
     c->closing = true;
     engd_conn_gone(c);
+    webd_conn_gone(c);
     runner_conn_gone(c);
     if (proto_framer_pending(&c->fr))
         ag_debug("client %llu: closed with %zu bytes of an incomplete request",

@@ -45,6 +45,8 @@ static const struct proto_method_info methods[] = {
     {"sandbox.list", "list sessions, and how this host enforces sandbox limits", true},
     {"sandbox.restart", "restart a session's interpreter (fresh state and workspace)", true},
     {"sandbox.kill", "destroy a session", true},
+    {"web.fetch", "fetch an http(s) page as text (SSRF guard, size and time limits)", true},
+    {"web.cancel", "cancel a running web.fetch by its request_id", true},
     {"tools.list", "list available tools", false},
     {"tools.call", "call a tool directly", false},
     {"engine.generate", "generate text or a chat reply (OpenAI chat-completions parameters)", true},

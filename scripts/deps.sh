@@ -4,7 +4,7 @@
 #   scripts/deps.sh --check   exit 0 when everything is present, 1 otherwise (installs nothing)
 #   scripts/deps.sh --bench   also the packages `make bench` compares against (redis, bubblewrap)
 set -u
-pkgs="build-essential pkg-config libuv1-dev libcjson-dev libsqlite3-dev libyaml-dev libseccomp-dev python3"
+pkgs="build-essential pkg-config libuv1-dev libcjson-dev libsqlite3-dev libyaml-dev libseccomp-dev libcurl4-openssl-dev libxml2-dev zlib1g-dev python3"
 check_only=0
 for a in "$@"; do
     case "$a" in

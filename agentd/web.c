@@ -1,0 +1,234 @@
+/*
+ * web.c - the web.fetch and web.cancel methods: a page as text, fetched on the loop with the
+ * policy of tools/fetch.h (the fetch_url tool of agent runs calls web.fetch).
+ *
+ * The SSRF guard's exceptions come from --fetch-allow. A fetch is cancelled by web.cancel
+ * {request_id} or when its client goes away.
+ */
+#include "agentd.h"
+
+#include "../tools/fetch.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WEB_MAX_BYTES_CAP (64u << 20) /* the most a caller may ask to read */
+#define WEB_MAX_NETS      32
+#define WEB_MAX_PATTERNS  64
+
+struct wreq {
+    struct wreq *prev, *next;
+    struct webd *w;
+    struct conn *c;
+    struct proto_req req;
+    uint64_t id;
+    char request_id[80];
+};
+
+struct webd {
+    struct agentd *d;
+    struct fetcher *f;
+    struct fetch_net nets[WEB_MAX_NETS];
+    size_t n_nets;
+    struct wreq *live;
+    int n_live;
+    uint64_t next_name;
+};
+
+static void unlink_req(struct webd *w, struct wreq *q)
+{
+    if (q->prev)
+        q->prev->next = q->next;
+    else
+        w->live = q->next;
+    if (q->next) q->next->prev = q->prev;
+    w->n_live--;
+}
+
+static void on_fetched(void *ud, struct fetch_result *res)
+{
+    struct wreq *q = ud;
+    struct webd *w = q->w;
+    struct conn *c = q->c;
+    unlink_req(w, q);
+    if (!c->closing) {
+        if (res->err_code) {
+            struct ag_err err = {0};
+            ag_err_set(&err, res->err_code, "%s", res->err);
+            struct proto_val *data = proto_obj();
+            if (res->status) proto_add_int(data, "status", res->status);
+            conn_reply_error_data(c, q->req.id, &err, data);
+            proto_val_free(data);
+        } else {
+            struct proto_val *r = proto_obj();
+            proto_add_str(r, "request_id", q->request_id);
+            proto_add_str(r, "url", res->url);
+            proto_add_int(r, "status", res->status);
+            if (res->content_type)
+                proto_add_str(r, "content_type", res->content_type);
+            else
+                proto_add_null(r, "content_type");
+            if (res->title) proto_add_str(r, "title", res->title);
+            proto_add_str(r, "text", res->text ? res->text : "");
+            proto_add_int(r, "bytes", (int64_t)res->bytes);
+            proto_add_bool(r, "truncated", res->truncated);
+            proto_add_int(r, "redirects", res->redirects);
+            conn_reply(c, q->req.id, r);
+            proto_val_free(r);
+        }
+    }
+    fetch_result_release(res);
+    proto_req_release(&q->req);
+    free(q);
+    conn_end_async(c);
+}
+
+/* A JSON array of host patterns -> NULL-terminated list (pointers into the request). */
+static int patterns(const struct proto_val *p, const char *key, const char **out,
+                    struct ag_err *err)
+{
+    const struct proto_val *a = proto_get(p, key);
+    out[0] = NULL;
+    if (!a || proto_type(a) == PROTO_NULL) return 0;
+    if (proto_type(a) != PROTO_ARRAY || proto_len(a) >= WEB_MAX_PATTERNS)
+        return ag_err_set(err, AG_EPARAMS,
+                          "params.%s: expected an array of at most %d host "
+                          "patterns",
+                          key, WEB_MAX_PATTERNS - 1);
+    for (size_t i = 0; i < proto_len(a); i++) {
+        out[i] = proto_str(proto_at(a, i));
+        if (!out[i] || !*out[i])
+            return ag_err_set(err, AG_EPARAMS, "params.%s[%zu]: expected a host pattern", key, i);
+    }
+    out[proto_len(a)] = NULL;
+    return 0;
+}
+
+static int m_fetch(struct webd *w, struct conn *c, struct proto_req *req, struct ag_err *err)
+{
+    static const char *const keys[] = {"url",  "max_bytes", "timeout_ms", "allow",
+                                       "deny", "robots",    "request_id", NULL};
+    const struct proto_val *p = req->params;
+    const char *url = NULL, *rid = NULL;
+    int64_t max_bytes = 0, timeout_ms = 0;
+    bool robots = false;
+    int rc;
+    if ((rc = proto_param_known(p, keys, err)) != 0 ||
+        (rc = proto_param_str(p, "url", true, &url, err)) != 0 ||
+        (rc = proto_param_int(p, "max_bytes", false, 1, WEB_MAX_BYTES_CAP, &max_bytes, err)) != 0 ||
+        (rc = proto_param_int(p, "timeout_ms", false, 1, 600000, &timeout_ms, err)) != 0 ||
+        (rc = proto_param_bool(p, "robots", false, &robots, err)) != 0 ||
+        (rc = proto_param_str(p, "request_id", false, &rid, err)) != 0)
+        return rc;
+    const char *allow[WEB_MAX_PATTERNS], *deny[WEB_MAX_PATTERNS];
+    if ((rc = patterns(p, "allow", allow, err)) != 0 || (rc = patterns(p, "deny", deny, err)) != 0)
+        return rc;
+    if (rid && (!*rid || strlen(rid) >= 80))
+        return ag_err_set(err, AG_EPARAMS, "params.request_id: 1 to 79 bytes");
+    struct wreq *q = ag_calloc(1, sizeof(*q));
+    q->w = w;
+    q->c = c;
+    if (rid)
+        snprintf(q->request_id, sizeof(q->request_id), "%s", rid);
+    else
+        snprintf(q->request_id, sizeof(q->request_id), "fetch-%llu",
+                 (unsigned long long)++w->next_name);
+    struct fetch_opts o = {
+        .max_bytes = (size_t)max_bytes,
+        .timeout_ms = (int)timeout_ms,
+        .allow_hosts = allow,
+        .deny_hosts = deny,
+        .robots = robots,
+        .allow_net = w->nets,
+        .n_allow_net = w->n_nets,
+    };
+    q->req = *req;
+    memset(req, 0, sizeof(*req));
+    q->next = w->live;
+    if (w->live) w->live->prev = q;
+    w->live = q;
+    w->n_live++;
+    conn_begin_async(c);
+    q->id = fetch_start(w->f, url, &o, on_fetched, q);
+    return METHOD_ASYNC;
+}
+
+int webd_dispatch(struct conn *c, struct proto_req *req, struct proto_val **result,
+                  struct ag_err *err)
+{
+    struct webd *w = c->d->web;
+    const char *m = req->method;
+    if (!w) return ag_err_set(err, AG_EUNSUPPORTED, "the web client is not running");
+    if (strcmp(m, "web.fetch") == 0) return m_fetch(w, c, req, err);
+    if (strcmp(m, "web.cancel") == 0) {
+        static const char *const keys[] = {"request_id", NULL};
+        const char *rid;
+        int rc;
+        if ((rc = proto_param_known(req->params, keys, err)) != 0 ||
+            (rc = proto_param_str(req->params, "request_id", true, &rid, err)) != 0)
+            return rc;
+        for (struct wreq *q = w->live; q; q = q->next)
+            if (strcmp(q->request_id, rid) == 0) {
+                fetch_cancel(w->f, q->id); /* answers the fetch, frees q */
+                *result = proto_obj();
+                proto_add_bool(*result, "cancelled", true);
+                return 0;
+            }
+        return ag_err_set(err, AG_ENOTFOUND, "no fetch '%s' is running", rid);
+    }
+    return WEBD_NOT_MINE;
+}
+
+void webd_conn_gone(struct conn *c)
+{
+    struct webd *w = c->d->web;
+    if (!w) return;
+    struct wreq *q = w->live;
+    while (q) {
+        struct wreq *next = q->next;
+        if (q->c == c) fetch_cancel(w->f, q->id);
+        q = next;
+    }
+}
+
+int webd_in_flight(struct agentd *d)
+{
+    return d->web ? d->web->n_live : 0;
+}
+
+int webd_start(struct agentd *d, struct ag_err *err)
+{
+    struct webd *w = ag_calloc(1, sizeof(*w));
+    w->d = d;
+    char list[sizeof(d->cfg.fetch_allow)];
+    snprintf(list, sizeof(list), "%s", d->cfg.fetch_allow);
+    for (char *save = NULL, *t = strtok_r(list, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        if (w->n_nets == WEB_MAX_NETS) {
+            free(w);
+            return ag_err_set(err, AG_EINVAL, "--fetch-allow: at most %d ranges", WEB_MAX_NETS);
+        }
+        int rc = fetch_net_parse(t, &w->nets[w->n_nets], err);
+        if (rc) {
+            free(w);
+            return ag_err_set(err, AG_EINVAL, "--fetch-allow: %s", err->msg);
+        }
+        w->n_nets++;
+    }
+    int rc = fetcher_new(d->loop, &w->f, err);
+    if (rc) {
+        free(w);
+        return rc;
+    }
+    d->web = w;
+    return 0;
+}
+
+void webd_stop(struct agentd *d)
+{
+    struct webd *w = d->web;
+    if (!w) return;
+    fetcher_free(w->f); /* fails what is in flight: on_fetched answers and frees each */
+    d->web = NULL;
+    free(w);
+}
