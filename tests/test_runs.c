@@ -9,6 +9,7 @@
 
 #include "../tools/tools.h"
 #include "daemon_util.h"
+#include "http_server.h"
 #include "test.h"
 
 #define MODEL "models/gemma-3-270m-q4_k_m.gguf"
@@ -17,6 +18,7 @@ static struct tdaemon D;
 static bool UP;
 static char AGENTS[320];
 static const char *START_ARGS[16];
+static struct http_server H;
 
 #define NEED()                                                                                     \
     do {                                                                                           \
@@ -422,6 +424,34 @@ static void test_tool_args_checked(void)
     cJSON_Delete(a);
 }
 
+/* The agent reads a page from a local server through fetch_url and uses its text. */
+static void test_fetch_tool(void)
+{
+    NEED();
+    struct tconn c;
+    CHECK(tconn_open(&c, D.sock));
+    char *p = ag_asprintf("{\"agent\":\"calc\",\"input\":\"Read http://127.0.0.1:%d/article "
+                          "and tell me the secret word.\",\"stream\":true,"
+                          "\"tool_choice\":\"fetch_url\"}",
+                          H.port);
+    CHECK(send_req(&c, 1, "run.create", p));
+    free(p);
+    struct stream s = {0};
+    CHECK(collect(&c, 1, &s, 0));
+    const struct proto_val *call_ev = find_ev(&s, "tool_call.done"),
+                           *r = find_ev(&s, "tool.result");
+    CHECKF(call_ev && strstr(proto_get_str(call_ev, "arguments"), "/article"), "%s",
+           call_ev ? proto_get_str(call_ev, "arguments") : "no call");
+    CHECKF(r && proto_bool(proto_get(r, "ok"), false) &&
+               strstr(proto_get_str(r, "output"), "The secret word is PELICAN."),
+           "%s", r ? proto_get_str(r, "output") : "no result");
+    const struct proto_val *res = proto_get(s.resp, "result");
+    CHECKF(res && strstr(proto_get_str(res, "output"), "PELICAN"), "answer: %s",
+           res ? proto_get_str(res, "output") : resp_error_msg(s.resp));
+    stream_free(&s);
+    tconn_close(&c);
+}
+
 /* kill -9 mid-run: after restart the run is interrupted, its stored events and the session's
  * messages are intact, and a new run works. */
 static void test_kill9_mid_run(void)
@@ -494,7 +524,8 @@ static bool write_agent(void)
           "instructions: You are a helpful assistant. Use the python tool for any computation, "
           "then answer with its result.\n"
           "model:\n  temperature: 0\n  max_tokens: 96\n"
-          "tools: [python, shell, read_file, write_file, list_files, remember, recall]\n"
+          "tools: [python, shell, read_file, write_file, list_files, remember, recall, "
+          "fetch_url]\n"
           "limits:\n  max_steps: 3\n",
           f);
     return fclose(f) == 0;
@@ -504,11 +535,12 @@ int main(int argc, char **argv)
 {
     TEST_BEGIN(argc, argv);
     signal(SIGPIPE, SIG_IGN);
-    if (access(MODEL, R_OK) == 0 && tdaemon_init(&D)) {
+    if (access(MODEL, R_OK) == 0 && http_server_start(&H) && tdaemon_init(&D)) {
         snprintf(AGENTS, sizeof(AGENTS), "%s/agents", D.dir);
         mkdir(AGENTS, 0700);
-        const char *args[] = {"--model", MODEL,      "--ctx", "2048", "--kv-size",
-                              "16384",   "--agents", AGENTS,  NULL};
+        const char *args[] = {"--model",       MODEL,          "--ctx",    "2048",
+                              "--kv-size",     "16384",        "--agents", AGENTS,
+                              "--fetch-allow", "127.0.0.1/32", NULL};
         memcpy(START_ARGS, args, sizeof(args));
         UP = write_agent() && tdaemon_start_args(&D, START_ARGS);
     }
@@ -519,6 +551,7 @@ int main(int argc, char **argv)
     RUN(test_cancel_mid_tool);
     RUN(test_budgets_and_errors);
     RUN(test_memory);
+    RUN(test_fetch_tool);
     RUN(test_kill9_mid_run);
     if (D.pid) CHECK(tdaemon_cleanup(&D));
     return TEST_END();
