@@ -127,6 +127,8 @@ bench: all
 	@bench/run_serve.sh
 	@echo
 	@$(BUILD)/bench/bench_sandbox
+	@echo
+	@$(BUILD)/bench/bench_run
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
