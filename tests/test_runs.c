@@ -368,6 +368,29 @@ static void test_budgets_and_errors(void)
     tconn_close(&c);
 }
 
+/* A call that does not parse goes back to the model as an error naming the fault, and the run
+ * goes on to its next step. */
+static void test_bad_call_reported(void)
+{
+    NEED();
+    struct tconn c;
+    CHECK(tconn_open(&c, D.sock));
+    CHECK(send_req(&c, 1, "run.create",
+                   "{\"agent\":\"tiny\",\"input\":\"What is 3 * 7?\",\"stream\":true}"));
+    struct stream s = {0};
+    CHECK(collect(&c, 1, &s, 0));
+    const struct proto_val *r = find_ev(&s, "tool.result");
+    CHECKF(r && !proto_bool(proto_get(r, "ok"), true) &&
+               strstr(proto_get_str(r, "output"), "could not be parsed") &&
+               strstr(proto_get_str(r, "output"), "never ends"),
+           "%s", r ? proto_get_str(r, "output") : "no tool.result");
+    const struct proto_val *res = proto_get(s.resp, "result");
+    CHECK(res && proto_int(proto_get(res, "steps"), 0) == 2);
+    CHECK(res && strcmp(proto_get_str(res, "reason"), "max_steps") == 0);
+    stream_free(&s);
+    tconn_close(&c);
+}
+
 /* remember and recall are the agent's archival memory; memory.add/search reach the same. */
 static void test_memory(void)
 {
@@ -528,6 +551,16 @@ static bool write_agent(void)
           "fetch_url]\n"
           "limits:\n  max_steps: 3\n",
           f);
+    if (fclose(f) != 0) return false;
+    /* An agent whose step budget cuts every call short: its calls never parse. */
+    snprintf(path, sizeof(path), "%s/tiny.agent.yaml", AGENTS);
+    f = fopen(path, "w");
+    if (!f) return false;
+    fputs("name: tiny\n"
+          "instructions: Use the python tool for any computation.\n"
+          "model:\n  temperature: 0\n  max_tokens: 3\n  tool_choice: required\n"
+          "tools: [python]\nlimits:\n  max_steps: 2\n",
+          f);
     return fclose(f) == 0;
 }
 
@@ -550,6 +583,7 @@ int main(int argc, char **argv)
     RUN(test_cancel_mid_generation);
     RUN(test_cancel_mid_tool);
     RUN(test_budgets_and_errors);
+    RUN(test_bad_call_reported);
     RUN(test_memory);
     RUN(test_fetch_tool);
     RUN(test_kill9_mid_run);
