@@ -78,6 +78,7 @@ struct run {
 
     /* who listens */
     struct sub *subs;
+    int notifying;        /* send_event is walking subs */
     struct conn *owner;   /* foreground caller, until answered */
     struct proto_req req; /* its request */
     bool stream;
@@ -230,24 +231,38 @@ static struct proto_val *event_params(const char *run_id, int64_t seq, const cha
     return p;
 }
 
-static void send_event(struct run *r, const struct ev *e)
-{
-    if (!r->subs) return;
-    struct proto_val *p = event_params(r->uid, e->seq, e->type, e->payload);
-    for (struct sub *s = r->subs; s; s = s->next) conn_notify(s->c, "run.event", p);
-    proto_val_free(p);
-}
-
-static void unsubscribe(struct run *r, struct conn *c)
+/* Drops subscriptions ended while events were being sent. */
+static void purge_subs(struct run *r)
 {
     for (struct sub **pp = &r->subs; *pp;)
-        if ((*pp)->c == c) {
+        if (!(*pp)->c) {
             struct sub *s = *pp;
             *pp = s->next;
             free(s);
         } else {
             pp = &(*pp)->next;
         }
+}
+
+static void send_event(struct run *r, const struct ev *e)
+{
+    if (!r->subs) return;
+    struct proto_val *p = event_params(r->uid, e->seq, e->type, e->payload);
+    /* A failed write closes its connection, which unsubscribes it: the list only gets
+     * tombstones while we walk it. */
+    r->notifying++;
+    for (struct sub *s = r->subs; s; s = s->next)
+        if (s->c) conn_notify(s->c, "run.event", p);
+    r->notifying--;
+    if (!r->notifying) purge_subs(r);
+    proto_val_free(p);
+}
+
+static void unsubscribe(struct run *r, struct conn *c)
+{
+    for (struct sub *s = r->subs; s; s = s->next)
+        if (s->c == c) s->c = NULL;
+    if (!r->notifying) purge_subs(r);
 }
 
 static void subscribe(struct run *r, struct conn *c)
@@ -448,7 +463,8 @@ static void run_finish(struct run *r)
         proto_req_release(&r->req);
         conn_end_async(c);
     }
-    while (r->subs) unsubscribe(r, r->subs->c);
+    for (struct sub *s = r->subs; s; s = s->next) s->c = NULL;
+    purge_subs(r);
     if (r->prev)
         r->prev->next = r->next;
     else

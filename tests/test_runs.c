@@ -303,6 +303,38 @@ static void test_cancel_mid_tool(void)
     tconn_close(&a);
 }
 
+/* A foreground client that goes away mid-stream cancels its run; a second subscriber on the
+ * same run is unaffected, and the daemon keeps serving. */
+static void test_client_gone(void)
+{
+    NEED();
+    struct tconn a, b;
+    CHECK(tconn_open(&a, D.sock));
+    CHECK(send_req(&a, 1, "run.create",
+                   "{\"agent\":\"calc\",\"input\":\"Write a long story about a fox.\","
+                   "\"stream\":true,\"tool_choice\":\"none\"}"));
+    struct stream s = {0};
+    CHECK(collect(&a, 0, &s, 2));
+    const char *rid = s.n ? proto_get_str(s.ev[0], "run_id") : NULL;
+    CHECK(rid);
+    if (!rid) return;
+    char *p = ag_asprintf("{\"run_id\":\"%s\"}", rid);
+    CHECK(tconn_open(&b, D.sock));
+    CHECK(send_req(&b, 2, "run.subscribe", p));
+    struct stream s2 = {0};
+    CHECK(collect(&b, 2, &s2, 0));
+    tconn_close(&a); /* mid-stream, unread events in flight */
+    CHECK(collect(&b, 0, &s2, 0));
+    CHECK(s2.n && strcmp(proto_get_str(s2.ev[s2.n - 1], "type"), "run.cancelled") == 0);
+    struct proto_val *r = call("ping", NULL);
+    CHECK(r && proto_get(r, "result"));
+    proto_val_free(r);
+    free(p);
+    stream_free(&s);
+    stream_free(&s2);
+    tconn_close(&b);
+}
+
 /* Budgets end a run with the reason named; a busy session and bad parameters get typed errors. */
 static void test_budgets_and_errors(void)
 {
@@ -582,6 +614,7 @@ int main(int argc, char **argv)
     RUN(test_resubscribe);
     RUN(test_cancel_mid_generation);
     RUN(test_cancel_mid_tool);
+    RUN(test_client_gone);
     RUN(test_budgets_and_errors);
     RUN(test_bad_call_reported);
     RUN(test_memory);
