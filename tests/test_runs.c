@@ -5,7 +5,9 @@
  * receives, and for what survives kill -9.
  */
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <signal.h>
+#include <stdlib.h>
 
 #include "../tools/tools.h"
 #include "daemon_util.h"
@@ -97,6 +99,30 @@ static struct proto_val *call(const char *method, const char *params)
 }
 
 /* ---- tests ---- */
+
+/* The example coder agent, as shipped, runs code to answer. */
+static void test_example_coder(void)
+{
+    NEED();
+    char abs[4096], *q;
+    CHECK(realpath("examples/coder.agent.yaml", abs));
+    q = ag_asprintf("{\"path\":\"%s\"}", abs);
+    struct proto_val *r = call("agent.create", q);
+    free(q);
+    CHECKF(proto_get(r, "result"), "%s", resp_error_msg(r));
+    proto_val_free(r);
+    struct tconn c;
+    CHECK(tconn_open(&c, D.sock));
+    CHECK(send_req(&c, 1, "run.create",
+                   "{\"agent\":\"coder\",\"input\":\"What is 12345 * 6789?\",\"stream\":true}"));
+    struct stream s = {0};
+    CHECK(collect(&c, 1, &s, 0));
+    const struct proto_val *t = find_ev(&s, "tool.result");
+    CHECKF(t && strstr(proto_get_str(t, "output"), "83810205"), "%s",
+           t ? proto_get_str(t, "output") : resp_error_msg(s.resp));
+    stream_free(&s);
+    tconn_close(&c);
+}
 
 /* Asked for a product, the agent calls python; the tool's real output is in the log and in the
  * answer, and the session keeps the whole exchange. */
@@ -611,6 +637,7 @@ int main(int argc, char **argv)
     }
     RUN(test_tool_args_checked);
     RUN(test_python_tool_answer);
+    RUN(test_example_coder);
     RUN(test_resubscribe);
     RUN(test_cancel_mid_generation);
     RUN(test_cancel_mid_tool);
