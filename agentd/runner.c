@@ -86,7 +86,8 @@ struct run {
     /* progress and budgets */
     int steps, n_tool_calls, max_steps, max_tool_calls;
     int64_t max_tokens, max_wall_s, prompt_tokens, completion_tokens;
-    int64_t started_ms;
+    int64_t started_ms;              /* monotonic */
+    int64_t created_ms;              /* wall clock, as stored */
     double gen_ms, ttft_ms, tool_ms; /* engine and tool time, for the overhead figure */
     uv_timer_t wall_timer;
     char tool_choice[72]; /* first step only; "" for auto */
@@ -382,26 +383,6 @@ static void flush_soon(struct run *r, bool now)
 
 /* ---- results ---- */
 
-static struct proto_val *run_json_live(const struct run *r)
-{
-    struct proto_val *o = proto_obj();
-    proto_add_str(o, "run_id", r->uid);
-    proto_add_str(o, "session_id", r->session);
-    proto_add_str(o, "agent", r->agent);
-    proto_add_str(o, "state", r->st == RS_DONE || r->st == RS_ENDING ? r->end_state : "running");
-    if (r->end_reason[0]) proto_add_str(o, "reason", r->end_reason);
-    if (r->output) proto_add_str(o, "output", r->output);
-    if (r->end_error) proto_add_str(o, "error", r->end_error);
-    proto_add_int(o, "steps", r->steps);
-    proto_add_int(o, "tool_calls", r->n_tool_calls);
-    struct proto_val *u = proto_add(o, "usage", proto_obj());
-    proto_add_int(u, "prompt_tokens", r->prompt_tokens);
-    proto_add_int(u, "completion_tokens", r->completion_tokens);
-    proto_add_int(o, "last_seq", r->persisted);
-    proto_add_int(o, "created_ms", r->started_ms);
-    return o;
-}
-
 static struct proto_val *run_json_stored(const struct mem_run *m)
 {
     struct proto_val *o = proto_obj();
@@ -410,7 +391,7 @@ static struct proto_val *run_json_stored(const struct mem_run *m)
     proto_add_str(o, "agent", m->agent);
     proto_add_str(o, "state", m->state);
     if (m->reason) proto_add_str(o, "reason", m->reason);
-    proto_add_str(o, "input", m->input);
+    if (m->input) proto_add_str(o, "input", m->input);
     if (m->output) proto_add_str(o, "output", m->output);
     if (m->error) proto_add_str(o, "error", m->error);
     proto_add_int(o, "steps", m->steps);
@@ -422,6 +403,27 @@ static struct proto_val *run_json_stored(const struct mem_run *m)
     proto_add_int(o, "created_ms", m->created_ms);
     if (m->ended_ms) proto_add_int(o, "ended_ms", m->ended_ms);
     return o;
+}
+
+static struct proto_val *run_json_live(const struct run *r)
+{
+    bool over = r->st == RS_DONE || r->st == RS_ENDING;
+    struct mem_run m = {
+        .uid = (char *)r->uid,
+        .session = (char *)r->session,
+        .agent = (char *)r->agent,
+        .state = over ? (char *)r->end_state : "running",
+        .reason = r->end_reason[0] ? (char *)r->end_reason : NULL,
+        .output = r->output,
+        .error = r->end_error,
+        .steps = r->steps,
+        .tool_calls = r->n_tool_calls,
+        .prompt_tokens = r->prompt_tokens,
+        .completion_tokens = r->completion_tokens,
+        .last_seq = r->persisted,
+        .created_ms = r->created_ms,
+    };
+    return run_json_stored(&m);
 }
 
 /* ---- the end ---- */
@@ -1125,6 +1127,7 @@ static void cjob_done(struct storeq_job *base)
         goto out;
     }
     snprintf(r->uid, sizeof(r->uid), "%s", j->run.uid);
+    r->created_ms = j->run.created_ms;
     snprintf(r->session, sizeof(r->session), "%s", j->run.session);
     snprintf(r->agent, sizeof(r->agent), "%s", j->run.agent);
     r->spec = proto_parse(j->a.spec_json, strlen(j->a.spec_json), NULL);

@@ -11,16 +11,11 @@
  * tg test: decode only, prompt excluded. A measurement, not a test: it exits 0 whatever the
  * speed.
  */
+#include "stats.h"
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "../engine/model.h"
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 int main(int argc, char **argv)
 {

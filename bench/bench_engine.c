@@ -102,7 +102,8 @@ int main(int argc, char **argv)
             reps = atoi(v);
         else if (!strcmp(a, "-p")) {
             n_pp = 0;
-            for (const char *s = v; *s && n_pp < MAX_PP; s = strchr(s, ',') ? strchr(s, ',') + 1 : "")
+            for (const char *s = v; *s && n_pp < MAX_PP;
+                 s = strchr(s, ',') ? strchr(s, ',') + 1 : "")
                 pp[n_pp++] = atoi(s);
         } else
             return usage(argv[0]);

@@ -7,6 +7,7 @@
  *
  *   bench_run [-m MODEL] [-t THREADS] [-n RUNS]
  */
+#include "stats.h"
 #include "../base/base.h"
 #include "../tests/daemon_util.h"
 
@@ -17,20 +18,6 @@
 #include <sys/stat.h>
 
 static struct tdaemon D;
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct(double *v, int n, double p)
-{
-    if (n == 0) return 0;
-    qsort(v, (size_t)n, sizeof(double), cmp_double);
-    int i = (int)ceil(p / 100.0 * n) - 1;
-    return v[i < 0 ? 0 : i >= n ? n - 1 : i];
-}
 
 int main(int argc, char **argv)
 {

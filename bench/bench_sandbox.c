@@ -11,6 +11,7 @@
  *   - session creation: sbx_session_new with a warm pool (taken from the pool) and without.
  * Prints p50/p95 in milliseconds and the targets. Exit status 0 unless no sandbox can be made.
  */
+#include "stats.h"
 #include "../sandbox/sandbox.h"
 
 #include <fcntl.h>
@@ -24,27 +25,6 @@
 #include <unistd.h>
 
 extern char **environ;
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct(double *v, int n, double p)
-{
-    if (n == 0) return NAN;
-    qsort(v, (size_t)n, sizeof(double), cmp);
-    int i = (int)ceil(p / 100.0 * n) - 1;
-    return v[i < 0 ? 0 : i];
-}
 
 /* Runs argv with stdout and stderr on /dev/null; returns its wall time in ms, or -1. */
 static double run_cmd(char *const *argv)

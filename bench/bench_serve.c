@@ -18,6 +18,7 @@
  *     tool_choice "required", 8 at a time: how many parse and validate.
  * Exit status 0 unless the daemon cannot be started.
  */
+#include "stats.h"
 #include "../base/base.h"
 #include "../protocol/jsonschema.h"
 #include "../tests/daemon_util.h"
@@ -34,27 +35,6 @@ static struct tdaemon D;
 #define N_PROMPTS 96
 static char PROMPTS[N_PROMPTS][4096]; /* distinct 128-token prompts */
 static int next_prompt;               /* part 1 takes each once: no prefix sharing */
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct(double *v, int n, double p)
-{
-    if (n == 0) return 0;
-    qsort(v, (size_t)n, sizeof(double), cmp_double);
-    int i = (int)ceil(p / 100.0 * n) - 1;
-    return v[i < 0 ? 0 : i >= n ? n - 1 : i];
-}
 
 /* One streamed generation: what its client saw. */
 struct job {

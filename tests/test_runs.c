@@ -266,55 +266,62 @@ static void test_cancel_mid_generation(void)
     tconn_close(&a);
 }
 
-/* Cancelling while a tool runs kills its sandbox: the interpreter is gone, nothing is left. */
-static void test_cancel_mid_tool(void)
+/* Starts a background run whose python call stalls: the session's interpreter gets an audit
+ * hook that sleeps on any compile first, so the tool is surely running when the test acts,
+ * whatever code the model writes. Returns once the call was made; *pid gets the interpreter's
+ * pid, run_id the run, s the events so far (a's connection stays open). */
+static bool start_stalled_run(struct tconn *a, struct stream *s, char *run_id, size_t n,
+                              int64_t *pid)
 {
-    NEED();
-    /* The session's interpreter is made to stall on any cell (an audit hook on compile), so the
-     * tool is surely running when the cancel comes, whatever code the model writes. */
     struct proto_val *r = call("session.create", "{\"agent\":\"calc\"}");
     const char *sid = proto_get_str(proto_get(r, "result"), "id");
-    CHECK(sid);
-    if (!sid) return;
     char ses[64];
-    snprintf(ses, sizeof(ses), "%s", sid);
+    snprintf(ses, sizeof(ses), "%s", sid ? sid : "");
     proto_val_free(r);
+    if (!sid) return false;
     char *p =
         ag_asprintf("{\"session\":\"%s\",\"code\":\"import sys, time\\n"
                     "sys.addaudithook(lambda e, a: time.sleep(60) if e == 'compile' else None)\"}",
                     ses);
     r = call("sandbox.exec", p);
     free(p);
-    CHECKF(proto_get(r, "result"), "%s", resp_error_msg(r));
+    bool ok = proto_get(r, "result") != NULL;
     proto_val_free(r);
     r = call("sandbox.list", NULL);
-    int64_t pid = 0;
     const struct proto_val *arr = proto_get(proto_get(r, "result"), "sandboxes");
     for (size_t i = 0; i < proto_len(arr); i++)
         if (strcmp(proto_get_str(proto_at(arr, i), "name"), ses) == 0)
-            pid = proto_int(proto_get(proto_at(arr, i), "pid"), 0);
+            *pid = proto_int(proto_get(proto_at(arr, i), "pid"), 0);
     proto_val_free(r);
-    CHECK(pid > 0 && kill((pid_t)pid, 0) == 0);
-
-    struct tconn a;
-    CHECK(tconn_open(&a, D.sock));
+    if (!ok || !tconn_open(a, D.sock)) return false;
     p = ag_asprintf("{\"session\":\"%s\",\"input\":\"What is 2 + 2?\",\"stream\":true,"
                     "\"background\":true,\"tool_choice\":\"python\"}",
                     ses);
-    CHECK(send_req(&a, 1, "run.create", p));
+    ok = send_req(a, 1, "run.create", p) && collect(a, 1, s, 0);
     free(p);
-    struct stream s = {0};
-    CHECK(collect(&a, 1, &s, 0));
-    const char *rid = proto_get_str(proto_get(s.resp, "result"), "run_id");
-    CHECK(rid);
-    if (!rid) return;
-    /* Wait for the call, then a moment inside the tool. */
-    while (!find_ev(&s, "tool_call.done") && collect(&a, 0, &s, s.n + 1)) {
+    const char *rid = proto_get_str(proto_get(s->resp, "result"), "run_id");
+    if (!ok || !rid) return false;
+    snprintf(run_id, n, "%s", rid);
+    while (!find_ev(s, "tool_call.done") && collect(a, 0, s, s->n + 1)) {
     }
+    return find_ev(s, "tool_call.done") != NULL;
+}
+
+/* Cancelling while a tool runs kills its sandbox: the interpreter is gone, nothing is left. */
+static void test_cancel_mid_tool(void)
+{
+    NEED();
+    struct tconn a;
+    struct stream s = {0};
+    char rid[64];
+    int64_t pid = 0;
+    CHECK(start_stalled_run(&a, &s, rid, sizeof(rid), &pid));
+    CHECK(pid > 0 && kill((pid_t)pid, 0) == 0);
+    /* Wait for the call, then a moment inside the tool. */
     usleep(300000);
-    p = ag_asprintf("{\"run_id\":\"%s\"}", rid);
+    char *p = ag_asprintf("{\"run_id\":\"%s\"}", rid);
     int64_t t0 = ag_now_ms();
-    r = call("run.cancel", p);
+    struct proto_val *r = call("run.cancel", p);
     free(p);
     proto_val_free(r);
     CHECK(collect(&a, 0, &s, 0));
@@ -538,29 +545,14 @@ static void test_fetch_tool(void)
 static void test_kill9_mid_run(void)
 {
     NEED();
-    struct proto_val *r = call("session.create", "{\"agent\":\"calc\"}");
-    char ses[64];
-    snprintf(ses, sizeof(ses), "%s", proto_get_str(proto_get(r, "result"), "id"));
-    proto_val_free(r);
-    char *p = ag_asprintf("{\"session\":\"%s\",\"code\":\"import sys, time\\n"
-                          "sys.addaudithook(lambda e, a: time.sleep(60) if e == 'compile' "
-                          "else None)\"}",
-                          ses);
-    proto_val_free(call("sandbox.exec", p));
-    free(p);
     struct tconn a;
-    CHECK(tconn_open(&a, D.sock));
-    p = ag_asprintf("{\"session\":\"%s\",\"input\":\"What is 2 + 2?\",\"stream\":true,"
-                    "\"background\":true,\"tool_choice\":\"python\"}",
-                    ses);
-    CHECK(send_req(&a, 1, "run.create", p));
-    free(p);
     struct stream s = {0};
-    CHECK(collect(&a, 1, &s, 0));
-    char rid[64];
-    snprintf(rid, sizeof(rid), "%s", proto_get_str(proto_get(s.resp, "result"), "run_id"));
-    while (!find_ev(&s, "tool_call.done") && collect(&a, 0, &s, s.n + 1)) {
-    }
+    char rid[64], *p;
+    int64_t pid = 0;
+    CHECK(start_stalled_run(&a, &s, rid, sizeof(rid), &pid));
+    const char *sid = s.n ? proto_get_str(s.ev[0], "session_id") : NULL;
+    char ses[64];
+    snprintf(ses, sizeof(ses), "%s", sid ? sid : "");
     int64_t seen = s.n ? proto_int(proto_get(s.ev[s.n - 1], "seq"), 0) : 0;
     tconn_close(&a);
     tdaemon_kill9(&D);
@@ -569,7 +561,7 @@ static void test_kill9_mid_run(void)
     if (!UP) return;
 
     p = ag_asprintf("{\"run_id\":\"%s\"}", rid);
-    r = call("run.get", p);
+    struct proto_val *r = call("run.get", p);
     const struct proto_val *res = proto_get(r, "result");
     CHECKF(res && strcmp(proto_get_str(res, "state"), "interrupted") == 0, "%s",
            res ? proto_get_str(res, "state") : resp_error_msg(r));
