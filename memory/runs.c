@@ -115,6 +115,18 @@ static int insert_event(struct mem_store *st, int64_t run_id, const struct mem_e
     return rc < 0 ? rc : 0;
 }
 
+/* A session with a new message is the most recently updated. */
+static int touch_session(struct mem_store *st, int64_t sid, int64_t now, struct ag_err *err)
+{
+    sqlite3_stmt *s = q(st, Q_SESSION_TOUCH, err);
+    if (!s) return AG_EDB;
+    sqlite3_bind_int64(s, 1, sid);
+    sqlite3_bind_int64(s, 2, now);
+    int rc = mem__step(st, s, "update session", NULL, err);
+    mem__done(s);
+    return rc < 0 ? rc : 0;
+}
+
 /* Finds or creates the run's session; *sid gets its rowid, uid (21 bytes) its public id. */
 static int run_session(struct mem_store *st, const char *agent, const char *session_uid,
                        const char *input, int64_t now, int64_t *sid, char *uid, char **agent_out,
@@ -198,13 +210,7 @@ int mem_run_create(struct mem_store *st, const char *agent, const char *session_
 
     struct mem_message m = {.role = "user", .content = (char *)input, .created_ms = now};
     if ((rc = mem__message_insert(st, sid, &m, err)) < 0) goto fail;
-    rc = AG_EDB;
-    if (!(s = q(st, Q_SESSION_TOUCH, err))) goto fail;
-    sqlite3_bind_int64(s, 1, sid);
-    sqlite3_bind_int64(s, 2, now);
-    rc = mem__step(st, s, "update session", NULL, err);
-    mem__done(s);
-    if (rc < 0) goto fail;
+    if ((rc = touch_session(st, sid, now, err)) < 0) goto fail;
 
     rc = AG_EDB;
     if (!(s = q(st, Q_CREATED_EVENT, err))) goto fail;
@@ -278,15 +284,8 @@ int mem_run_write(struct mem_store *st, const struct mem_run_write *w, struct ag
         m.created_ms = now;
         if ((rc = mem__message_insert(st, sid, &m, err)) < 0) goto fail;
     }
+    if (w->n_msgs && (rc = touch_session(st, sid, now, err)) < 0) goto fail;
     rc = AG_EDB;
-    if (w->n_msgs) {
-        if (!(s = q(st, Q_SESSION_TOUCH, err))) goto fail;
-        sqlite3_bind_int64(s, 1, sid);
-        sqlite3_bind_int64(s, 2, now);
-        rc = mem__step(st, s, "update session", NULL, err);
-        mem__done(s);
-        if (rc < 0) goto fail;
-    }
     if (!(s = q(st, Q_RUN_UPDATE, err))) goto fail;
     sqlite3_bind_int64(s, 1, run_id);
     mem__bind_text(s, 2, w->state);
