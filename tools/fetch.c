@@ -564,40 +564,17 @@ static void charset_of(const char *ctype, char *out, size_t n)
     snprintf(out, n, "%.*s", (int)(k < n - 1 ? k : n - 1), c);
 }
 
-/* Appends s as UTF-8 with invalid sequences replaced by U+FFFD. */
-static void append_utf8(struct ag_buf *b, const char *s, size_t n)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        size_t len = u[i] < 0x80                      ? 1
-                     : (u[i] >= 0xC2 && u[i] <= 0xDF) ? 2
-                     : (u[i] >= 0xE0 && u[i] <= 0xEF) ? 3
-                     : (u[i] >= 0xF0 && u[i] <= 0xF4) ? 4
-                                                      : 0;
-        bool ok = len && i + len <= n;
-        for (size_t k = 1; ok && k < len; k++) ok = (u[i + k] & 0xC0) == 0x80;
-        if (ok && u[i] == 0) ok = false;
-        if (ok) {
-            ag_buf_append(b, s + i, len);
-            i += len;
-        } else {
-            ag_buf_puts(b, "\xEF\xBF\xBD");
-            i++;
-        }
-    }
-}
-
 /* Converts text in charset to UTF-8 with iconv; unknown charsets are taken as UTF-8. */
 static void to_utf8(struct ag_buf *out, const char *s, size_t n, const char *charset)
 {
     if (!*charset || strcasecmp(charset, "utf-8") == 0 || strcasecmp(charset, "utf8") == 0 ||
         strcasecmp(charset, "us-ascii") == 0) {
-        append_utf8(out, s, n);
+        fetch_utf8_append(out, s, n);
         return;
     }
     iconv_t cd = iconv_open("UTF-8//TRANSLIT", charset);
     if (cd == (iconv_t)-1) {
-        append_utf8(out, s, n);
+        fetch_utf8_append(out, s, n);
         return;
     }
     size_t cap = n * 4 + 16;
@@ -613,7 +590,7 @@ static void to_utf8(struct ag_buf *out, const char *s, size_t n, const char *cha
         }
     }
     iconv_close(cd);
-    append_utf8(out, buf, (size_t)(o - buf));
+    fetch_utf8_append(out, buf, (size_t)(o - buf));
     free(buf);
 }
 
