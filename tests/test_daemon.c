@@ -99,7 +99,7 @@ static void test_unknown_method(void)
 {
     expect_error("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"agent.lsit\"}\n", -32601,
                  "did you mean 'agent.list'", false);
-    expect_error("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"run.create\"}\n", -32013,
+    expect_error("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"task.submit\"}\n", -32013,
                  "not implemented", false);
 }
 
