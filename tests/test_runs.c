@@ -7,6 +7,7 @@
 #include <cjson/cJSON.h>
 #include <limits.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <stdlib.h>
 
 #include "../tools/tools.h"
@@ -540,6 +541,47 @@ static void test_fetch_tool(void)
     tconn_close(&c);
 }
 
+/* Runs the agentctl binary; its stdout and stderr go to out. Returns the exit status. */
+static int agentctl(const char *args, struct ag_buf *out)
+{
+    char *cmd = ag_asprintf("%s/agentctl --socket %s %s 2>&1", bin_dir(), D.sock, args);
+    FILE *f = popen(cmd, "r");
+    free(cmd);
+    if (!f) return -1;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), f)) > 0) ag_buf_append(out, buf, n);
+    ag_buf_putc(out, '\0');
+    int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* agentctl run streams the work and exits 0 on an answer; runs lists it; logs replays it. */
+static void test_agentctl_run(void)
+{
+    NEED();
+    struct ag_buf out;
+    ag_buf_init(&out);
+    int rc = agentctl("run calc 'What is 12345 * 6789?'", &out);
+    CHECKF(rc == 0 && strstr(out.data, "-> python") && strstr(out.data, "<- python") &&
+               strstr(out.data, "83810205") && strstr(out.data, "(session ses_"),
+           "rc %d: %s", rc, out.data);
+    ag_buf_reset(&out);
+    CHECK(agentctl("--json runs calc", &out) == 0);
+    struct proto_val *v = proto_parse(out.data, strlen(out.data), NULL);
+    const char *rid = proto_get_str(proto_at(proto_get(v, "runs"), 0), "run_id");
+    CHECK(rid);
+    char *args = ag_asprintf("logs %s", rid ? rid : "none");
+    ag_buf_reset(&out);
+    CHECK(agentctl(args, &out) == 0);
+    CHECKF(strstr(out.data, "-> python") && strstr(out.data, "83810205"), "%s", out.data);
+    free(args);
+    proto_val_free(v);
+    ag_buf_reset(&out);
+    CHECK(agentctl("run nobody hello", &out) == 1 && strstr(out.data, "nobody"));
+    ag_buf_release(&out);
+}
+
 /* kill -9 mid-run: after restart the run is interrupted, its stored events and the session's
  * messages are intact, and a new run works. */
 static void test_kill9_mid_run(void)
@@ -596,7 +638,7 @@ static bool write_agent(void)
     fputs("name: calc\n"
           "instructions: You are a helpful assistant. Use the python tool for any computation, "
           "then answer with its result.\n"
-          "model:\n  temperature: 0\n  max_tokens: 96\n"
+          "model:\n  temperature: 0\n  max_tokens: 96\n  tool_choice: required\n"
           "tools: [python, shell, read_file, write_file, list_files, remember, recall, "
           "fetch_url]\n"
           "limits:\n  max_steps: 3\n",
@@ -638,6 +680,7 @@ int main(int argc, char **argv)
     RUN(test_bad_call_reported);
     RUN(test_memory);
     RUN(test_fetch_tool);
+    RUN(test_agentctl_run);
     RUN(test_kill9_mid_run);
     if (D.pid) CHECK(tdaemon_cleanup(&D));
     return TEST_END();
