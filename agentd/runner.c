@@ -101,15 +101,18 @@ struct run {
     const char *call_id, *call_name;
 
     /* the end */
-    bool cancel;         /* run.cancel or owner gone */
-    bool wall_hit;       /* max_wall_s */
-    bool shutdown;       /* agentd is stopping */
-    bool no_grammar;     /* tool calls are not constrained (run.create grammar: false) */
-    char end_state[16];  /* completed, failed, cancelled */
-    char end_reason[32]; /* answer, max_steps, ... */
-    char *end_error;     /* failed: why */
-    char *output;        /* completed: the answer */
-    int handles_open;    /* timers not yet closed */
+    bool cancel;            /* run.cancel or owner gone */
+    bool wall_hit;          /* max_wall_s */
+    bool shutdown;          /* agentd is stopping */
+    int hist_from, hist_to; /* r->messages[hist_from, hist_to): the session's earlier messages */
+    int dropped;            /* earlier messages left out to fit the context */
+    int attempts;           /* engine requests made, for their ids */
+    bool no_grammar;        /* tool calls are not constrained (run.create grammar: false) */
+    char end_state[16];     /* completed, failed, cancelled */
+    char end_reason[32];    /* answer, max_steps, ... */
+    char *end_error;        /* failed: why */
+    char *output;           /* completed: the answer */
+    int handles_open;       /* timers not yet closed */
 };
 
 struct runner {
@@ -495,6 +498,7 @@ static struct proto_val *usage_payload(const struct run *r)
     proto_add_num(t, "prefill_ms", r->ttft_ms);
     proto_add_num(t, "decode_ms", r->gen_ms - r->ttft_ms);
     proto_add_num(t, "tool_ms", r->tool_ms);
+    if (r->dropped) proto_add_int(p, "history_dropped", r->dropped);
     double over = total - r->gen_ms - r->tool_ms;
     proto_add_num(t, "overhead_ms", over > 0 ? over : 0);
     return p;
@@ -660,10 +664,32 @@ static void step(struct run *r)
     add_sampling(r, p);
     proto_add_bool(p, "stream", true);
     if (r->no_grammar) proto_add_bool(p, "grammar", false);
-    snprintf(r->step_id, sizeof(r->step_id), "%s.%d", r->uid, r->steps);
+    /* Unique per attempt: a retried step's failed request may not be gone from the engine's
+     * books yet when the retry starts. */
+    snprintf(r->step_id, sizeof(r->step_id), "%s.%d", r->uid, ++r->attempts);
     proto_add_str(p, "request_id", r->step_id);
     r->st = RS_GENERATING;
     conn_call(&r->ic, "engine.generate", p);
+}
+
+/* The prompt does not fit the context: leaves out the oldest earlier turn (a user message and
+ * everything up to the next one, so calls stay with their results). False when none is left. */
+static bool drop_oldest_turn(struct run *r)
+{
+    if (r->hist_to <= r->hist_from) return false;
+    int end = r->hist_from + 1;
+    while (end < r->hist_to &&
+           strcmp(proto_get_str(proto_at(r->messages, (size_t)end), "role"), "user") != 0)
+        end++;
+    struct proto_val *kept = proto_arr();
+    for (int i = 0; i < (int)proto_len(r->messages); i++)
+        if (i < r->hist_from || i >= end)
+            proto_push(kept, proto_val_dup(proto_at(r->messages, (size_t)i)));
+    proto_val_free(r->messages);
+    r->messages = kept;
+    r->dropped += end - r->hist_from;
+    r->hist_to -= end - r->hist_from;
+    return true;
 }
 
 static void gen_reply(struct run *r, const struct proto_val *res, const struct ag_err *err)
@@ -671,6 +697,13 @@ static void gen_reply(struct run *r, const struct proto_val *res, const struct a
     r->st = RS_STARTING; /* between calls */
     if (err) {
         if (stopped(r)) return;
+        if (err->code == AG_ECTXOVERFLOW && drop_oldest_turn(r)) {
+            /* The policy for now, summarize included: the oldest turns make room. */
+            ag_info("run %s: context full, %d earlier messages left out", r->uid, r->dropped);
+            r->steps--; /* that step never ran */
+            step(r);
+            return;
+        }
         const char *reason = err->code == AG_ECTXOVERFLOW ? "context_overflow"
                              : err->code == AG_ESHUTDOWN  ? "shutdown"
                                                           : "engine";
@@ -1150,7 +1183,9 @@ static void cjob_done(struct storeq_job *base)
         proto_push(r->messages, m);
     }
     free(sys);
+    r->hist_from = (int)proto_len(r->messages);
     for (size_t i = 0; i < j->n_hist; i++) proto_push(r->messages, history_msg(&j->hist[i]));
+    r->hist_to = (int)proto_len(r->messages);
     struct proto_val *um = proto_obj();
     proto_add_str(um, "role", "user");
     proto_add_str(um, "content", j->input);

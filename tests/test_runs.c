@@ -462,6 +462,48 @@ static void test_bad_call_reported(void)
     tconn_close(&c);
 }
 
+/* A conversation longer than the context goes on: the oldest turns are left out of the prompt
+ * (and say so in the run's end event), while the session keeps every message. */
+static void test_long_conversation(void)
+{
+    NEED();
+    struct ag_buf in;
+    ag_buf_init(&in);
+    ag_buf_puts(&in, "Count the words in this text:");
+    for (int i = 0; i < 300; i++) ag_buf_puts(&in, " river stone");
+    ag_buf_putc(&in, '\0');
+    char ses[64] = "";
+    int64_t dropped = 0;
+    for (int k = 0; k < 5; k++) {
+        char *p =
+            ses[0]
+                ? ag_asprintf("{\"session\":\"%s\",\"input\":\"%s\",\"stream\":true}", ses, in.data)
+                : ag_asprintf("{\"agent\":\"chatty\",\"input\":\"%s\",\"stream\":true}", in.data);
+        struct tconn c;
+        CHECK(tconn_open(&c, D.sock));
+        CHECK(send_req(&c, 1, "run.create", p));
+        free(p);
+        struct stream s = {0};
+        CHECK(collect(&c, 1, &s, 0));
+        const struct proto_val *res = proto_get(s.resp, "result");
+        CHECKF(res && strcmp(proto_get_str(res, "state"), "completed") == 0, "run %d: %s", k,
+               res ? proto_get_str(res, "error") : resp_error_msg(s.resp));
+        if (res) snprintf(ses, sizeof(ses), "%s", proto_get_str(res, "session_id"));
+        const struct proto_val *end = s.n ? s.ev[s.n - 1] : NULL;
+        dropped = proto_int(proto_get(end, "history_dropped"), 0);
+        stream_free(&s);
+        tconn_close(&c);
+    }
+    CHECKF(dropped > 0, "the last run left out %lld messages", (long long)dropped);
+    char *q = ag_asprintf("{\"session\":\"%s\"}", ses);
+    struct proto_val *r = call("session.get", q);
+    free(q);
+    CHECKF(proto_len(proto_get(proto_get(r, "result"), "messages")) == 10, "%zu messages: %s",
+           proto_len(proto_get(proto_get(r, "result"), "messages")), resp_error_msg(r));
+    proto_val_free(r);
+    ag_buf_release(&in);
+}
+
 /* remember and recall are the agent's archival memory; memory.add/search reach the same. */
 static void test_memory(void)
 {
@@ -658,6 +700,14 @@ static bool write_agent(void)
           "model:\n  temperature: 0\n  max_tokens: 3\n  tool_choice: required\n"
           "tools: [python]\nlimits:\n  max_steps: 2\n",
           f);
+    if (fclose(f) != 0) return false;
+    /* A plain chat agent with short answers. */
+    snprintf(path, sizeof(path), "%s/chatty.agent.yaml", AGENTS);
+    f = fopen(path, "w");
+    if (!f) return false;
+    fputs("name: chatty\ninstructions: Answer briefly.\n"
+          "model:\n  temperature: 0\n  max_tokens: 16\n",
+          f);
     return fclose(f) == 0;
 }
 
@@ -683,6 +733,7 @@ int main(int argc, char **argv)
     RUN(test_client_gone);
     RUN(test_budgets_and_errors);
     RUN(test_bad_call_reported);
+    RUN(test_long_conversation);
     RUN(test_memory);
     RUN(test_fetch_tool);
     RUN(test_agentctl_run);
