@@ -24,6 +24,8 @@
 #include <unistd.h>
 
 #include "grammar.h"
+
+#define NO_POS ((size_t)-1)
 #include "kvcache.h"
 #include "model.h"
 #include "tokenizer.h"
@@ -66,6 +68,10 @@ struct seq {
     bool g_active;               /* the mask applies now */
     bool g_started;              /* G_TOOLS: bytes went into the current call */
     size_t scan_from;            /* G_TOOLS: where to look for the next opener */
+    size_t hide_from;            /* G_TOOLS: text from here is a tool call, not streamed
+                                    (NO_POS: none) */
+    size_t closing_from;         /* G_TOOLS: the call's JSON ended here; its closing marker may
+                                    follow (NO_POS: still inside the call) */
     int32_t *forced;             /* tokens of the grammar's shortest completion, when the budget
                                     would otherwise end the value unfinished */
     size_t n_forced, i_forced;
@@ -360,7 +366,9 @@ static int prepare(struct eng_serve *s, struct seq *q, struct ag_err *err)
     if (q->grammar && (rc = eng_gmatch_new(q->grammar, &q->gm, err)) < 0) return rc;
     eng_detok_init(&q->detok, s->tok, 0);
     ag_buf_init(&q->text);
+    q->hide_from = q->closing_from = NO_POS;
     if (forced_call(s, q) && q->gmode == G_TOOLS) {
+        q->hide_from = 0; /* the whole reply is the call */
         /* The opener is part of the reply's text (it was written into the prompt). */
         ag_buf_printf(&q->text, "%s\n", s->markers->call_open);
         q->g_active = true;
@@ -368,6 +376,58 @@ static int prepare(struct eng_serve *s, struct seq *q, struct ag_err *err)
     }
     q->prepared = true;
     return 0;
+}
+
+/* ---- streaming ---- */
+
+static size_t stop_holdback(const struct seq *q);
+
+/* How far the text may be streamed. Stop strings that may still come are held back; with tools,
+ * so is a call: its opener (and what may be the start of one), its JSON and its closing marker
+ * stay out of the text deltas (the call arrives parsed in the result), and streaming resumes with
+ * the free text after it. final: the sequence ended, nothing more will come. */
+static size_t stream_end(struct eng_serve *s, struct seq *q, bool final)
+{
+    size_t end = final ? q->text.len : q->text.len - stop_holdback(q);
+    if (q->gmode != G_TOOLS) return end;
+    const char *close = s->markers->call_close ? s->markers->call_close : "";
+    if (q->hide_from != NO_POS && q->closing_from != NO_POS) {
+        /* After the JSON: whitespace, then the closing marker, is still the call. */
+        size_t i = q->closing_from;
+        while (i < q->text.len && (q->text.data[i] == ' ' || q->text.data[i] == '\n')) i++;
+        size_t cl = strlen(close), have = q->text.len - i;
+        bool prefix = memcmp(q->text.data + i, close, have < cl ? have : cl) == 0;
+        if (prefix && have >= cl) { /* the whole marker: skip the call */
+            q->sent = i + cl;
+            q->hide_from = q->closing_from = NO_POS;
+        } else if (!prefix || final) { /* free text right after the JSON */
+            q->sent = q->closing_from > q->sent ? q->closing_from : q->sent;
+            q->hide_from = q->closing_from = NO_POS;
+        }
+    }
+    if (q->hide_from != NO_POS) return q->hide_from < end ? q->hide_from : end;
+    if (final) return end;
+    /* Free text: hold back what may be the start of an opener. */
+    const char *open = s->markers->call_open;
+    size_t ol = strlen(open);
+    for (size_t k = ol - 1; k > 0; k--)
+        if (k <= q->text.len && memcmp(q->text.data + q->text.len - k, open, k) == 0) {
+            size_t at = q->text.len - k;
+            return at < end ? at : end;
+        }
+    return end;
+}
+
+/* Sends the text that may be streamed and is not yet. */
+static void stream_more(struct eng_serve *s, struct seq *q, bool final)
+{
+    if (!q->req.stream) return;
+    size_t end = stream_end(s, q, final);
+    if (end <= q->sent) return;
+    struct eng_gen_event d = {
+        .type = ENG_EV_DELTA, .id = q->id, .text = q->text.data + q->sent, .len = end - q->sent};
+    q->cb(q->ud, &d);
+    q->sent = end;
 }
 
 /* ---- finishing ---- */
@@ -382,14 +442,7 @@ static void finish_seq(struct eng_serve *s, struct seq *q, const char *reason)
         .usage = usage_of(q),
     };
     /* What is left to stream (held back for stop strings that did not come). */
-    if (q->req.stream && q->text.len > q->sent) {
-        struct eng_gen_event d = {.type = ENG_EV_DELTA,
-                                  .id = q->id,
-                                  .text = q->text.data + q->sent,
-                                  .len = q->text.len - q->sent};
-        q->cb(q->ud, &d);
-        q->sent = q->text.len;
-    }
+    stream_more(s, q, true);
     ev.text = q->text.data ? q->text.data : "";
     ev.len = q->text.len;
     struct eng_chat_reply reply = {0};
@@ -498,6 +551,8 @@ static void watch_tool_open(struct eng_serve *s, struct seq *q)
         if (q->text.data[i] != ' ' && q->text.data[i] != '\n') return; /* not at a token edge */
     q->g_active = true;
     q->g_started = false;
+    q->hide_from = (size_t)(hit - q->text.data); /* the call is not streamed as text */
+    q->closing_from = NO_POS;
     eng_gmatch_reset(q->gm);
     free(q->forced);
     q->forced = NULL;
@@ -600,6 +655,7 @@ chosen:
         if (q->g_active && q->g_started && eng_gmatch_done(q->gm)) {
             q->g_active = false; /* the call's JSON is complete: free text again */
             q->scan_from = q->text.len;
+            q->closing_from = q->text.len;
         } else if (!q->g_active) {
             watch_tool_open(s, q);
         }
@@ -608,17 +664,7 @@ chosen:
         finish_seq(s, q, "length");
         return false;
     }
-    if (q->req.stream) {
-        size_t safe = q->text.len - stop_holdback(q);
-        if (safe > q->sent) {
-            struct eng_gen_event d = {.type = ENG_EV_DELTA,
-                                      .id = q->id,
-                                      .text = q->text.data + q->sent,
-                                      .len = safe - q->sent};
-            q->cb(q->ud, &d);
-            q->sent = safe;
-        }
-    }
+    stream_more(s, q, false);
     return true;
 }
 

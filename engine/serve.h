@@ -25,7 +25,8 @@
  * sampling.
  *
  * Events: a request's callback runs on the engine thread: ENG_EV_DELTA for streamed text (only
- * when stream is set; UTF-8-complete, stop strings held back until they cannot match), then
+ * when stream is set; UTF-8-complete, stop strings held back until they cannot match; with tools,
+ * the free text only: a call's opener, JSON and closing marker are not streamed), then
  * exactly one ENG_EV_DONE or ENG_EV_ERROR, after which the callback is never called again for it.
  * Callbacks must be quick and must not call back into the service except eng_serve_cancel.
  *

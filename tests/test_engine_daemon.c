@@ -140,6 +140,33 @@ static void test_streaming_matches_result(void)
     tconn_close(&c);
 }
 
+/* A tool call is not streamed as text: a required call sends no deltas, and its parsed form
+ * is in the result. */
+static void test_streaming_hides_calls(void)
+{
+    NEED();
+    struct tconn c;
+    CHECK(tconn_open(&c, D.sock));
+    CHECK(tconn_send(
+        &c,
+        "{\"jsonrpc\":\"2.0\",\"id\":8,\"method\":\"engine.generate\",\"params\":"
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather in Paris?\"}],"
+        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"weather\","
+        "\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":"
+        "\"string\",\"maxLength\":20}},\"required\":[\"city\"]}}}],"
+        "\"tool_choice\":\"required\",\"max_tokens\":40,\"temperature\":0,\"stream\":true}}\n"));
+    struct ag_buf notes;
+    ag_buf_init(&notes);
+    int n_notes = 0;
+    struct proto_val *r = read_response(&c, &notes, &n_notes);
+    const struct proto_val *res = proto_get(r, "result");
+    CHECKF(n_notes == 0, "%d deltas: '%s'", n_notes, notes.data ? notes.data : "");
+    CHECK(proto_len(proto_get(res, "tool_calls")) == 1);
+    ag_buf_release(&notes);
+    proto_val_free(r);
+    tconn_close(&c);
+}
+
 static void test_stop_strings(void)
 {
     NEED();
@@ -577,6 +604,7 @@ int main(int argc, char **argv)
     RUN(test_status_and_tokenize);
     RUN(test_prompt_says_paris);
     RUN(test_streaming_matches_result);
+    RUN(test_streaming_hides_calls);
     RUN(test_stop_strings);
     RUN(test_batched_equals_alone);
     RUN(test_prefix_sharing);

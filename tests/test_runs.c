@@ -152,6 +152,12 @@ static void test_python_tool_answer(void)
     CHECKF(r && strstr(proto_get_str(r, "output"), "83810205"), "%s",
            r ? proto_get_str(r, "output") : "no tool.result");
     CHECK(find_ev(&s, "text.delta"));
+    /* The call arrives parsed, not as text: no delta carries its markup. */
+    for (int i = 0; i < s.n; i++)
+        if (strcmp(proto_get_str(s.ev[i], "type"), "text.delta") == 0)
+            CHECKF(!strstr(proto_get_str(s.ev[i], "text"), "tool_call") &&
+                       !strstr(proto_get_str(s.ev[i], "text"), "12345 * 6789\""),
+                   "delta %s", proto_get_str(s.ev[i], "text"));
     const struct proto_val *done = s.n ? s.ev[s.n - 1] : NULL;
     CHECK(done && strcmp(proto_get_str(done, "type"), "run.completed") == 0);
     CHECK(strcmp(proto_get_str(res, "state"), "completed") == 0);
