@@ -25,7 +25,6 @@ CMD, REP = os.dup(3), os.dup(4)
 os.close(3)
 os.close(4)
 MAX_REPR = 64 * 1024
-DRIVER = sys._getframe().f_code.co_filename  # "<string>": frames of this file, not the cell's
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
@@ -69,8 +68,8 @@ def run_cell(code, ns):
     except BaseException as e:  # the cell's failure, SystemExit and KeyboardInterrupt included
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         tb = e.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_filename == DRIVER:
-            tb = tb.tb_next  # hide the driver's own frames
+        while tb is not None and tb.tb_frame.f_code.co_filename != "<cell>":
+            tb = tb.tb_next  # hide the driver's frames and the parser's (a SyntaxError has none)
         fields.append((b"n", type(e).__name__))
         fields.append((b"m", str(e)))
         fields.append((b"t", "".join(traceback.format_exception(type(e), e, tb))))
