@@ -9,6 +9,8 @@
  */
 #include "agentd.h"
 
+#include "../tools/tools.h"
+
 #include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
@@ -352,6 +354,26 @@ static int m_initialize(struct conn *c, const struct proto_val *p, struct proto_
     return 0;
 }
 
+/* The built-in tools an agent definition may list, as the model sees them. */
+static int m_tools_list(const struct proto_val *p, struct proto_val **result, struct ag_err *err)
+{
+    static const char *const none[] = {NULL};
+    int rc = proto_param_known(p, none, err);
+    if (rc != 0) return rc;
+    size_t n;
+    const struct tool_def *t = tools_all(&n);
+    *result = proto_obj();
+    struct proto_val *arr = proto_add(*result, "tools", proto_arr());
+    for (size_t i = 0; i < n; i++) {
+        struct proto_val *o = proto_obj();
+        proto_add_str(o, "name", t[i].name);
+        proto_add_str(o, "description", t[i].description);
+        proto_add_raw(o, "parameters", t[i].parameters);
+        proto_push(arr, o);
+    }
+    return 0;
+}
+
 static int m_status(struct conn *c, struct proto_val **result)
 {
     struct agentd *d = c->d;
@@ -467,6 +489,7 @@ int methods_dispatch(struct conn *c, struct proto_req *req, struct proto_val **r
         if (!add && (rc = proto_param_int(p, "limit", false, 1, 100, &n, err)) != 0) return rc;
         return start_job(c, req, add ? JOB_MEMORY_ADD : JOB_MEMORY_SEARCH);
     }
+    if (strcmp(m, "tools.list") == 0) return m_tools_list(p, result, err);
     if (strncmp(m, "web.", 4) == 0 && (rc = webd_dispatch(c, req, result, err)) != WEBD_NOT_MINE)
         return rc;
     if (strncmp(m, "run.", 4) == 0 &&

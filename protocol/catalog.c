@@ -47,7 +47,7 @@ static const struct proto_method_info methods[] = {
     {"sandbox.kill", "destroy a session", true},
     {"web.fetch", "fetch an http(s) page as text (SSRF guard, size and time limits)", true},
     {"web.cancel", "cancel a running web.fetch by its request_id", true},
-    {"tools.list", "list available tools", false},
+    {"tools.list", "the built-in tools: names, descriptions, argument schemas", true},
     {"tools.call", "call a tool directly", false},
     {"engine.generate", "generate text or a chat reply (OpenAI chat-completions parameters)", true},
     {"engine.cancel", "cancel a running engine.generate by its request_id", true},

@@ -544,9 +544,22 @@ static void test_memory(void)
     proto_val_free(r);
 }
 
-/* Arguments are checked against the tool's schema with messages a model can act on. */
+/* Arguments are checked against the tool's schema with messages a model can act on; tools.list
+ * shows every tool as the model sees it. */
 static void test_tool_args_checked(void)
 {
+    if (UP) {
+        struct proto_val *r = call("tools.list", NULL);
+        const struct proto_val *tl = proto_get(proto_get(r, "result"), "tools");
+        size_t n;
+        tools_all(&n);
+        CHECK(proto_len(tl) == n && n >= 8);
+        CHECK(strcmp(proto_get_str(proto_at(tl, 0), "name"), "python") == 0);
+        const struct proto_val *props =
+            proto_get(proto_get(proto_at(tl, 0), "parameters"), "properties");
+        CHECK(proto_type(proto_get(props, "code")) == PROTO_OBJECT);
+        proto_val_free(r);
+    }
     struct ag_err err = {0};
     void *a = NULL;
     const struct tool_def *py = tools_find("python"), *wf = tools_find("write_file");
