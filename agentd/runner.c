@@ -27,104 +27,15 @@
  * With background the answer is immediate and the run goes on whoever listens; anyone can
  * run.subscribe to it, from any seq.
  */
-#include "agentd.h"
+#include "runner_int.h"
 
 #include "../tools/tools.h"
 
-#include <cjson/cJSON.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define FLUSH_MS        25       /* most a text delta waits before its event is written */
-#define TOOL_OUT_MAX    16000    /* bytes of a tool's output shown to the model */
-#define RUNNER_MAX_LIVE 1024     /* runs at once */
-#define READ_FILE_MAX   "262144" /* bytes read_file returns */
-
-enum run_state { RS_STARTING, RS_GENERATING, RS_TOOL, RS_ENDING, RS_DONE };
-
-struct ev {
-    int64_t seq;
-    char *type;
-    char *payload; /* JSON object text */
-};
-
-struct sub {
-    struct sub *next;
-    struct conn *c;
-};
-
-struct run {
-    struct run *prev, *next; /* live runs */
-    struct runner *R;
-    enum run_state st;
-    char uid[32], session[32], agent[80];
-    struct proto_val *spec;     /* the agent's normalized definition */
-    struct proto_val *messages; /* the conversation, in engine.generate form */
-    struct proto_val *tools;    /* engine.generate tools */
-    struct conn ic;             /* internal caller: engine, sandbox, memory methods */
-
-    /* events */
-    struct ev *evs;
-    size_t n_evs, cap_evs;
-    int64_t persisted; /* events committed and sent */
-    bool writing;      /* a flush is in flight */
-    struct ag_buf delta;
-    struct mem_message *msgs; /* session messages for the next flush */
-    size_t n_msgs, cap_msgs;
-    uv_timer_t flush_timer;
-    bool flush_armed;
-
-    /* who listens */
-    struct sub *subs;
-    int notifying;        /* send_event is walking subs */
-    struct conn *owner;   /* foreground caller, until answered */
-    struct proto_req req; /* its request */
-    bool stream;
-
-    /* progress and budgets */
-    int steps, n_tool_calls, max_steps, max_tool_calls;
-    int64_t max_tokens, max_wall_s, prompt_tokens, completion_tokens;
-    int64_t started_ms;              /* monotonic */
-    int64_t created_ms;              /* wall clock, as stored */
-    double gen_ms, ttft_ms, tool_ms; /* engine and tool time, for the overhead figure */
-    uv_timer_t wall_timer;
-    char tool_choice[72]; /* first step only; "" for auto */
-    char step_id[64];     /* engine request_id of the step in flight */
-
-    /* the step's tool calls */
-    struct proto_val *calls;
-    size_t call_i;
-    int64_t tool_started_us;
-    const struct tool_def *tool; /* running */
-    const char *call_id, *call_name;
-
-    /* the end */
-    bool cancel;            /* run.cancel or owner gone */
-    bool wall_hit;          /* max_wall_s */
-    bool shutdown;          /* agentd is stopping */
-    int hist_from, hist_to; /* r->messages[hist_from, hist_to): the session's earlier messages */
-    int dropped;            /* earlier messages left out to fit the context */
-    int attempts;           /* engine requests made, for their ids */
-    bool no_grammar;        /* tool calls are not constrained (run.create grammar: false) */
-    char end_state[16];     /* completed, failed, cancelled */
-    char end_reason[32];    /* answer, max_steps, ... */
-    char *end_error;        /* failed: why */
-    char *output;           /* completed: the answer */
-    int handles_open;       /* timers not yet closed */
-};
-
-struct runner {
-    struct agentd *d;
-    struct run *live;
-    int n_live;
-};
-
-static void step(struct run *r);
-static void next_tool(struct run *r);
-static void end_run(struct run *r, const char *state, const char *reason, const char *error);
-static void flush(struct run *r);
+#define RUNNER_MAX_LIVE 1024 /* runs at once */
 
 /* ---- helpers ---- */
 
@@ -145,288 +56,6 @@ static struct run *find_session(struct runner *R, const char *session)
     for (struct run *r = R->live; r; r = r->next)
         if (r->session[0] && strcmp(r->session, session) == 0) return r;
     return NULL;
-}
-
-static const struct proto_val *spec_get(const struct run *r, const char *obj, const char *key)
-{
-    return proto_get(proto_get(r->spec, obj), key);
-}
-
-/* The spec's entry for tool name (bare names are normalized to objects), or NULL. */
-static const struct proto_val *spec_tool(const struct run *r, const char *name)
-{
-    const struct proto_val *tools = proto_get(r->spec, "tools");
-    for (size_t i = 0; i < proto_len(tools); i++) {
-        const struct proto_val *t = proto_at(tools, i);
-        const char *n = proto_str(t) ? proto_str(t) : proto_get_str(t, "name");
-        if (n && strcmp(n, name) == 0 && proto_bool(proto_get(t, "enabled"), true)) return t;
-    }
-    return NULL;
-}
-
-static char *json_quote(const char *s)
-{
-    struct ag_buf b;
-    ag_buf_init(&b);
-    proto_buf_quote(&b, s ? s : "");
-    ag_buf_putc(&b, '\0');
-    return b.data;
-}
-
-/* ---- events ---- */
-
-/* The text deltas gathered so far become one event. */
-static void take_delta(struct run *r);
-
-static void add_event_val(struct run *r, const char *type, struct proto_val *payload)
-{
-    if (strcmp(type, "text.delta") != 0) take_delta(r);
-    if (r->n_evs == r->cap_evs) {
-        r->cap_evs = r->cap_evs ? r->cap_evs * 2 : 16;
-        r->evs = ag_realloc(r->evs, r->cap_evs * sizeof(*r->evs));
-    }
-    struct ev *e = &r->evs[r->n_evs];
-    e->seq = (int64_t)r->n_evs + 1;
-    e->type = ag_strdup(type);
-    e->payload = proto_print(payload);
-    r->n_evs++;
-    proto_val_free(payload);
-}
-
-static void take_delta(struct run *r)
-{
-    if (!r->delta.len) return;
-    struct proto_val *p = proto_obj();
-    ag_buf_putc(&r->delta, '\0');
-    proto_add_str(p, "text", r->delta.data);
-    ag_buf_reset(&r->delta);
-    add_event_val(r, "text.delta", p);
-}
-
-static void add_msg(struct run *r, const char *role, const char *content, const char *tool_calls,
-                    const char *call_id, const char *name, int64_t n_tokens)
-{
-    if (r->n_msgs == r->cap_msgs) {
-        r->cap_msgs = r->cap_msgs ? r->cap_msgs * 2 : 8;
-        r->msgs = ag_realloc(r->msgs, r->cap_msgs * sizeof(*r->msgs));
-    }
-    r->msgs[r->n_msgs++] = (struct mem_message){
-        .role = ag_strdup(role),
-        .content = ag_strdup(content ? content : ""),
-        .tool_calls = tool_calls ? ag_strdup(tool_calls) : NULL,
-        .tool_call_id = call_id ? ag_strdup(call_id) : NULL,
-        .name = name ? ag_strdup(name) : NULL,
-        .n_tokens = n_tokens,
-    };
-}
-
-/* The notification for one event: {run_id, seq, type, ...payload}. */
-static struct proto_val *event_params(const char *run_id, int64_t seq, const char *type,
-                                      const char *payload)
-{
-    struct proto_val *p = proto_parse(payload, strlen(payload), NULL);
-    if (proto_type(p) != PROTO_OBJECT) {
-        proto_val_free(p);
-        p = proto_obj();
-    }
-    proto_set(p, "run_id", proto_new_str(run_id));
-    proto_set(p, "seq", proto_new_int(seq));
-    proto_set(p, "type", proto_new_str(type));
-    return p;
-}
-
-/* Drops subscriptions ended while events were being sent. */
-static void purge_subs(struct run *r)
-{
-    for (struct sub **pp = &r->subs; *pp;)
-        if (!(*pp)->c) {
-            struct sub *s = *pp;
-            *pp = s->next;
-            free(s);
-        } else {
-            pp = &(*pp)->next;
-        }
-}
-
-static void send_event(struct run *r, const struct ev *e)
-{
-    if (!r->subs) return;
-    struct proto_val *p = event_params(r->uid, e->seq, e->type, e->payload);
-    /* A failed write closes its connection, which unsubscribes it: the list only gets
-     * tombstones while we walk it. */
-    r->notifying++;
-    for (struct sub *s = r->subs; s; s = s->next)
-        if (s->c) conn_notify(s->c, "run.event", p);
-    r->notifying--;
-    if (!r->notifying) purge_subs(r);
-    proto_val_free(p);
-}
-
-static void unsubscribe(struct run *r, struct conn *c)
-{
-    for (struct sub *s = r->subs; s; s = s->next)
-        if (s->c == c) s->c = NULL;
-    if (!r->notifying) purge_subs(r);
-}
-
-static void subscribe(struct run *r, struct conn *c)
-{
-    for (struct sub *s = r->subs; s; s = s->next)
-        if (s->c == c) return;
-    struct sub *s = ag_calloc(1, sizeof(*s));
-    s->c = c;
-    s->next = r->subs;
-    r->subs = s; /* runner_conn_gone drops it before the connection is freed */
-}
-
-/* ---- persistence ---- */
-
-struct wjob {
-    struct storeq_job base;
-    struct run *r;
-    struct mem_run_write w;
-    struct mem_event *evs;
-    struct mem_message *msgs;
-    size_t n_msgs;
-    int64_t upto;
-    bool final;
-    char *output, *error;
-    int rc;
-    struct ag_err err;
-};
-
-static void wjob_work(struct storeq_job *base, struct mem_store *st)
-{
-    struct wjob *j = (struct wjob *)base;
-    j->rc = mem_run_write(st, &j->w, &j->err);
-}
-
-static void run_finish(struct run *r);
-
-static void wjob_done(struct storeq_job *base)
-{
-    struct wjob *j = (struct wjob *)base;
-    struct run *r = j->r;
-    if (j->rc != 0)
-        ag_error("run %s: cannot store events %lld..%lld: %s", r->uid, (long long)r->persisted + 1,
-                 (long long)j->upto, j->err.msg);
-    for (int64_t s = r->persisted; s < j->upto; s++) send_event(r, &r->evs[s]);
-    r->persisted = j->upto;
-    r->writing = false;
-    for (size_t i = 0; i < j->n_msgs; i++) mem_message_release(&j->msgs[i]);
-    free(j->msgs);
-    free(j->evs);
-    free(j);
-    if (r->st == RS_ENDING && r->persisted == (int64_t)r->n_evs && !r->n_msgs)
-        run_finish(r);
-    else
-        flush(r);
-}
-
-static void flush(struct run *r)
-{
-    if (r->writing || r->st == RS_DONE) return;
-    if (r->st == RS_ENDING) take_delta(r);
-    if (r->persisted == (int64_t)r->n_evs && !r->n_msgs) return;
-    struct wjob *j = ag_calloc(1, sizeof(*j));
-    j->base.work = wjob_work;
-    j->base.done = wjob_done;
-    j->r = r;
-    size_t n = r->n_evs - (size_t)r->persisted;
-    j->evs = ag_calloc(n ? n : 1, sizeof(*j->evs));
-    for (size_t i = 0; i < n; i++) {
-        const struct ev *e = &r->evs[r->persisted + (int64_t)i];
-        j->evs[i] = (struct mem_event){.seq = e->seq, .type = e->type, .payload = e->payload};
-    }
-    j->upto = (int64_t)r->n_evs;
-    j->msgs = r->msgs;
-    j->n_msgs = r->n_msgs;
-    r->msgs = NULL;
-    r->n_msgs = r->cap_msgs = 0;
-    bool final = r->st == RS_ENDING;
-    j->w = (struct mem_run_write){
-        .run_uid = r->uid,
-        .events = j->evs,
-        .n_events = n,
-        .msgs = j->msgs,
-        .n_msgs = j->n_msgs,
-        .state = final ? r->end_state : NULL,
-        .output = final ? r->output : NULL,
-        .error = final ? r->end_error : NULL,
-        .reason = final ? r->end_reason : NULL,
-        .steps = r->steps,
-        .tool_calls = r->n_tool_calls,
-        .prompt_tokens = r->prompt_tokens,
-        .completion_tokens = r->completion_tokens,
-    };
-    r->writing = true;
-    storeq_submit(r->R->d->sq, &j->base);
-}
-
-static void on_flush_timer(uv_timer_t *t)
-{
-    struct run *r = t->data;
-    r->flush_armed = false;
-    take_delta(r);
-    flush(r);
-}
-
-/* Writes soon: now for a step event, within FLUSH_MS for text. */
-static void flush_soon(struct run *r, bool now)
-{
-    if (now) {
-        flush(r);
-        return;
-    }
-    if (!r->flush_armed) {
-        r->flush_armed = true;
-        uv_timer_start(&r->flush_timer, on_flush_timer, FLUSH_MS, 0);
-    }
-}
-
-/* ---- results ---- */
-
-static struct proto_val *run_json_stored(const struct mem_run *m)
-{
-    struct proto_val *o = proto_obj();
-    proto_add_str(o, "run_id", m->uid);
-    proto_add_str(o, "session_id", m->session);
-    proto_add_str(o, "agent", m->agent);
-    proto_add_str(o, "state", m->state);
-    if (m->reason) proto_add_str(o, "reason", m->reason);
-    if (m->input) proto_add_str(o, "input", m->input);
-    if (m->output) proto_add_str(o, "output", m->output);
-    if (m->error) proto_add_str(o, "error", m->error);
-    proto_add_int(o, "steps", m->steps);
-    proto_add_int(o, "tool_calls", m->tool_calls);
-    struct proto_val *u = proto_add(o, "usage", proto_obj());
-    proto_add_int(u, "prompt_tokens", m->prompt_tokens);
-    proto_add_int(u, "completion_tokens", m->completion_tokens);
-    proto_add_int(o, "last_seq", m->last_seq);
-    proto_add_int(o, "created_ms", m->created_ms);
-    if (m->ended_ms) proto_add_int(o, "ended_ms", m->ended_ms);
-    return o;
-}
-
-static struct proto_val *run_json_live(const struct run *r)
-{
-    bool over = r->st == RS_DONE || r->st == RS_ENDING;
-    struct mem_run m = {
-        .uid = (char *)r->uid,
-        .session = (char *)r->session,
-        .agent = (char *)r->agent,
-        .state = over ? (char *)r->end_state : "running",
-        .reason = r->end_reason[0] ? (char *)r->end_reason : NULL,
-        .output = r->output,
-        .error = r->end_error,
-        .steps = r->steps,
-        .tool_calls = r->n_tool_calls,
-        .prompt_tokens = r->prompt_tokens,
-        .completion_tokens = r->completion_tokens,
-        .last_seq = r->persisted,
-        .created_ms = r->created_ms,
-    };
-    return run_json_stored(&m);
 }
 
 /* ---- the end ---- */
@@ -453,7 +82,7 @@ static void on_handle_closed(uv_handle_t *h)
 }
 
 /* Every event is stored and sent: answer the foreground caller, drop subscribers, free. */
-static void run_finish(struct run *r)
+void run__finish(struct run *r)
 {
     struct runner *R = r->R;
     r->st = RS_DONE;
@@ -461,7 +90,7 @@ static void run_finish(struct run *r)
         struct conn *c = r->owner;
         r->owner = NULL;
         if (!c->closing) {
-            struct proto_val *res = run_json_live(r);
+            struct proto_val *res = run__json(r);
             conn_reply(c, r->req.id, res);
             proto_val_free(res);
         }
@@ -469,7 +98,7 @@ static void run_finish(struct run *r)
         conn_end_async(c);
     }
     for (struct sub *s = r->subs; s; s = s->next) s->c = NULL;
-    purge_subs(r);
+    run__purge_subs(r);
     if (r->prev)
         r->prev->next = r->next;
     else
@@ -504,7 +133,7 @@ static struct proto_val *usage_payload(const struct run *r)
     return p;
 }
 
-static void end_run(struct run *r, const char *state, const char *reason, const char *error)
+void run__end(struct run *r, const char *state, const char *reason, const char *error)
 {
     if (r->st == RS_ENDING || r->st == RS_DONE) return;
     snprintf(r->end_state, sizeof(r->end_state), "%s", state);
@@ -518,27 +147,27 @@ static void end_run(struct run *r, const char *state, const char *reason, const 
     const char *type = strcmp(state, "completed") == 0   ? "run.completed"
                        : strcmp(state, "cancelled") == 0 ? "run.cancelled"
                                                          : "run.failed";
-    add_event_val(r, type, p);
+    run__event(r, type, p);
     r->st = RS_ENDING;
-    flush(r);
+    run__flush(r);
 }
 
 /* A call in flight was stopped for a cancel or the wall clock: end the run the right way. */
-static bool stopped(struct run *r)
+bool run__stopped(struct run *r)
 {
     if (r->shutdown) {
-        end_run(r, "failed", "shutdown", "agentd is shutting down");
+        run__end(r, "failed", "shutdown", "agentd is shutting down");
         return true;
     }
     if (r->wall_hit) {
         char msg[96];
         snprintf(msg, sizeof(msg), "the run used its wall-clock budget (limits.max_wall_s = %lld)",
                  (long long)r->max_wall_s);
-        end_run(r, "failed", "max_wall_s", msg);
+        run__end(r, "failed", "max_wall_s", msg);
         return true;
     }
     if (r->cancel) {
-        end_run(r, "cancelled", "cancelled", NULL);
+        run__end(r, "cancelled", "cancelled", NULL);
         return true;
     }
     return false;
@@ -556,12 +185,12 @@ static void sink_ignore_notify(struct conn *c, const char *method, const struct 
     (void)c, (void)method, (void)p;
 }
 
-static const struct conn_sink ignore_sink = {sink_ignore_reply, sink_ignore_notify};
+const struct conn_sink run__ignore_sink = {sink_ignore_reply, sink_ignore_notify};
 
 static void interrupt_work(struct run *r)
 {
     struct conn tmp;
-    conn_init_internal(&tmp, r->R->d, &ignore_sink, NULL);
+    conn_init_internal(&tmp, r->R->d, &run__ignore_sink, NULL);
     if (r->st == RS_GENERATING) {
         struct proto_val *p = proto_obj();
         proto_add_str(p, "request_id", r->step_id);
@@ -589,7 +218,6 @@ static void on_wall_timer(uv_timer_t *t)
 /* ---- generation ---- */
 
 static void gen_reply(struct run *r, const struct proto_val *res, const struct ag_err *err);
-static void tool_reply(struct run *r, const struct proto_val *res, const struct ag_err *err);
 
 static void sink_reply(struct conn *c, const struct proto_val *result, const struct ag_err *err,
                        const struct proto_val *data)
@@ -599,7 +227,7 @@ static void sink_reply(struct conn *c, const struct proto_val *result, const str
     if (r->st == RS_GENERATING)
         gen_reply(r, result, err);
     else if (r->st == RS_TOOL)
-        tool_reply(r, result, err);
+        run__tool_reply(r, result, err);
 }
 
 static void sink_notify(struct conn *c, const char *method, const struct proto_val *params)
@@ -609,7 +237,7 @@ static void sink_notify(struct conn *c, const char *method, const struct proto_v
     const char *t = proto_get_str(params, "text");
     if (!t || !*t) return;
     ag_buf_puts(&r->delta, t);
-    flush_soon(r, false);
+    run__flush_soon(r, false);
 }
 
 static const struct conn_sink run_sink = {sink_reply, sink_notify};
@@ -626,14 +254,14 @@ static void add_sampling(struct run *r, struct proto_val *p)
     }
 }
 
-static void step(struct run *r)
+void run__step(struct run *r)
 {
-    if (stopped(r)) return;
+    if (run__stopped(r)) return;
     if (r->steps >= r->max_steps) {
         char msg[96];
         snprintf(msg, sizeof(msg), "the run took %d steps without an answer (limits.max_steps)",
                  r->steps);
-        end_run(r, "failed", "max_steps", msg);
+        run__end(r, "failed", "max_steps", msg);
         return;
     }
     int64_t left = r->max_tokens - r->completion_tokens;
@@ -641,11 +269,11 @@ static void step(struct run *r)
         char msg[96];
         snprintf(msg, sizeof(msg), "the run generated %lld tokens (limits.max_tokens)",
                  (long long)r->completion_tokens);
-        end_run(r, "failed", "max_tokens", msg);
+        run__end(r, "failed", "max_tokens", msg);
         return;
     }
     r->steps++;
-    int64_t per = proto_int(spec_get(r, "model", "max_tokens"), 1024);
+    int64_t per = proto_int(run__spec_get(r, "model", "max_tokens"), 1024);
     struct proto_val *p = proto_obj();
     proto_add(p, "messages", proto_val_dup(r->messages));
     if (proto_len(r->tools)) {
@@ -696,18 +324,18 @@ static void gen_reply(struct run *r, const struct proto_val *res, const struct a
 {
     r->st = RS_STARTING; /* between calls */
     if (err) {
-        if (stopped(r)) return;
+        if (run__stopped(r)) return;
         if (err->code == AG_ECTXOVERFLOW && drop_oldest_turn(r)) {
             /* The policy for now, summarize included: the oldest turns make room. */
             ag_info("run %s: context full, %d earlier messages left out", r->uid, r->dropped);
             r->steps--; /* that step never ran */
-            step(r);
+            run__step(r);
             return;
         }
         const char *reason = err->code == AG_ECTXOVERFLOW ? "context_overflow"
                              : err->code == AG_ESHUTDOWN  ? "shutdown"
                                                           : "engine";
-        end_run(r, "failed", reason, err->msg);
+        run__end(r, "failed", reason, err->msg);
         return;
     }
     const struct proto_val *u = proto_get(res, "usage"), *tm = proto_get(res, "timings");
@@ -716,7 +344,7 @@ static void gen_reply(struct run *r, const struct proto_val *res, const struct a
     r->completion_tokens += gen;
     r->gen_ms += proto_num(proto_get(tm, "total_ms"), 0);
     r->ttft_ms += proto_num(proto_get(tm, "ttft_ms"), 0);
-    take_delta(r);
+    run__take_delta(r);
     const char *text = proto_get_str(res, "text");
     const struct proto_val *calls = proto_get(res, "tool_calls");
     const char *call_err = proto_get_str(res, "tool_call_error");
@@ -728,7 +356,7 @@ static void gen_reply(struct run *r, const struct proto_val *res, const struct a
         proto_add_str(am, "role", "assistant");
         proto_add_str(am, "content", raw ? raw : "");
         proto_push(r->messages, am);
-        add_msg(r, "assistant", raw, NULL, NULL, NULL, gen);
+        run__add_msg(r, "assistant", raw, NULL, NULL, NULL, gen);
         char *msg = ag_asprintf("Your tool call could not be parsed: %s. Write the call again as "
                                 "valid JSON, or answer without a tool.",
                                 call_err);
@@ -736,24 +364,24 @@ static void gen_reply(struct run *r, const struct proto_val *res, const struct a
         proto_add_str(um, "role", "user");
         proto_add_str(um, "content", msg);
         proto_push(r->messages, um);
-        add_msg(r, "user", msg, NULL, NULL, NULL, 0);
+        run__add_msg(r, "user", msg, NULL, NULL, NULL, 0);
         struct proto_val *ev = proto_obj();
         proto_add_str(ev, "call_id", "");
         proto_add_str(ev, "name", "");
         proto_add_bool(ev, "ok", false);
         proto_add_str(ev, "output", msg);
-        add_event_val(r, "tool.result", ev);
+        run__event(r, "tool.result", ev);
         free(msg);
-        flush_soon(r, true);
-        step(r);
+        run__flush_soon(r, true);
+        run__step(r);
         return;
     }
     if (proto_len(calls) == 0) {
         free(r->output);
         r->output = ag_strdup(text ? text : "");
-        add_msg(r, "assistant", r->output, NULL, NULL, NULL, gen);
-        if (stopped(r)) return;
-        end_run(r, "completed", "answer", NULL);
+        run__add_msg(r, "assistant", r->output, NULL, NULL, NULL, gen);
+        if (run__stopped(r)) return;
+        run__end(r, "completed", "answer", NULL);
         return;
     }
     /* The assistant turn with its calls joins the conversation, then each call runs. */
@@ -763,7 +391,7 @@ static void gen_reply(struct run *r, const struct proto_val *res, const struct a
     proto_add(am, "tool_calls", proto_val_dup(calls));
     proto_push(r->messages, am);
     char *cj = proto_print(calls);
-    add_msg(r, "assistant", text, cj, NULL, NULL, gen);
+    run__add_msg(r, "assistant", text, cj, NULL, NULL, gen);
     free(cj);
     proto_val_free(r->calls);
     r->calls = proto_val_dup(calls);
@@ -774,306 +402,10 @@ static void gen_reply(struct run *r, const struct proto_val *res, const struct a
         proto_add_str(ev, "call_id", proto_get_str(c, "id"));
         proto_add_str(ev, "name", proto_get_str(f, "name"));
         proto_add_str(ev, "arguments", proto_get_str(f, "arguments"));
-        add_event_val(r, "tool_call.done", ev);
+        run__event(r, "tool_call.done", ev);
     }
-    flush_soon(r, true);
-    next_tool(r);
-}
-
-/* ---- tools ---- */
-
-/* The tool's result joins the conversation and the log; then the next call, or a new step. */
-static void tool_done(struct run *r, bool ok, const char *output)
-{
-    char *cut = NULL;
-    size_t n = strlen(output);
-    if (n > TOOL_OUT_MAX) {
-        size_t k = TOOL_OUT_MAX;
-        while (k > 0 && ((unsigned char)output[k] & 0xC0) == 0x80) k--;
-        cut = ag_asprintf("%.*s\n[... %zu more bytes not shown]", (int)k, output, n - k);
-        output = cut;
-    }
-    double ms = (double)((ag_now_ns() / 1000) - r->tool_started_us) / 1000.0;
-    r->tool_ms += ms;
-    struct proto_val *tm = proto_obj();
-    proto_add_str(tm, "role", "tool");
-    proto_add_str(tm, "tool_call_id", r->call_id);
-    proto_add_str(tm, "name", r->call_name);
-    proto_add_str(tm, "content", output);
-    proto_push(r->messages, tm);
-    add_msg(r, "tool", output, NULL, r->call_id, r->call_name, 0);
-    struct proto_val *ev = proto_obj();
-    proto_add_str(ev, "call_id", r->call_id);
-    proto_add_str(ev, "name", r->call_name);
-    proto_add_bool(ev, "ok", ok);
-    proto_add_str(ev, "output", output);
-    proto_add_num(ev, "duration_ms", ms);
-    add_event_val(r, "tool.result", ev);
-    free(cut);
-    flush_soon(r, true);
-    r->tool = NULL;
-    r->st = RS_STARTING;
-    r->call_i++;
-    next_tool(r);
-}
-
-static void tool_error(struct run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void tool_error(struct run *r, const char *fmt, ...)
-{
-    struct ag_buf b;
-    ag_buf_init(&b);
-    va_list ap;
-    va_start(ap, fmt);
-    ag_buf_vprintf(&b, fmt, ap);
-    va_end(ap);
-    ag_buf_putc(&b, '\0');
-    char *m = b.data;
-    char *out = ag_asprintf("error: %s", m);
-    tool_done(r, false, out);
-    free(out);
-    free(m);
-}
-
-/* The python code a shell, list or file tool runs in the session's interpreter. */
-static char *tool_code(const struct tool_def *t, const cJSON *args)
-{
-    const cJSON *a1 = cJSON_GetObjectItemCaseSensitive(args, t->kind == TOOL_SHELL    ? "command"
-                                                             : t->kind == TOOL_PYTHON ? "code"
-                                                                                      : "path");
-    const char *s1 = cJSON_IsString(a1) ? a1->valuestring : ".";
-    if (t->kind == TOOL_PYTHON) return ag_strdup(s1);
-    char *q1 = json_quote(s1), *code = NULL;
-    switch (t->kind) {
-    case TOOL_SHELL:
-        code = ag_asprintf(
-            "import subprocess as _sp, sys as _sys\n"
-            "_r = _sp.run(%s, shell=True, capture_output=True, text=True, errors='replace')\n"
-            "print(_r.stdout, end='')\n"
-            "print(_r.stderr, end='', file=_sys.stderr)\n"
-            "print('[exit status %%d]' %% _r.returncode)\n",
-            q1);
-        break;
-    case TOOL_READ_FILE:
-        code = ag_asprintf("with open(%s, errors='replace') as _f:\n"
-                           "    print(_f.read(" READ_FILE_MAX "), end='')\n",
-                           q1);
-        break;
-    case TOOL_WRITE_FILE: {
-        const cJSON *c = cJSON_GetObjectItemCaseSensitive(args, "content");
-        char *q2 = json_quote(cJSON_IsString(c) ? c->valuestring : "");
-        code = ag_asprintf("import os as _os\n"
-                           "_p = %s\n"
-                           "if _os.path.dirname(_p): _os.makedirs(_os.path.dirname(_p), "
-                           "exist_ok=True)\n"
-                           "with open(_p, 'w') as _f:\n"
-                           "    _n = _f.write(%s)\n"
-                           "print('wrote %%d characters to %%s' %% (_n, _p))\n",
-                           q1, q2);
-        free(q2);
-        break;
-    }
-    case TOOL_LIST_FILES:
-        code = ag_asprintf("import os as _os\n"
-                           "_p = %s\n"
-                           "for _n in sorted(_os.listdir(_p)):\n"
-                           "    _q = _os.path.join(_p, _n)\n"
-                           "    print(_n + '/' if _os.path.isdir(_q) else '%%s  %%d bytes' %% "
-                           "(_n, _os.path.getsize(_q)))\n",
-                           q1);
-        break;
-    default:
-        break;
-    }
-    free(q1);
-    return code;
-}
-
-static void next_tool(struct run *r)
-{
-    if (stopped(r)) return;
-    if (r->call_i >= proto_len(r->calls)) {
-        step(r);
-        return;
-    }
-    const struct proto_val *c = proto_at(r->calls, r->call_i), *f = proto_get(c, "function");
-    r->call_id = proto_get_str(c, "id");
-    r->call_name = proto_get_str(f, "name");
-    if (!r->call_id) r->call_id = "";
-    if (!r->call_name) r->call_name = "";
-    r->tool_started_us = (ag_now_ns() / 1000);
-    r->st = RS_TOOL;
-    if (r->n_tool_calls >= r->max_tool_calls) {
-        char msg[112];
-        snprintf(msg, sizeof(msg), "the run made %d tool calls (limits.max_tool_calls)",
-                 r->n_tool_calls);
-        r->st = RS_STARTING;
-        end_run(r, "failed", "max_tool_calls", msg);
-        return;
-    }
-    r->n_tool_calls++;
-    const struct tool_def *t = tools_find(r->call_name);
-    const struct proto_val *st = t ? spec_tool(r, t->name) : NULL;
-    if (!t || !st) {
-        struct ag_buf names;
-        ag_buf_init(&names);
-        for (size_t i = 0; i < proto_len(r->tools); i++)
-            ag_buf_printf(&names, "%s%s", i ? ", " : "",
-                          proto_get_str(proto_get(proto_at(r->tools, i), "function"), "name"));
-        ag_buf_putc(&names, '\0');
-        tool_error(r, "there is no tool named '%s'; the tools are: %s", r->call_name,
-                   names.data ? names.data : "(none)");
-        ag_buf_release(&names);
-        return;
-    }
-    void *argsv = NULL;
-    struct ag_err err = {0};
-    if (tools_check_args(t, proto_get_str(f, "arguments"), &argsv, &err) != 0) {
-        tool_error(r, "%s", err.msg);
-        return;
-    }
-    cJSON *args = argsv;
-    r->tool = t;
-    int64_t timeout_ms = proto_int(proto_get(st, "timeout_ms"), 30000);
-    struct proto_val *p = proto_obj();
-    const char *method = NULL;
-    if (t->kind <= TOOL_LIST_FILES) {
-        char *code = tool_code(t, args);
-        proto_add_str(p, "session", r->session);
-        proto_add_str(p, "code", code);
-        proto_add_int(p, "timeout_ms", timeout_ms);
-        const struct proto_val *sb = proto_get(r->spec, "sandbox");
-        struct proto_val *lim = proto_add(p, "limits", proto_obj());
-        proto_add_int(lim, "memory_mb", proto_int(proto_get(sb, "memory_mb"), 512));
-        proto_add_int(lim, "pids", proto_int(proto_get(sb, "pids"), 64));
-        proto_add_int(lim, "workspace_mb", proto_int(proto_get(sb, "disk_mb"), 256));
-        free(code);
-        method = "sandbox.exec";
-    } else if (t->kind == TOOL_REMEMBER) {
-        proto_add_str(p, "agent", r->agent);
-        proto_add_str(p, "text", cJSON_GetObjectItemCaseSensitive(args, "text")->valuestring);
-        method = "memory.add";
-    } else if (t->kind == TOOL_RECALL) {
-        proto_add_str(p, "agent", r->agent);
-        proto_add_str(p, "query", cJSON_GetObjectItemCaseSensitive(args, "query")->valuestring);
-        proto_add_int(
-            p, "limit",
-            proto_int(proto_get(proto_get(proto_get(r->spec, "memory"), "recall"), "top_k"), 5));
-        method = "memory.search";
-    } else if (t->kind == TOOL_FETCH_URL) {
-        const struct proto_val *b = proto_get(r->spec, "browse");
-        proto_add_str(p, "url", cJSON_GetObjectItemCaseSensitive(args, "url")->valuestring);
-        proto_add_int(p, "max_bytes", proto_int(proto_get(b, "max_bytes"), 2097152));
-        int64_t browse_ms = proto_int(proto_get(b, "timeout_s"), 20) * 1000;
-        proto_add_int(p, "timeout_ms", proto_get(st, "timeout_ms") ? timeout_ms : browse_ms);
-        proto_add_bool(p, "robots", proto_bool(proto_get(b, "robots"), true));
-        if (proto_len(proto_get(b, "allow")))
-            proto_add(p, "allow", proto_val_dup(proto_get(b, "allow")));
-        if (proto_len(proto_get(b, "deny")))
-            proto_add(p, "deny", proto_val_dup(proto_get(b, "deny")));
-        proto_add_str(p, "request_id", r->step_id);
-        method = "web.fetch";
-    } else {
-        cJSON_Delete(args);
-        proto_val_free(p);
-        r->tool = NULL;
-        tool_error(r, "the tool '%s' is not available in this build", t->name);
-        return;
-    }
-    cJSON_Delete(args);
-    conn_call(&r->ic, method, p);
-}
-
-/* The observation the model reads for a sandbox.exec result. */
-static char *exec_text(const struct tool_def *t, const struct proto_val *res, bool *ok)
-{
-    struct ag_buf b;
-    ag_buf_init(&b);
-    const char *out = proto_get_str(res, "stdout"), *err = proto_get_str(res, "stderr");
-    const char *stop = proto_get_str(res, "stop");
-    *ok = proto_bool(proto_get(res, "ok"), true);
-    if (out && *out) ag_buf_puts(&b, out);
-    if (proto_bool(proto_get(res, "stdout_truncated"), false)) ag_buf_puts(&b, "\n[output cut]");
-    if (err && *err) {
-        if (b.len && b.data[b.len - 1] != '\n') ag_buf_putc(&b, '\n');
-        ag_buf_puts(&b, err);
-    }
-    const struct proto_val *e = proto_get(res, "error");
-    if (!*ok && e) {
-        const char *tb = proto_get_str(e, "traceback");
-        if (b.len && b.data[b.len - 1] != '\n') ag_buf_putc(&b, '\n');
-        if (tb && *tb)
-            ag_buf_puts(&b, tb);
-        else
-            ag_buf_printf(&b, "%s: %s", proto_get_str(e, "name"), proto_get_str(e, "message"));
-    }
-    const char *value = proto_get_str(res, "value");
-    if (*ok && t->kind == TOOL_PYTHON && value && *value) {
-        if (b.len && b.data[b.len - 1] != '\n') ag_buf_putc(&b, '\n');
-        ag_buf_puts(&b, value);
-    }
-    if (stop && strcmp(stop, "exit") != 0) {
-        if (b.len && b.data[b.len - 1] != '\n') ag_buf_putc(&b, '\n');
-        ag_buf_printf(&b, "[stopped: %s]", stop);
-        *ok = false;
-    }
-    if (proto_bool(proto_get(res, "session_lost"), false)) {
-        ag_buf_puts(&b, "\n[the interpreter died; the next call starts a fresh one]");
-        *ok = false;
-    }
-    if (!b.len) ag_buf_puts(&b, "(no output)");
-    ag_buf_putc(&b, '\0');
-    return b.data;
-}
-
-static void tool_reply(struct run *r, const struct proto_val *res, const struct ag_err *err)
-{
-    const struct tool_def *t = r->tool;
-    if (stopped(r)) return;
-    if (err) {
-        if (t && t->kind <= TOOL_LIST_FILES && err->code == AG_ESANDBOX) {
-            /* A dead interpreter: drop the session so the next call makes a fresh one. */
-            struct conn tmp;
-            conn_init_internal(&tmp, r->R->d, &ignore_sink, NULL);
-            struct proto_val *p = proto_obj();
-            proto_add_str(p, "session", r->session);
-            conn_call(&tmp, "sandbox.kill", p);
-        }
-        tool_error(r, "%s", err->msg);
-        return;
-    }
-    if (t->kind <= TOOL_LIST_FILES) {
-        bool ok;
-        char *text = exec_text(t, res, &ok);
-        tool_done(r, ok, text);
-        free(text);
-    } else if (t->kind == TOOL_FETCH_URL) {
-        struct ag_buf b;
-        ag_buf_init(&b);
-        const char *title = proto_get_str(res, "title");
-        if (title && *title) ag_buf_printf(&b, "Title: %s\n", title);
-        ag_buf_printf(&b, "URL: %s (HTTP %lld)\n\n%s", proto_get_str(res, "url"),
-                      (long long)proto_int(proto_get(res, "status"), 0),
-                      proto_get_str(res, "text") ? proto_get_str(res, "text") : "");
-        if (proto_bool(proto_get(res, "truncated"), false))
-            ag_buf_printf(&b, "\n[the page was cut at %lld bytes]",
-                          (long long)proto_int(proto_get(res, "bytes"), 0));
-        ag_buf_putc(&b, '\0');
-        int64_t status = proto_int(proto_get(res, "status"), 0);
-        tool_done(r, status >= 200 && status < 300, b.data);
-        ag_buf_release(&b);
-    } else if (t->kind == TOOL_REMEMBER) {
-        tool_done(r, true, "Stored in long-term memory.");
-    } else if (t->kind == TOOL_RECALL) {
-        const struct proto_val *m = proto_get(res, "memories");
-        struct ag_buf b;
-        ag_buf_init(&b);
-        for (size_t i = 0; i < proto_len(m); i++)
-            ag_buf_printf(&b, "- %s\n", proto_str(proto_at(m, i)));
-        if (!b.len) ag_buf_puts(&b, "No stored memory matches.");
-        ag_buf_putc(&b, '\0');
-        tool_done(r, true, b.data);
-        ag_buf_release(&b);
-    }
+    run__flush_soon(r, true);
+    run__next_tool(r);
 }
 
 /* ---- starting a run ---- */
@@ -1219,16 +551,16 @@ static void cjob_done(struct storeq_job *base)
     proto_add_str(created, "session_id", r->session);
     proto_add_str(created, "agent", r->agent);
     proto_add_str(created, "input", j->input);
-    add_event_val(r, "run.created", created);
+    run__event(r, "run.created", created);
     r->persisted = 1;
-    if (r->stream) subscribe(r, r->owner);
-    send_event(r, &r->evs[0]);
+    if (r->stream) run__subscribe(r, r->owner);
+    run__send_event(r, &r->evs[0]);
     if (!proto_bool(proto_get(r->req.params, "background"), false)) {
         /* Foreground: the answer waits for the end. */
     } else {
         struct conn *c = r->owner;
         r->owner = NULL;
-        struct proto_val *res = run_json_live(r);
+        struct proto_val *res = run__json(r);
         if (!c->closing) conn_reply(c, r->req.id, res);
         proto_val_free(res);
         proto_req_release(&r->req);
@@ -1237,7 +569,7 @@ static void cjob_done(struct storeq_job *base)
     uv_timer_start(&r->wall_timer, on_wall_timer, (uint64_t)r->max_wall_s * 1000, 0);
     ag_info("run %s: agent %s, session %s, %zu earlier messages", r->uid, r->agent, r->session,
             j->n_hist);
-    step(r);
+    run__step(r);
 out:
     mem_agent_release(&j->a);
     mem_run_release(&j->run);
@@ -1373,15 +705,15 @@ static void qjob_done(struct storeq_job *base)
     struct proto_val *res = NULL;
     if (j->rc == 0 && !c->closing) {
         if (j->kind == Q_GET) {
-            res = run_json_stored(&j->run);
+            res = run__json_stored(&j->run);
         } else if (j->kind == Q_LIST) {
             res = proto_obj();
             struct proto_val *arr = proto_add(res, "runs", proto_arr());
-            for (size_t i = 0; i < j->n_list; i++) proto_push(arr, run_json_stored(&j->list[i]));
+            for (size_t i = 0; i < j->n_list; i++) proto_push(arr, run__json_stored(&j->list[i]));
         } else {
             for (size_t i = 0; i < j->n_evs; i++) {
                 struct proto_val *p =
-                    event_params(j->run.uid, j->evs[i].seq, j->evs[i].type, j->evs[i].payload);
+                    run__event_params(j->run.uid, j->evs[i].seq, j->evs[i].type, j->evs[i].payload);
                 conn_notify(c, "run.event", p);
                 proto_val_free(p);
             }
@@ -1439,11 +771,11 @@ static int m_subscribe(struct runner *R, struct conn *c, struct proto_req *req,
     int64_t sent = 0;
     for (int64_t s = after; s < r->persisted; s++, sent++) {
         struct proto_val *p =
-            event_params(r->uid, r->evs[s].seq, r->evs[s].type, r->evs[s].payload);
+            run__event_params(r->uid, r->evs[s].seq, r->evs[s].type, r->evs[s].payload);
         conn_notify(c, "run.event", p);
         proto_val_free(p);
     }
-    subscribe(r, c);
+    run__subscribe(r, c);
     *result = proto_obj();
     proto_add_str(*result, "run_id", r->uid);
     proto_add_str(*result, "state", "running");
@@ -1472,7 +804,7 @@ int runner_dispatch(struct conn *c, struct proto_req *req, struct proto_val **re
         struct run *r = find_live(R, s);
         if (m[0] == 'g') {
             if (r && r->st != RS_DONE && r->uid[0]) {
-                *result = run_json_live(r);
+                *result = run__json(r);
                 return 0;
             }
             return start_query(c, req, Q_GET);
@@ -1506,7 +838,7 @@ void runner_conn_gone(struct conn *c)
     struct runner *R = runner_of(c->d);
     if (!R) return;
     for (struct run *r = R->live; r; r = r->next) {
-        unsubscribe(r, c);
+        run__unsubscribe(r, c);
         if (r->owner == c && !r->cancel && r->st != RS_ENDING && r->st != RS_DONE) {
             r->cancel = true;
             interrupt_work(r);
