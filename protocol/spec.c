@@ -119,8 +119,9 @@ static const struct proto__field model_fields[] = {
     NUM("frequency_penalty", -2, 2, 0),
     NUM("presence_penalty", -2, 2, 0),
     OPT_INT("context", 256, INF),
-    /* The first step of a run: "required" makes the model call a tool before it answers (then
-     * back to auto, so a run cannot loop on it); small models rarely call tools on their own. */
+    /* Until a run's first tool call: "required" makes the model call a tool before it answers
+     * (then back to auto, so a run cannot loop on it); small models rarely call tools on their
+     * own. */
     {.key = "tool_choice", .kind = PROTO__K_ENUM, .def_str = "auto", .choices = tool_choices},
     {0},
 };
