@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "ggml_kernels_q.h"
+#include "mm_packed.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(ENG_NO_SIMD)
 #include <immintrin.h>
@@ -28,7 +29,6 @@
 #define HAVE_VNNI 0
 #endif
 
-#if HAVE_VNNI
 /* Scales and mins of a block as quant.h packs them (the same decoding as ggml_kernels_q.c). */
 static inline void scales_mins(const uint8_t scales[12], uint8_t sc[8], uint8_t m[8])
 {
@@ -42,6 +42,7 @@ static inline void scales_mins(const uint8_t scales[12], uint8_t sc[8], uint8_t 
     memcpy(m, out + 2, 8);
 }
 
+#if HAVE_VNNI
 #define MAX_TOK 64
 
 VNNI_TARGET static void mm_q4_k_gemm_vnni(int n_cols, const void *wv, size_t w_row_bytes,
@@ -117,6 +118,149 @@ VNNI_TARGET static void mm_q4_k_gemm_vnni(int n_cols, const void *wv, size_t w_r
             for (int t = 0; t < nt; t++) y[(t0 + t) * y_stride + r] = acc[t] - acc_min[t];
         }
     }
+}
+#endif
+
+/* ---- the packed layout: 16 rows per 512-bit product ---- */
+
+/* Per block and group of 16 rows: 16 f16 d, 16 f16 dmin, the 8 sub-block scales of rows 0..15
+ * (sc[j][r], 128 bytes), the 8 mins the same way (128 bytes), then for pair p = 0..3 and
+ * k = 0..7 the bytes qs[32p + 4k .. 32p + 4k + 3] of rows 0..15 side by side (64 bytes each):
+ * low nibbles are values 4k..4k+3 of sub-block 2p, high nibbles the same of sub-block 2p + 1. */
+#define PK_D     0
+#define PK_DMIN  (2 * ENG_PACK_ROWS)
+#define PK_SC    (4 * ENG_PACK_ROWS)
+#define PK_MIN   (PK_SC + 8 * ENG_PACK_ROWS)
+#define PK_QS    (PK_MIN + 8 * ENG_PACK_ROWS)
+#define PK_BLOCK (PK_QS + ENG_PACK_ROWS * ENG_QK_K / 2) /* 2368 */
+
+size_t eng__pack_q4_k_bytes(int64_t n_rows, int64_t n_cols)
+{
+    return (size_t)(n_rows / ENG_PACK_ROWS) * (size_t)(n_cols / ENG_QK_K) * PK_BLOCK;
+}
+
+void eng__pack_q4_k(void *dst, const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols)
+{
+    const int64_t nb = n_cols / ENG_QK_K;
+    unsigned char *out = dst;
+    for (int64_t g = 0; g < n_rows / ENG_PACK_ROWS; g++) {
+        for (int64_t b = 0; b < nb; b++, out += PK_BLOCK) {
+            for (int r = 0; r < ENG_PACK_ROWS; r++) {
+                const struct eng_block_q4_K *blk =
+                    (const struct eng_block_q4_K *)((const unsigned char *)w +
+                                                    (size_t)(g * ENG_PACK_ROWS + r) * row_bytes) +
+                    b;
+                uint8_t sc[8], m[8];
+                scales_mins(blk->scales, sc, m);
+                memcpy(out + PK_D + 2 * r, &blk->d, 2);
+                memcpy(out + PK_DMIN + 2 * r, &blk->dmin, 2);
+                for (int j = 0; j < 8; j++) {
+                    out[PK_SC + j * ENG_PACK_ROWS + r] = sc[j];
+                    out[PK_MIN + j * ENG_PACK_ROWS + r] = m[j];
+                }
+                for (int c = 0; c < 32; c++) /* chunk c = 8p + k: qs[32p + 4k ..] = qs[4c ..] */
+                    memcpy(out + PK_QS + c * 64 + r * 4, blk->qs + 4 * c, 4);
+            }
+        }
+    }
+}
+
+#if HAVE_VNNI
+/* Up to T (1..PK_TMAX) tokens against one group of 16 packed rows: every lane is one row and
+ * sees the 4-token order's operations (see the file header), so its output has those bits. */
+#define PK_TMAX 4
+VNNI_TARGET static inline __attribute__((always_inline)) void
+group_q4_k(int nb, const unsigned char *p, const struct eng_block_q8_K *const *a, const int T,
+           __m512 out[PK_TMAX])
+{
+    const __m512i low = _mm512_set1_epi8(0x0f);
+    __m512 acc[PK_TMAX], am[PK_TMAX];
+    for (int t = 0; t < T; t++) acc[t] = am[t] = _mm512_setzero_ps();
+    for (int i = 0; i < nb; i++, p += PK_BLOCK) {
+        const __m512 wd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + PK_D)));
+        const __m512 wdm = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + PK_DMIN)));
+        for (int pr = 0; pr < 4; pr++) {
+            __m512i lo[PK_TMAX], hi[PK_TMAX];
+            for (int t = 0; t < T; t++) lo[t] = hi[t] = _mm512_setzero_si512();
+            const unsigned char *q = p + PK_QS + pr * 8 * 64;
+            for (int k = 0; k < 8; k++) {
+                const __m512i x = _mm512_loadu_si512((const void *)(q + 64 * k));
+                const __m512i wl = _mm512_and_si512(x, low);
+                const __m512i wh = _mm512_and_si512(_mm512_srli_epi16(x, 4), low);
+                for (int t = 0; t < T; t++) {
+                    const int8_t *aq = a[t][i].qs + 64 * pr + 4 * k;
+                    int32_t v0, v1;
+                    memcpy(&v0, aq, 4);
+                    memcpy(&v1, aq + 32, 4);
+                    lo[t] = _mm512_dpbusd_epi32(lo[t], wl, _mm512_set1_epi32(v0));
+                    hi[t] = _mm512_dpbusd_epi32(hi[t], wh, _mm512_set1_epi32(v1));
+                }
+            }
+            const __m512i s0 = _mm512_cvtepu8_epi32(
+                _mm_loadu_si128((const __m128i *)(p + PK_SC + (2 * pr) * ENG_PACK_ROWS)));
+            const __m512i s1 = _mm512_cvtepu8_epi32(
+                _mm_loadu_si128((const __m128i *)(p + PK_SC + (2 * pr + 1) * ENG_PACK_ROWS)));
+            const __m512i m0 = _mm512_cvtepu8_epi32(
+                _mm_loadu_si128((const __m128i *)(p + PK_MIN + (2 * pr) * ENG_PACK_ROWS)));
+            const __m512i m1 = _mm512_cvtepu8_epi32(
+                _mm_loadu_si128((const __m128i *)(p + PK_MIN + (2 * pr + 1) * ENG_PACK_ROWS)));
+            for (int t = 0; t < T; t++) {
+                const struct eng_block_q8_K *ab = &a[t][i];
+                const __m512 ad = _mm512_set1_ps(ab->d);
+                const __m512i isum =
+                    _mm512_add_epi32(_mm512_mullo_epi32(lo[t], s0), _mm512_mullo_epi32(hi[t], s1));
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(wd, ad), acc[t]);
+                const int32_t bs0 = ab->bsums[4 * pr] + ab->bsums[4 * pr + 1];
+                const int32_t bs1 = ab->bsums[4 * pr + 2] + ab->bsums[4 * pr + 3];
+                const __m512i imin =
+                    _mm512_add_epi32(_mm512_mullo_epi32(m0, _mm512_set1_epi32(bs0)),
+                                     _mm512_mullo_epi32(m1, _mm512_set1_epi32(bs1)));
+                am[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(imin), _mm512_mul_ps(wdm, ad), am[t]);
+            }
+        }
+    }
+    for (int t = 0; t < T; t++) out[t] = _mm512_sub_ps(acc[t], am[t]);
+}
+
+VNNI_TARGET void eng__mm_q4_k_packed(int n_cols, const void *pw, int n_rows, const void *act,
+                                     size_t act_row_bytes, int n_tok, float *y, int64_t y_stride)
+{
+    const int nb = n_cols / ENG_QK_K;
+    const size_t group_bytes = (size_t)nb * PK_BLOCK;
+    for (int g = 0; g < n_rows / ENG_PACK_ROWS; g++) {
+        const unsigned char *pg = (const unsigned char *)pw + (size_t)g * group_bytes;
+        for (int t0 = 0; t0 < n_tok; t0 += PK_TMAX) {
+            const int T = n_tok - t0 < PK_TMAX ? n_tok - t0 : PK_TMAX;
+            const struct eng_block_q8_K *a[PK_TMAX];
+            for (int t = 0; t < T; t++)
+                a[t] = (const struct eng_block_q8_K *)((const unsigned char *)act +
+                                                       (size_t)(t0 + t) * act_row_bytes);
+            __m512 out[PK_TMAX];
+            switch (T) { /* constant trip counts keep the accumulators in registers */
+            case 1:
+                group_q4_k(nb, pg, a, 1, out);
+                break;
+            case 2:
+                group_q4_k(nb, pg, a, 2, out);
+                break;
+            case 3:
+                group_q4_k(nb, pg, a, 3, out);
+                break;
+            default:
+                group_q4_k(nb, pg, a, 4, out);
+                break;
+            }
+            for (int t = 0; t < T; t++)
+                _mm512_storeu_ps(y + (int64_t)(t0 + t) * y_stride + g * ENG_PACK_ROWS, out[t]);
+        }
+    }
+}
+#else
+void eng__mm_q4_k_packed(int n_cols, const void *pw, int n_rows, const void *act,
+                         size_t act_row_bytes, int n_tok, float *y, int64_t y_stride)
+{
+    (void)n_cols, (void)pw, (void)n_rows, (void)act, (void)act_row_bytes, (void)n_tok, (void)y,
+        (void)y_stride;
 }
 #endif
 

@@ -20,6 +20,7 @@
  */
 #include "model.h"
 #include "mm_packed.h"
+#include "mm_q4_k.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -459,6 +460,8 @@ static void free_run_state(struct eng_run_state *s)
 
 /* ---- load and free ---- */
 
+static size_t pack_model(struct eng_model *m, bool batched);
+
 int eng_model_load_gguf(struct eng_gguf *g, const struct eng_model_params *p,
                         struct eng_model **out, struct ag_err *err)
 {
@@ -487,6 +490,7 @@ int eng_model_load_gguf(struct eng_gguf *g, const struct eng_model_params *p,
     if ((rc = build_run_state(m, err)) < 0) goto fail;
     if ((rc = eng_backend_cpu_init(&m->be, p->n_threads, n_ctx, m->hp.head_dim, err)) < 0)
         goto fail;
+    pack_model(m, false); /* Q4_K for prompt batches (mm_q4_k.h) */
     *out = m;
     return 0;
 fail:
@@ -876,9 +880,40 @@ int eng_model_forward_seqs(struct eng_model *m, struct eng_batch_buf *b,
     return 0;
 }
 
-size_t eng_model_pack_batched(struct eng_model *m)
+/* Adds a packed copy of w, if its type has one and `batched` asks for it: Q4_K always (the
+ * 4-token order's kernel, mm_q4_k.h), Q4_1 and Q8_0 only for row-invariant batches. Returns the
+ * bytes added. */
+static size_t pack_mat(struct eng_model *m, struct eng_mat *w, bool batched)
 {
-    if (!eng__pack_available() || m->n_packs > 0) return 0;
+    if (!w->qt || w->packed || w->n_rows % ENG_PACK_ROWS != 0) return 0;
+    const int type = w->qt->type;
+    size_t bytes;
+    if (type == ENG_GGML_Q4_K && w->n_cols % ENG_QK_K == 0)
+        bytes = eng__pack_q4_k_bytes(w->n_rows, w->n_cols);
+    else if (batched && type == ENG_GGML_Q4_1 && w->n_cols % ENG_QK == 0)
+        bytes = eng__pack_q4_1_bytes(w->n_rows, w->n_cols);
+    else if (batched && type == ENG_GGML_Q8_0 && w->n_cols % ENG_QK == 0 &&
+             w->n_cols / ENG_QK <= ENG_PACK_MAX_BLOCKS)
+        bytes = eng__pack_q8_0_bytes(w->n_rows, w->n_cols);
+    else
+        return 0;
+    void *p = ag_malloc(bytes);
+    if (type == ENG_GGML_Q4_K)
+        eng__pack_q4_k(p, w->data, w->row_bytes, w->n_rows, w->n_cols);
+    else if (type == ENG_GGML_Q4_1)
+        eng__pack_q4_1(p, w->data, w->row_bytes, w->n_rows, w->n_cols);
+    else
+        eng__pack_q8_0(p, w->data, w->row_bytes, w->n_rows, w->n_cols);
+    w->packed = p;
+    m->packs = ag_realloc(m->packs, (size_t)(m->n_packs + 1) * sizeof(void *));
+    m->packs[m->n_packs++] = p;
+    return bytes;
+}
+
+/* Packs what has a packed kernel (pack_mat) among the layer matrices and the output. */
+static size_t pack_model(struct eng_model *m, bool batched)
+{
+    if (!eng__pack_available()) return 0;
     size_t total = 0;
     for (int l = 0; l <= m->hp.n_layer; l++) {
         struct eng_mat *mats[7] = {NULL};
@@ -890,24 +925,13 @@ size_t eng_model_pack_batched(struct eng_model *m)
         } else {
             mats[0] = &m->w.output; /* last: the output projection */
         }
-        for (size_t i = 0; i < 7; i++) {
-            struct eng_mat *w = mats[i];
-            if (!w || !w->qt || w->n_rows % ENG_PACK_ROWS != 0 || w->n_cols % ENG_QK != 0) continue;
-            const bool q4 = w->qt->type == ENG_GGML_Q4_1;
-            if (!q4 && !(w->qt->type == ENG_GGML_Q8_0 && w->n_cols / ENG_QK <= ENG_PACK_MAX_BLOCKS))
-                continue;
-            size_t bytes = q4 ? eng__pack_q4_1_bytes(w->n_rows, w->n_cols)
-                              : eng__pack_q8_0_bytes(w->n_rows, w->n_cols);
-            void *p = ag_calloc(bytes, 1);
-            if (q4)
-                eng__pack_q4_1(p, w->data, w->row_bytes, w->n_rows, w->n_cols);
-            else
-                eng__pack_q8_0(p, w->data, w->row_bytes, w->n_rows, w->n_cols);
-            w->packed = p;
-            m->packs = ag_realloc(m->packs, (size_t)(m->n_packs + 1) * sizeof(void *));
-            m->packs[m->n_packs++] = p;
-            total += bytes;
-        }
+        for (size_t i = 0; i < 7; i++)
+            if (mats[i]) total += pack_mat(m, mats[i], batched);
     }
     return total;
+}
+
+size_t eng_model_pack_batched(struct eng_model *m)
+{
+    return pack_model(m, true);
 }

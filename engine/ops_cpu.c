@@ -96,7 +96,11 @@ static void mm_task(void *arg, int64_t begin, int64_t end, int ith)
         float *y = j->y[m];
         if (j->packed[m]) { /* chunks and matrices start at multiples of 16 rows */
             const int64_t r0 = lo - j->row0[m];
-            if (w->qt->type == ENG_GGML_Q4_1)
+            if (w->qt->type == ENG_GGML_Q4_K)
+                eng__mm_q4_k_packed(
+                    n_cols, (const unsigned char *)w->packed + eng__pack_q4_k_bytes(r0, n_cols),
+                    (int)(hi - lo), act, j->act_row_bytes[m], j->n_tok, y + r0, w->n_rows);
+            else if (w->qt->type == ENG_GGML_Q4_1)
                 eng__mm_q4_1_packed(
                     n_cols, (const unsigned char *)w->packed + eng__pack_q4_1_bytes(r0, n_cols),
                     (int)(hi - lo), act, j->act_row_bytes[m], j->n_tok, y + r0, w->n_rows);
@@ -171,7 +175,14 @@ static void matmul_run(struct cpu_ctx *c, int n_mat, const struct eng_mat *const
         /* Row-invariant batches: the packed Q4_1 kernel, with the usual Q8_1 activations. */
         j.packed[m] = c->row_invariant && w[m]->packed &&
                       (w[m]->qt->type == ENG_GGML_Q4_1 || w[m]->qt->type == ENG_GGML_Q8_0);
-        if (j.packed[m]) {
+        /* Q4_K packed (mm_q4_k.h): the 4-token order's bits for any number of tokens, so both
+         * prompt batches and row-invariant batches take it. */
+        if (w[m]->packed && w[m]->qt->type == ENG_GGML_Q4_K && (gemm || c->row_invariant) &&
+            eng_cpu_level() >= ENG_CPU_AVX512) {
+            j.packed[m] = true;
+            j.mm[m] = NULL;
+            quant[m] = eng__quantize_row_q8_K_gemm_ggml;
+        } else if (j.packed[m]) {
             /* The block kernels' quantizer writes the same activation rows, faster. */
             const struct eng_mm_kernels *bk = eng__mm_kernels(w[m]->qt->type, eng_cpu_level());
             j.mm[m] = NULL;

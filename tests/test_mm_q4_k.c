@@ -1,10 +1,12 @@
 /*
- * test_mm_q4_k.c - the Q4_K block kernel in llama.cpp's 4-token order (engine/mm_q4_k.c)
- * against the dot kernel of that order (eng_qtype_cpu_gemm(ENG_GGML_Q4_K, ...)->vec_dot): bit
- * for bit, for odd row and token counts, with a fixed seed and a fresh one (printed;
- * MM_Q4K_SEED=N replays it). Skipped below AVX-512 VNNI, where the kernel does not exist.
+ * test_mm_q4_k.c - the Q4_K block kernel in llama.cpp's 4-token order (engine/mm_q4_k.c) and
+ * its packed variant (16 rows per product) against the dot kernel of that order
+ * (eng_qtype_cpu_gemm(ENG_GGML_Q4_K, ...)->vec_dot): bit for bit, for odd row and token counts,
+ * with a fixed seed and a fresh one (printed; MM_Q4K_SEED=N replays it). Skipped below AVX-512
+ * VNNI, where the kernel does not exist.
  */
 #include "../engine/ggml_kernels.h"
+#include "../engine/mm_packed.h"
 #include "../engine/mm_q4_k.h"
 
 #include <stdio.h>
@@ -48,6 +50,23 @@ static void check_seed(uint64_t seed)
             for (int i = 0; i < cols; i++) x[i] = frand() * (t % 3 == 0 ? 20.0f : 2.0f);
             dot->quantize_act(x, act + (size_t)t * arb, cols);
         }
+        /* The packed kernel on the first 16 rows, then the block kernel on all 19. */
+        unsigned char *pk = malloc(eng__pack_q4_k_bytes(16, cols));
+        eng__pack_q4_k(pk, w, wrb, 16, cols);
+        for (int n_tok = 1; n_tok <= max_tok; n_tok += 23) {
+            float *y = calloc((size_t)n_tok * 16, sizeof(float));
+            eng__mm_q4_k_packed(cols, pk, 16, act, arb, n_tok, y, 16);
+            int bad = 0;
+            for (int t = 0; t < n_tok; t++)
+                for (int r = 0; r < 16; r++) {
+                    float want = dot->vec_dot(cols, w + (size_t)r * wrb, act + (size_t)t * arb);
+                    bad += memcmp(&want, &y[t * 16 + r], sizeof(float)) != 0;
+                }
+            CHECKF(bad == 0, "packed: seed %llu cols %d tokens %d: %d outputs differ",
+                   (unsigned long long)seed, cols, n_tok, bad);
+            free(y);
+        }
+        free(pk);
         for (int n_tok = 1; n_tok <= max_tok; n_tok += 23) {
             float *y = calloc((size_t)n_tok * rows, sizeof(float));
             k->mm(cols, w, wrb, rows, act, arb, n_tok, y, rows);
