@@ -1,11 +1,13 @@
 /*
  * ops_cpu.c - the CPU backend: the ops table of ops.h on host memory, with the thread pool.
  *
- * What runs in parallel: matmuls (rows split in chunks across the pool; the input is quantized
- * once by the calling thread before the loop) and attention (one task per query row and head).
- * The elementwise ops and the norms touch a few thousand floats and run on the caller: a
- * parallel loop would cost more than it saves. Which thread computes a row never changes its
- * value, so results do not depend on the thread count.
+ * What runs in parallel: matmuls (rows split in chunks across the pool, after the input is
+ * quantized once, its token rows split the same way), attention (one task per query row and
+ * head), and for prompt batches of PAR_MIN_ROWS rows or more the norms, RoPE, the gated units,
+ * residual adds and KV stores (rows split in chunks). A single token's elementwise ops touch a
+ * few thousand floats and run on the caller: a parallel loop would cost more than it saves.
+ * Which thread computes a row never changes its value, so results do not depend on the thread
+ * count.
  *
  * Numerics are llama.cpp's, bit for bit (see ggml_kernels.h for why that matters): matmuls use
  * eng_qtype_cpu()'s kernels; RMSNorm sums float squares in double and applies (x * scale) * w;
@@ -62,6 +64,108 @@ struct cpu_ctx {
                                   attention, or 2 * max_head_dim f16 values for F16 */
     bool row_invariant;        /* never llama.cpp's 4-token Q4_K order (see cpu_matmul) */
 };
+
+/* ---- per-row ops on the pool ---- */
+
+/* Prompt batches spread the per-row ops over the pool (rows split in chunks; a row's value does
+ * not depend on who computes it); below this many rows they run on the caller, where a
+ * parallel loop would cost more than it saves. */
+#define PAR_MIN_ROWS 4
+
+/* One per-row op over a batch as the parallel loop sees it. */
+enum row_op { ROW_RMSNORM, ROW_SWIGLU, ROW_GEGLU, ROW_ROPE, ROW_ADD, ROW_STORE, ROW_QUANT };
+struct row_job {
+    enum row_op op;
+    float *y;
+    const float *x, *x2; /* rmsnorm: x, weights; glu: gate, up; rope: cos-sin table */
+    int n;               /* values per row */
+    float eps;
+    int n_head, head_dim, n_rot;
+    bool neox;
+    enum eng_kv_type type; /* store */
+    void *dst;             /* store: the cache rows; quant: the activation rows */
+    size_t dst_row_bytes;  /* quant */
+    eng_quantize_fn quant;
+    int64_t total; /* add, store: values in all (the last row may be short) */
+};
+
+static void rmsnorm_row(float *y, const float *x, const float *w, int n, float eps)
+{
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) sum += (double)(x[i] * x[i]);
+    const float mean = (float)(sum / n);
+    const float scale = 1.0f / sqrtf(mean + eps);
+    for (int i = 0; i < n; i++) y[i] = x[i] * scale * w[i];
+}
+
+static void rope_row(float *x, int n_head, int head_dim, int n_rot, const float *cs, bool neox)
+{
+    const int half = n_rot / 2;
+    for (int h = 0; h < n_head; h++, x += head_dim) {
+        for (int i = 0; i < half; i++) {
+            const int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+            const float c = cs[2 * i], s = cs[2 * i + 1];
+            const float x0 = x[a], x1 = x[b];
+            x[a] = fmaf(x0, c, -(x1 * s));
+            x[b] = fmaf(x0, s, x1 * c);
+        }
+    }
+}
+
+static void store_row(void *dst, enum eng_kv_type type, const float *src, int64_t n)
+{
+    if (type == ENG_KV_F32) {
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        return;
+    }
+    uint16_t *h = dst;
+    for (int64_t i = 0; i < n; i++) h[i] = eng_fp32_to_fp16(src[i]);
+}
+
+static void row_task(void *arg, int64_t begin, int64_t end, int ith)
+{
+    const struct row_job *j = arg;
+    (void)ith;
+    for (int64_t t = begin; t < end; t++) {
+        const int64_t off = t * j->n;
+        const int len = j->total && j->total - off < j->n ? (int)(j->total - off) : j->n;
+        switch (j->op) {
+        case ROW_RMSNORM:
+            rmsnorm_row(j->y + off, j->x + off, j->x2, j->n, j->eps);
+            break;
+        case ROW_SWIGLU:
+            eng__ggml_swiglu(j->n, j->y + off, j->x + off, j->x2 + off);
+            break;
+        case ROW_GEGLU:
+            eng__ggml_geglu(j->n, j->y + off, j->x + off, j->x2 + off);
+            break;
+        case ROW_ROPE:
+            rope_row(j->y + off, j->n_head, j->head_dim, j->n_rot, j->x2 + t * j->n_rot, j->neox);
+            break;
+        case ROW_ADD:
+            for (int i = 0; i < len; i++) j->y[off + i] += j->x[off + i];
+            break;
+        case ROW_STORE:
+            store_row((unsigned char *)j->dst + (size_t)off * eng_kv_type_size(j->type), j->type,
+                      j->x + off, len);
+            break;
+        case ROW_QUANT:
+            j->quant(j->x + off, (unsigned char *)j->dst + (size_t)t * j->dst_row_bytes, j->n);
+            break;
+        }
+    }
+}
+
+/* Runs j over n_rows rows: on the pool for prompt batches, else on the caller. */
+static void rows_run(struct cpu_ctx *c, const struct row_job *j, int64_t n_rows)
+{
+    if (n_rows < PAR_MIN_ROWS || c->n_threads == 1) {
+        row_task((void *)j, 0, n_rows, 0);
+        return;
+    }
+    int64_t chunk = n_rows / ((int64_t)c->n_threads * 2);
+    eng_threadpool_for(c->tp, n_rows, chunk < 1 ? 1 : chunk, row_task, (void *)j);
+}
 
 /* ---- matmul ---- */
 
@@ -201,8 +305,13 @@ static void matmul_run(struct cpu_ctx *c, int n_mat, const struct eng_mat *const
             j.act[m] = j.act[prev];
             continue;
         }
-        for (int t = 0; t < n_tok; t++)
-            quant[m](x + (int64_t)t * n_cols, scratch + t * j.act_row_bytes[m], n_cols);
+        const struct row_job qj = {.op = ROW_QUANT,
+                                   .x = x,
+                                   .n = (int)n_cols,
+                                   .dst = scratch,
+                                   .dst_row_bytes = j.act_row_bytes[m],
+                                   .quant = quant[m]};
+        rows_run(c, &qj, n_tok);
         j.act[m] = scratch;
         scratch += (size_t)n_tok * j.act_row_bytes[m];
     }
@@ -245,14 +354,8 @@ static void cpu_matmul(void *vctx, int n_mat, const struct eng_mat *const *w, fl
 static void cpu_rmsnorm(void *ctx, float *y, const float *x, const float *w, int n_tok, int n,
                         float eps)
 {
-    (void)ctx;
-    for (int t = 0; t < n_tok; t++, x += n, y += n) {
-        double sum = 0.0;
-        for (int i = 0; i < n; i++) sum += (double)(x[i] * x[i]);
-        const float mean = (float)(sum / n);
-        const float scale = 1.0f / sqrtf(mean + eps);
-        for (int i = 0; i < n; i++) y[i] = x[i] * scale * w[i];
-    }
+    const struct row_job j = {.op = ROW_RMSNORM, .y = y, .x = x, .x2 = w, .n = n, .eps = eps};
+    rows_run(ctx, &j, n_tok);
 }
 
 static void cpu_get_rows(void *ctx, float *y, const struct eng_mat *w, const int32_t *ids,
@@ -267,19 +370,15 @@ static void cpu_get_rows(void *ctx, float *y, const struct eng_mat *w, const int
 static void cpu_rope(void *ctx, float *x, int n_tok, int n_head, int head_dim, int n_rot,
                      const float *cs, bool neox)
 {
-    (void)ctx;
-    const int half = n_rot / 2;
-    for (int t = 0; t < n_tok; t++, cs += n_rot) {
-        for (int h = 0; h < n_head; h++, x += head_dim) {
-            for (int i = 0; i < half; i++) {
-                const int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
-                const float c = cs[2 * i], s = cs[2 * i + 1];
-                const float x0 = x[a], x1 = x[b];
-                x[a] = fmaf(x0, c, -(x1 * s));
-                x[b] = fmaf(x0, s, x1 * c);
-            }
-        }
-    }
+    const struct row_job j = {.op = ROW_ROPE,
+                              .y = x,
+                              .x2 = cs,
+                              .n = n_head * head_dim,
+                              .n_head = n_head,
+                              .head_dim = head_dim,
+                              .n_rot = n_rot,
+                              .neox = neox};
+    rows_run(ctx, &j, n_tok);
 }
 
 static void cpu_softmax(void *ctx, float *x, int n)
@@ -299,26 +398,24 @@ static void cpu_softmax(void *ctx, float *x, int n)
 
 static void cpu_swiglu(void *ctx, float *y, const float *gate, const float *up, int n_tok, int n)
 {
-    (void)ctx;
-    for (int t = 0; t < n_tok; t++) {
-        const int64_t off = (int64_t)t * n;
-        eng__ggml_swiglu(n, y + off, gate + off, up + off);
-    }
+    const struct row_job j = {.op = ROW_SWIGLU, .y = y, .x = gate, .x2 = up, .n = n};
+    rows_run(ctx, &j, n_tok);
 }
 
 static void cpu_geglu(void *ctx, float *y, const float *gate, const float *up, int n_tok, int n)
 {
-    (void)ctx;
-    for (int t = 0; t < n_tok; t++) {
-        const int64_t off = (int64_t)t * n;
-        eng__ggml_geglu(n, y + off, gate + off, up + off);
-    }
+    const struct row_job j = {.op = ROW_GEGLU, .y = y, .x = gate, .x2 = up, .n = n};
+    rows_run(ctx, &j, n_tok);
 }
 
+/* Elementwise ops on a whole batch go to the pool in rows of this many values. */
+#define FLAT_ROW 4096
+
+/* y += x. */
 static void cpu_add(void *ctx, float *y, const float *x, int64_t n)
 {
-    (void)ctx;
-    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+    const struct row_job j = {.op = ROW_ADD, .y = y, .x = x, .n = FLAT_ROW, .total = n};
+    rows_run(ctx, &j, (n + FLAT_ROW - 1) / FLAT_ROW);
 }
 
 static void cpu_add_rows(void *ctx, float *y, const float *b, int n_tok, int n)
@@ -336,13 +433,9 @@ static void cpu_scale(void *ctx, float *y, float v, int64_t n)
 
 static void cpu_store(void *ctx, void *dst, enum eng_kv_type type, const float *src, int64_t n)
 {
-    (void)ctx;
-    if (type == ENG_KV_F32) {
-        memcpy(dst, src, (size_t)n * sizeof(float));
-        return;
-    }
-    uint16_t *h = dst;
-    for (int64_t i = 0; i < n; i++) h[i] = eng_fp32_to_fp16(src[i]);
+    const struct row_job j = {
+        .op = ROW_STORE, .x = src, .n = FLAT_ROW, .type = type, .dst = dst, .total = n};
+    rows_run(ctx, &j, (n + FLAT_ROW - 1) / FLAT_ROW);
 }
 
 /* ---- attention ---- */
