@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attn_tiled.h"
 #include "cpu.h"
 #include "ggml_kernels.h"
 #include "ggml_kernels_q.h"
@@ -680,6 +681,19 @@ static bool use_group_kernel(const struct cpu_ctx *c, const struct eng_attn *a)
 }
 #endif
 
+/* Tasks are (tile of eng__attn_tiled_rows() query rows, KV head) pairs. */
+static void attn_tiled_task(void *arg, int64_t begin, int64_t end, int ith)
+{
+    const struct attn_job *j = arg;
+    const struct eng_attn *a = j->a;
+    const int rows = eng__attn_tiled_rows(a);
+    float *scratch = j->c->scratch + (size_t)ith * j->c->scratch_floats;
+    for (int64_t task = begin; task < end; task++) {
+        const int t0 = (int)(task / a->n_head_kv) * rows, kvh = (int)(task % a->n_head_kv);
+        eng__attn_tiled(a, t0, a->n_tok - t0 < rows ? a->n_tok - t0 : rows, kvh, scratch);
+    }
+}
+
 static void cpu_attention(void *vctx, const struct eng_attn *a)
 {
     struct cpu_ctx *c = vctx;
@@ -690,6 +704,13 @@ static void cpu_attention(void *vctx, const struct eng_attn *a)
         return;
     }
 #endif
+    /* Long prompts: tiles of query vectors (attn_tiled.h). */
+    if (eng__attn_tiled_ok(a) && a->head_dim <= c->max_head_dim &&
+        eng__attn_tiled_scratch(a->head_dim) <= c->scratch_floats) {
+        const int64_t tiles = (a->n_tok + eng__attn_tiled_rows(a) - 1) / eng__attn_tiled_rows(a);
+        eng_threadpool_for(c->tp, tiles * a->n_head_kv, 1, attn_tiled_task, &j);
+        return;
+    }
     eng_threadpool_for(c->tp, (int64_t)a->n_tok * a->n_head, 1, attn_task, &j);
 }
 
@@ -743,6 +764,7 @@ int eng_backend_cpu_init(struct eng_backend *be, int n_threads, int max_kv, int 
      * one. */
     size_t need = (size_t)max_kv + (size_t)max_head_dim;
     if (need < 4 * (size_t)max_kv) need = 4 * (size_t)max_kv; /* the grouped kernel's scores */
+    if (need < eng__attn_tiled_scratch(max_head_dim)) need = eng__attn_tiled_scratch(max_head_dim);
     c->scratch_floats = (need + 15) & ~(size_t)15;
     c->scratch = ag_calloc((size_t)n_threads * c->scratch_floats, sizeof(float));
     be->ops = &cpu_ops;

@@ -1,0 +1,221 @@
+/*
+ * attn_tiled.c - tiled attention for prompt rows over an F16 cache (attn_tiled.h).
+ *
+ * One task: Q <= 16 query vectors (the G query heads of KV head kvh for n_rows rows, vector i
+ * = row i / G, head i % G) against the keys any of them sees, in blocks of KB keys:
+ *   1. scores: for each key, its 16-value chunks widened once and multiplied into 16
+ *      accumulators (one per query, the queries read from a local copy in L1); the 16
+ *      accumulators reduced together into one vector whose lane i is query i's score, masked to
+ *      -inf where the key is outside query i's causal range or window. Scores are stored
+ *      key-major, 16 per key.
+ *   2. softmax, online: the block's maximum per query, the running sums and outputs rescaled by
+ *      exp(old max - new max), the block's weights exp(s - max).
+ *   3. values: for each 16-value chunk of the head, the 16 outputs in registers while the
+ *      block's value rows stream through, each chunk widened once for all queries.
+ * Unused lanes (Q < 16) are masked everywhere and never written out.
+ */
+#include "attn_tiled.h"
+
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+#include "cpu.h"
+
+#define KB     128                      /* keys per block */
+#define UNROLL _Pragma("GCC unroll 16") /* keeps the 16 accumulators in registers */
+#define TQ     ENG_ATTN_TILE_Q
+
+size_t eng__attn_tiled_scratch(int head_dim)
+{
+    return (size_t)2 * TQ * (size_t)head_dim + (size_t)KB * TQ;
+}
+
+int eng__attn_tiled_rows(const struct eng_attn *a)
+{
+    return TQ / (a->n_head / a->n_head_kv);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(ENG_NO_SIMD)
+#include <immintrin.h>
+#define TILED_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
+
+bool eng__attn_tiled_ok(const struct eng_attn *a)
+{
+    if (eng_cpu_level() < ENG_CPU_AVX512 || a->kv_type != ENG_KV_F16 || a->head_dim % 16 != 0 ||
+        a->head_dim > 256 || a->n_head_kv < 1 || a->n_head % a->n_head_kv != 0 ||
+        a->n_head / a->n_head_kv > TQ)
+        return false;
+    for (int t = 0; t < a->n_tok; t++)
+        if (!(a->row_tiled ? a->row_tiled[t] : a->tiled)) return false;
+    return true;
+}
+
+/* Lane i of the result is the sum of d[i]'s 16 lanes: pairs, then quads, then the four 128-bit
+ * quarters, each step halving the number of vectors. */
+TILED_TARGET static inline __m512 reduce16(const __m512 d[TQ])
+{
+    __m512 t[8], u[4];
+    UNROLL
+    for (int k = 0; k < 8; k++)
+        t[k] = _mm512_add_ps(_mm512_unpacklo_ps(d[2 * k], d[2 * k + 1]),
+                             _mm512_unpackhi_ps(d[2 * k], d[2 * k + 1]));
+    UNROLL
+    for (int k = 0; k < 4; k++) {
+        const __m512d x = _mm512_castps_pd(t[2 * k]), y = _mm512_castps_pd(t[2 * k + 1]);
+        u[k] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)),
+                             _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+    }
+    const __m512 x01 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                     _mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    const __m512 x23 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                     _mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(x01, x23, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(x01, x23, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* Scores of keys p0..p0+n-1 (rows krow[]) for the 16 queries in qb, scaled and masked. */
+TILED_TARGET static void block_scores(const struct eng_attn *a, const float *qb,
+                                      const uint16_t *const *krow, int p0, int n, __m512i first,
+                                      __m512i last, float *sb)
+{
+    const int nc = a->head_dim / 16, hd = a->head_dim;
+    const __m512 scale = _mm512_set1_ps(a->scale), ninf = _mm512_set1_ps(-INFINITY);
+    for (int j = 0; j < n; j++) {
+        __m512 d[TQ];
+        UNROLL
+        for (int i = 0; i < TQ; i++) d[i] = _mm512_setzero_ps();
+        for (int c = 0; c < nc; c++) {
+            const __m512 k =
+                _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(krow[j] + 16 * c)));
+            UNROLL
+            for (int i = 0; i < TQ; i++)
+                d[i] = _mm512_fmadd_ps(_mm512_loadu_ps(qb + i * hd + 16 * c), k, d[i]);
+        }
+        const __m512i p = _mm512_set1_epi32(p0 + j);
+        const __mmask16 in = _mm512_cmp_epi32_mask(p, first, _MM_CMPINT_NLT) &
+                             _mm512_cmp_epi32_mask(p, last, _MM_CMPINT_LE);
+        _mm512_storeu_ps(sb + j * TQ, _mm512_mask_mul_ps(ninf, in, reduce16(d), scale));
+    }
+}
+
+/* out[i] += sum over the block's keys of weight(j, i) * v(j), chunk by chunk of the head. */
+TILED_TARGET static void block_values(const struct eng_attn *a, const uint16_t *const *vrow, int n,
+                                      const float *sb, const float *corr, float *ob)
+{
+    const int nc = a->head_dim / 16, hd = a->head_dim;
+    for (int c = 0; c < nc; c++) {
+        __m512 o[TQ];
+        UNROLL
+        for (int i = 0; i < TQ; i++)
+            o[i] = _mm512_mul_ps(_mm512_loadu_ps(ob + i * hd + 16 * c), _mm512_set1_ps(corr[i]));
+        for (int j = 0; j < n; j++) {
+            const __m512 v =
+                _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vrow[j] + 16 * c)));
+            UNROLL
+            for (int i = 0; i < TQ; i++)
+                o[i] = _mm512_fmadd_ps(_mm512_set1_ps(sb[j * TQ + i]), v, o[i]);
+        }
+        UNROLL
+        for (int i = 0; i < TQ; i++) _mm512_storeu_ps(ob + i * hd + 16 * c, o[i]);
+    }
+}
+
+/* Rows rows[0..n_rows-1], all of one sequence (the same pages). */
+TILED_TARGET static void tile_run(const struct eng_attn *a, const int *rows, int n_rows, int kvh,
+                                  float *scratch)
+{
+    const int hd = a->head_dim, G = a->n_head / a->n_head_kv, Q = n_rows * G;
+    const int q_stride = a->n_head * hd;
+    float *qb = scratch, *ob = qb + TQ * hd, *sb = ob + TQ * hd;
+    int32_t first[TQ], last[TQ];
+    int lo = INT_MAX, hi = -1;
+    for (int i = 0; i < TQ; i++) {
+        if (i >= Q) { /* an unused lane: sees no key */
+            memset(qb + i * hd, 0, (size_t)hd * sizeof(float));
+            first[i] = INT_MAX;
+            last[i] = -1;
+            continue;
+        }
+        const int t = rows[i / G], h = kvh * G + i % G;
+        memcpy(qb + i * hd, a->q + (int64_t)t * q_stride + h * hd, (size_t)hd * sizeof(float));
+        const int pos = a->row_pos ? a->row_pos[t] : a->pos + t;
+        last[i] = pos;
+        first[i] = a->window > 0 && pos - a->window + 1 > 0 ? pos - a->window + 1 : 0;
+        if (first[i] < lo) lo = first[i];
+        if (pos > hi) hi = pos;
+    }
+    memset(ob, 0, (size_t)TQ * hd * sizeof(float));
+    const __m512i vfirst = _mm512_loadu_si512(first), vlast = _mm512_loadu_si512(last);
+    const int32_t *pages = a->row_pages ? a->row_pages[rows[0]] : NULL;
+    const int shift = a->page_shift;
+    const int32_t mask = (int32_t)((1u << shift) - 1);
+    const uint16_t *kb = (const uint16_t *)a->k + kvh * hd, *vb = (const uint16_t *)a->v + kvh * hd;
+    float M[TQ], L[TQ];
+    for (int i = 0; i < TQ; i++) M[i] = -INFINITY, L[i] = 0.0f;
+
+    for (int p0 = lo; p0 <= hi; p0 += KB) {
+        const int n = hi + 1 - p0 < KB ? hi + 1 - p0 : KB;
+        const uint16_t *krow[KB], *vrow[KB];
+        for (int j = 0; j < n; j++) {
+            const int p = p0 + j;
+            const int64_t row = pages ? ((int64_t)pages[p >> shift] << shift) | (p & mask) : p;
+            krow[j] = kb + row * a->kv_stride;
+            vrow[j] = vb + row * a->kv_stride;
+        }
+        block_scores(a, qb, krow, p0, n, vfirst, vlast, sb);
+        __m512 mx = _mm512_set1_ps(-INFINITY);
+        for (int j = 0; j < n; j++) mx = _mm512_max_ps(mx, _mm512_loadu_ps(sb + j * TQ));
+        float bm[TQ], corr[TQ], sum[TQ];
+        _mm512_storeu_ps(bm, mx);
+        for (int i = 0; i < TQ; i++) {
+            const float m = bm[i] > M[i] ? bm[i] : M[i];
+            corr[i] = m == -INFINITY ? 1.0f : expf(M[i] - m);
+            M[i] = m;
+            sum[i] = 0.0f;
+        }
+        for (int j = 0; j < n; j++) {
+            float *s = sb + j * TQ;
+            for (int i = 0; i < TQ; i++) {
+                s[i] = M[i] == -INFINITY ? 0.0f : expf(s[i] - M[i]);
+                sum[i] += s[i];
+            }
+        }
+        for (int i = 0; i < TQ; i++) L[i] = L[i] * corr[i] + sum[i];
+        block_values(a, vrow, n, sb, corr, ob);
+    }
+    for (int i = 0; i < Q; i++) {
+        const int t = rows[i / G], h = kvh * G + i % G;
+        float *out = a->out + (int64_t)t * q_stride + h * hd;
+        const float inv = 1.0f / L[i];
+        for (int e = 0; e < hd; e++) out[e] = ob[i * hd + e] * inv;
+    }
+}
+
+void eng__attn_tiled(const struct eng_attn *a, int t0, int n_rows, int kvh, float *scratch)
+{
+    /* Runs of rows from one sequence (the same pages) share a tile. */
+    int rows[TQ];
+    for (int r = 0; r < n_rows;) {
+        int n = 0;
+        const int32_t *pages = a->row_pages ? a->row_pages[t0 + r] : NULL;
+        while (r < n_rows && (a->row_pages ? a->row_pages[t0 + r] : NULL) == pages)
+            rows[n++] = t0 + r++;
+        tile_run(a, rows, n, kvh, scratch);
+    }
+}
+
+#else
+
+bool eng__attn_tiled_ok(const struct eng_attn *a)
+{
+    (void)a;
+    return false;
+}
+
+void eng__attn_tiled(const struct eng_attn *a, int t0, int n_rows, int kvh, float *scratch)
+{
+    (void)a, (void)t0, (void)n_rows, (void)kvh, (void)scratch;
+}
+
+#endif
