@@ -843,7 +843,9 @@ static float gelu_f32(float x)
     return 0.5f * x * (1.0f + t);
 }
 
-static uint16_t gelu_table[1 << 16]; /* f16(gelu(f32(h))) per f16 bit pattern h */
+/* f16(gelu(f32(h))) per f16 bit pattern h, and one entry of padding: the vector lookup reads
+ * 32 bits at each entry. */
+static uint16_t gelu_table[(1 << 16) + 1];
 static pthread_once_t gelu_once = PTHREAD_ONCE_INIT;
 
 static void gelu_table_init(void)
@@ -865,10 +867,38 @@ float eng__ggml_gelu(float x)
     return eng_fp16_to_fp32(eng__ggml_gelu_table()[f16_ggml(x)]);
 }
 
+#if HAVE_X86_SIMD
+/* 16 values at a time: vcvtps2ph rounds to nearest even as f16_ggml does (NaN lanes give NaN
+ * either way), a gather reads the table, and the thresholds are blends. */
+__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq"))) static int
+geglu_avx512(int n, float *y, const float *g, const float *u, const uint16_t *table)
+{
+    const __m512 lo = _mm512_set1_ps(-10.0f), hi = _mm512_set1_ps(10.0f);
+    const __m512i low16 = _mm512_set1_epi32(0xffff);
+    int i = 0;
+    for (; i + 15 < n; i += 16) {
+        const __m512 x = _mm512_loadu_ps(g + i), v = _mm512_loadu_ps(u + i);
+        const __m512i h = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+        const __m512i e =
+            _mm512_and_si512(_mm512_i32gather_epi32(h, (const void *)table, 2), low16);
+        const __m512 t = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(e));
+        __m512 r = _mm512_mul_ps(t, v);
+        r = _mm512_mask_mul_ps(r, _mm512_cmp_ps_mask(x, hi, _CMP_GE_OQ), x, v);
+        r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, lo, _CMP_LE_OQ), r, _mm512_setzero_ps());
+        _mm512_storeu_ps(y + i, r);
+    }
+    return i;
+}
+#endif
+
 void eng__ggml_geglu(int n, float *y, const float *g, const float *u)
 {
     const uint16_t *table = eng__ggml_gelu_table();
-    for (int i = 0; i < n; i++) {
+    int i = 0;
+#if HAVE_X86_SIMD
+    if (eng_cpu_level() >= ENG_CPU_AVX512) i = geglu_avx512(n, y, g, u, table);
+#endif
+    for (; i < n; i++) {
         const float x = g[i], v = u[i];
         if (x <= -10.0f)
             y[i] = 0.0f;
