@@ -77,6 +77,48 @@ void eng__pack_q8_0(void *dst, const void *w, size_t row_bytes, int64_t n_rows, 
     }
 }
 
+/* Q5_0: per block and group, 16 f16 scales, the 4-byte chunks k = 0..3 of qs for rows 0..15
+ * (64 bytes each, nibbles as in Q4_1's packing: values 4k..4k+3 low, 16+4k.. high), then 64
+ * bytes of fifth bits: byte 4r + i holds in bit k the fifth bit of value 4k + i of row r and in
+ * bit 4 + k that of value 16 + 4k + i, so that one shift moves chunk k's bits to bit 4. */
+#define Q5_QS                (ENG_PACK_ROWS * 2)
+#define Q5_QH                (Q5_QS + ENG_PACK_ROWS * ENG_QK / 2)
+#define GROUP_BLOCK_BYTES_Q5 (Q5_QH + ENG_PACK_ROWS * 4) /* 352: the size of 16 Q5_0 blocks */
+
+size_t eng__pack_q5_0_bytes(int64_t n_rows, int64_t n_cols)
+{
+    return (size_t)(n_rows / ENG_PACK_ROWS) * (size_t)(n_cols / ENG_QK) * GROUP_BLOCK_BYTES_Q5;
+}
+
+void eng__pack_q5_0(void *dst, const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols)
+{
+    const int64_t nb = n_cols / ENG_QK;
+    unsigned char *out = dst;
+    for (int64_t g = 0; g < n_rows / ENG_PACK_ROWS; g++) {
+        for (int64_t b = 0; b < nb; b++, out += GROUP_BLOCK_BYTES_Q5) {
+            for (int r = 0; r < ENG_PACK_ROWS; r++) {
+                const struct eng_block_q5_0 *blk =
+                    (const struct eng_block_q5_0 *)((const unsigned char *)w +
+                                                    (size_t)(g * ENG_PACK_ROWS + r) * row_bytes) +
+                    b;
+                uint32_t qh;
+                memcpy(&qh, blk->qh, 4);
+                memcpy(out + 2 * r, &blk->d, 2);
+                for (int k = 0; k < 4; k++)
+                    memcpy(out + Q5_QS + k * 64 + r * 4, blk->qs + 4 * k, 4);
+                for (int i = 0; i < 4; i++) {
+                    unsigned byte = 0;
+                    for (int k = 0; k < 4; k++) {
+                        byte |= ((qh >> (4 * k + i)) & 1u) << k;
+                        byte |= ((qh >> (16 + 4 * k + i)) & 1u) << (4 + k);
+                    }
+                    out[Q5_QH + 4 * r + i] = (unsigned char)byte;
+                }
+            }
+        }
+    }
+}
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(ENG_NO_SIMD)
 #include <immintrin.h>
 #define AVX512_TARGET                                                                              \
@@ -246,7 +288,110 @@ AVX512_TARGET void eng__mm_q8_0_packed(int n_cols, const void *p, int n_rows, co
     }
 }
 
+/* Q5_0 in ggml's order: its dot product keeps eight float lanes per output, lane j summing, block
+ * after block, fma(d_w * d_a, (float)isum_j, lane_j) where isum_j is the integer sum of the
+ * products of values 4j..4j+3 (values 0..15 are the low nibbles, 16..31 the high ones); the lanes
+ * are then added as hsum_float_8 adds them. Here register acc[t][j] holds lane j of 16 rows (one
+ * row per 32-bit element): chunk k's low nibbles feed lane k, its high nibbles lane 4 + k, so
+ * each lane gets its own VNNI product, conversion and fused multiply-add, exactly the single
+ * dot's operations. bias[t][b][j] is -16 x the sum of token t's codes 4j..4j+3 of block b (the
+ * codes are stored unsigned, 0..31). */
+#define Q5_TMAX 3
+AVX512_TARGET static inline __attribute__((always_inline)) void
+group_tokens_q5(int nb, const unsigned char *p, const struct eng_block_q8_0 *const *a,
+                const int32_t *const *bias, const int T, __m512 out[Q5_TMAX])
+{
+    const __m512i lo = _mm512_set1_epi8(0x0F), bit4 = _mm512_set1_epi8(0x10);
+    __m512 acc[Q5_TMAX][8];
+    UNROLL
+    for (int t = 0; t < T; t++) UNROLL
+    for (int j = 0; j < 8; j++) acc[t][j] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++, p += GROUP_BLOCK_BYTES_Q5) {
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+        const __m512i h = _mm512_loadu_si512(p + Q5_QH);
+        __m512 dd[Q5_TMAX];
+        UNROLL
+        for (int t = 0; t < T; t++)
+            dd[t] = _mm512_mul_ps(dw, _mm512_set1_ps(eng_fp16_to_fp32(a[t][b].d)));
+        UNROLL
+        for (int k = 0; k < 4; k++) {
+            const __m512i x = _mm512_loadu_si512(p + Q5_QS + 64 * k);
+            /* A | (B & C): the nibble with its fifth bit moved to bit 4 */
+            const __m512i wl = _mm512_ternarylogic_epi32(_mm512_and_si512(x, lo),
+                                                         _mm512_slli_epi16(h, 4 - k), bit4, 0xF8);
+            const __m512i wh = _mm512_ternarylogic_epi32(
+                _mm512_and_si512(_mm512_srli_epi16(x, 4), lo), _mm512_srli_epi16(h, k), bit4, 0xF8);
+            UNROLL
+            for (int t = 0; t < T; t++) {
+                const int8_t *q = a[t][b].qs;
+                const int32_t *bs = bias[t] + 8 * b;
+                const __m512i sl = _mm512_dpbusd_epi32(_mm512_set1_epi32(bs[k]), wl,
+                                                       _mm512_set1_epi32(load_i32(q + 4 * k)));
+                const __m512i sh = _mm512_dpbusd_epi32(_mm512_set1_epi32(bs[4 + k]), wh,
+                                                       _mm512_set1_epi32(load_i32(q + 16 + 4 * k)));
+                acc[t][k] = _mm512_fmadd_ps(dd[t], _mm512_cvtepi32_ps(sl), acc[t][k]);
+                acc[t][4 + k] = _mm512_fmadd_ps(dd[t], _mm512_cvtepi32_ps(sh), acc[t][4 + k]);
+            }
+        }
+    }
+    UNROLL
+    for (int t = 0; t < T; t++) { /* hsum_float_8's order */
+        const __m512 s04 = _mm512_add_ps(acc[t][4], acc[t][0]);
+        const __m512 s26 = _mm512_add_ps(acc[t][6], acc[t][2]);
+        const __m512 s15 = _mm512_add_ps(acc[t][5], acc[t][1]);
+        const __m512 s37 = _mm512_add_ps(acc[t][7], acc[t][3]);
+        out[t] = _mm512_add_ps(_mm512_add_ps(s04, s26), _mm512_add_ps(s15, s37));
+    }
+}
+
+AVX512_TARGET void eng__mm_q5_0_packed(int n_cols, const void *p, int n_rows, const void *act,
+                                       size_t act_row_bytes, int n_tok, float *y, int64_t y_stride)
+{
+    const int nb = n_cols / ENG_QK;
+    const size_t group_bytes = (size_t)nb * GROUP_BLOCK_BYTES_Q5;
+    int32_t bias_buf[Q5_TMAX][8 * ENG_PACK_MAX_BLOCKS];
+    for (int t0 = 0; t0 < n_tok; t0 += Q5_TMAX) {
+        const int T = n_tok - t0 < Q5_TMAX ? n_tok - t0 : Q5_TMAX;
+        const struct eng_block_q8_0 *a[Q5_TMAX];
+        const int32_t *bias[Q5_TMAX];
+        for (int t = 0; t < T; t++) {
+            a[t] = (const struct eng_block_q8_0 *)((const unsigned char *)act +
+                                                   (size_t)(t0 + t) * act_row_bytes);
+            for (int b = 0; b < nb; b++)
+                for (int j = 0; j < 8; j++) {
+                    const int8_t *q = a[t][b].qs + 4 * j;
+                    bias_buf[t][8 * b + j] = -16 * (q[0] + q[1] + q[2] + q[3]);
+                }
+            bias[t] = bias_buf[t];
+        }
+        for (int g = 0; g < n_rows / ENG_PACK_ROWS; g++) {
+            const unsigned char *pg = (const unsigned char *)p + (size_t)g * group_bytes;
+            __m512 out[Q5_TMAX];
+            switch (T) { /* constant trip counts keep the accumulators in registers */
+            case 1:
+                group_tokens_q5(nb, pg, a, bias, 1, out);
+                break;
+            case 2:
+                group_tokens_q5(nb, pg, a, bias, 2, out);
+                break;
+            default:
+                group_tokens_q5(nb, pg, a, bias, 3, out);
+                break;
+            }
+            for (int t = 0; t < T; t++)
+                _mm512_storeu_ps(y + (int64_t)(t0 + t) * y_stride + g * ENG_PACK_ROWS, out[t]);
+        }
+    }
+}
+
 #else
+
+void eng__mm_q5_0_packed(int n_cols, const void *p, int n_rows, const void *act,
+                         size_t act_row_bytes, int n_tok, float *y, int64_t y_stride)
+{
+    (void)n_cols, (void)p, (void)n_rows, (void)act, (void)act_row_bytes, (void)n_tok, (void)y,
+        (void)y_stride;
+}
 
 void eng__mm_q8_0_packed(int n_cols, const void *p, int n_rows, const void *act,
                          size_t act_row_bytes, int n_tok, float *y, int64_t y_stride)

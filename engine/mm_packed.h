@@ -38,6 +38,12 @@ size_t eng__pack_q8_0_bytes(int64_t n_rows, int64_t n_cols);
 void eng__pack_q8_0(void *dst, const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols);
 void eng__mm_q8_0_packed(int n_cols, const void *p, int n_rows, const void *act,
                          size_t act_row_bytes, int n_tok, float *y, int64_t y_stride);
+/* The same for Q5_0 (rows of at most ENG_PACK_MAX_BLOCKS blocks), Q8_0 activations; the packed
+ * copy has the size of the original. */
+size_t eng__pack_q5_0_bytes(int64_t n_rows, int64_t n_cols);
+void eng__pack_q5_0(void *dst, const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols);
+void eng__mm_q5_0_packed(int n_cols, const void *p, int n_rows, const void *act,
+                         size_t act_row_bytes, int n_tok, float *y, int64_t y_stride);
 /* Whether this CPU runs the packed kernel (AVX-512 VNNI, not capped by AGENTD_CPU). */
 int eng__pack_available(void);
 

@@ -890,6 +890,9 @@ static size_t pack_mat(struct eng_model *m, struct eng_mat *w, bool batched)
     size_t bytes;
     if (type == ENG_GGML_Q4_K && w->n_cols % ENG_QK_K == 0)
         bytes = eng__pack_q4_k_bytes(w->n_rows, w->n_cols);
+    else if (type == ENG_GGML_Q5_0 && w->n_cols % ENG_QK == 0 &&
+             w->n_cols / ENG_QK <= ENG_PACK_MAX_BLOCKS)
+        bytes = eng__pack_q5_0_bytes(w->n_rows, w->n_cols);
     else if (batched && type == ENG_GGML_Q4_1 && w->n_cols % ENG_QK == 0)
         bytes = eng__pack_q4_1_bytes(w->n_rows, w->n_cols);
     else if (batched && type == ENG_GGML_Q8_0 && w->n_cols % ENG_QK == 0 &&
@@ -900,6 +903,8 @@ static size_t pack_mat(struct eng_model *m, struct eng_mat *w, bool batched)
     void *p = ag_malloc(bytes);
     if (type == ENG_GGML_Q4_K)
         eng__pack_q4_k(p, w->data, w->row_bytes, w->n_rows, w->n_cols);
+    else if (type == ENG_GGML_Q5_0)
+        eng__pack_q5_0(p, w->data, w->row_bytes, w->n_rows, w->n_cols);
     else if (type == ENG_GGML_Q4_1)
         eng__pack_q4_1(p, w->data, w->row_bytes, w->n_rows, w->n_cols);
     else

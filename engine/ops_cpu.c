@@ -205,6 +205,10 @@ static void mm_task(void *arg, int64_t begin, int64_t end, int ith)
                 eng__mm_q4_k_packed(
                     n_cols, (const unsigned char *)w->packed + eng__pack_q4_k_bytes(r0, n_cols),
                     (int)(hi - lo), act, j->act_row_bytes[m], j->n_tok, y + r0, w->n_rows);
+            else if (w->qt->type == ENG_GGML_Q5_0)
+                eng__mm_q5_0_packed(
+                    n_cols, (const unsigned char *)w->packed + eng__pack_q5_0_bytes(r0, n_cols),
+                    (int)(hi - lo), act, j->act_row_bytes[m], j->n_tok, y + r0, w->n_rows);
             else if (w->qt->type == ENG_GGML_Q4_1)
                 eng__mm_q4_1_packed(
                     n_cols, (const unsigned char *)w->packed + eng__pack_q4_1_bytes(r0, n_cols),
@@ -287,6 +291,13 @@ static void matmul_run(struct cpu_ctx *c, int n_mat, const struct eng_mat *const
             j.packed[m] = true;
             j.mm[m] = NULL;
             quant[m] = eng__quantize_row_q8_K_gemm_ggml;
+        } else if (w[m]->packed && w[m]->qt->type == ENG_GGML_Q5_0 &&
+                   (n_tok >= 4 || c->row_invariant) && eng_cpu_level() >= ENG_CPU_AVX512) {
+            /* Q5_0 packed (mm_packed.h): its Q8_0 activations from the Q8_0 block kernels'
+             * quantizer, which writes the same bits faster. */
+            j.packed[m] = true;
+            j.mm[m] = NULL;
+            quant[m] = eng__mm_kernels(ENG_GGML_Q8_0, eng_cpu_level())->quantize_act;
         } else if (j.packed[m]) {
             /* The block kernels' quantizer writes the same activation rows, faster. */
             const struct eng_mm_kernels *bk = eng__mm_kernels(w[m]->qt->type, eng_cpu_level());

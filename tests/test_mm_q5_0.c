@@ -5,6 +5,7 @@
  * MM_Q5_SEED=N replays one) and a fixed one.
  */
 #include "../engine/ggml_kernels.h"
+#include "../engine/mm_packed.h"
 #include "../engine/mm_q5_0.h"
 
 #include <stdio.h>
@@ -42,6 +43,25 @@ static void check_seed(uint64_t seed)
         for (int t = 0; t < max_tok; t++) {
             for (int i = 0; i < cols; i++) x[i] = frand() * 3.0f;
             cpu->quantize_act(x, act + (size_t)t * arb, cols);
+        }
+        /* The packed kernel (mm_packed.h) on the first 32 rows: the same bits. */
+        if (eng__pack_available()) {
+            unsigned char *pk = malloc(eng__pack_q5_0_bytes(32, cols));
+            eng__pack_q5_0(pk, w, wrb, 32, cols);
+            for (int n_tok = 1; n_tok <= max_tok; n_tok += 4) {
+                float *y = calloc((size_t)n_tok * 32, sizeof(float));
+                eng__mm_q5_0_packed(cols, pk, 32, act, arb, n_tok, y, 32);
+                int bad = 0;
+                for (int t = 0; t < n_tok; t++)
+                    for (int r = 0; r < 32; r++) {
+                        float want = cpu->vec_dot(cols, w + (size_t)r * wrb, act + (size_t)t * arb);
+                        bad += memcmp(&want, &y[t * 32 + r], sizeof(float)) != 0;
+                    }
+                CHECKF(bad == 0, "packed: seed %llu cols %d tokens %d: %d outputs differ",
+                       (unsigned long long)seed, cols, n_tok, bad);
+                free(y);
+            }
+            free(pk);
         }
         for (int level = ENG_CPU_SCALAR; level <= (int)eng_cpu_level_supported(); level++) {
             const struct eng_mm_kernels *k = eng__mm_kernels_q5_0((enum eng_cpu_level)level);
