@@ -756,6 +756,15 @@ int eng_gguf_open_mem(const void *buf, size_t len, const char *name, struct eng_
                       err);
 }
 
+void eng_gguf_drop_range(const struct eng_gguf *g, const void *p, size_t n)
+{
+    const uintptr_t base = (uintptr_t)g->base, lo = (uintptr_t)p, hi = lo + n;
+    if (!g->mapped || lo < base || hi > base + g->len) return;
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t first = (lo + page - 1) & ~(page - 1), last = hi & ~(page - 1);
+    if (last > first) (void)madvise((void *)first, last - first, MADV_DONTNEED);
+}
+
 int eng_gguf_open(const char *path, struct eng_gguf **out, struct ag_err *err)
 {
     struct stat st;

@@ -145,6 +145,11 @@ int eng_gguf_open(const char *path, struct eng_gguf **out, struct ag_err *err);
  * (NULL: "<memory>") starts error messages. Same errors as eng_gguf_open() but no AG_EIO. */
 int eng_gguf_open_mem(const void *buf, size_t len, const char *name, struct eng_gguf **out,
                       struct ag_err *err);
+/* Tells the kernel that the bytes [p, p + n) of g's data will not be read again: the whole
+ * pages among them leave the process's resident set (a later read maps them in again from the
+ * page cache). For a weight whose repacked copy replaces it. Nothing happens for a borrowed
+ * buffer (eng_gguf_open_mem). */
+void eng_gguf_drop_range(const struct eng_gguf *g, const void *p, size_t n);
 void eng_gguf_close(struct eng_gguf *g); /* NULL is fine */
 
 /* ---- the file as a whole ---- */

@@ -909,6 +909,10 @@ static size_t pack_mat(struct eng_model *m, struct eng_mat *w, bool batched)
         eng__pack_q4_1(p, w->data, w->row_bytes, w->n_rows, w->n_cols);
     else
         eng__pack_q8_0(p, w->data, w->row_bytes, w->n_rows, w->n_cols);
+    /* Every Q5_0 matmul takes the packed copy (its bits are the dot product's for any number
+     * of tokens), so the mapped original need not stay resident. */
+    if (type == ENG_GGML_Q5_0)
+        eng_gguf_drop_range(m->gguf, w->data, (size_t)w->n_rows * w->row_bytes);
     w->packed = p;
     m->packs = ag_realloc(m->packs, (size_t)(m->n_packs + 1) * sizeof(void *));
     m->packs[m->n_packs++] = p;

@@ -292,7 +292,7 @@ static void matmul_run(struct cpu_ctx *c, int n_mat, const struct eng_mat *const
             j.mm[m] = NULL;
             quant[m] = eng__quantize_row_q8_K_gemm_ggml;
         } else if (w[m]->packed && w[m]->qt->type == ENG_GGML_Q5_0 &&
-                   (n_tok >= 4 || c->row_invariant) && eng_cpu_level() >= ENG_CPU_AVX512) {
+                   eng_cpu_level() >= ENG_CPU_AVX512) {
             /* Q5_0 packed (mm_packed.h): its Q8_0 activations from the Q8_0 block kernels'
              * quantizer, which writes the same bits faster. */
             j.packed[m] = true;
