@@ -1,19 +1,21 @@
 /*
- * mm_packed.h - Q4_1 weights repacked 16 rows at a time for batched decoding in the engine
- * service (serve.c), where many sequences each bring one token per step.
+ * mm_packed.h - weights repacked 16 rows at a time, so that one 512-bit VNNI instruction
+ * multiplies 4 weights of 16 rows by 4 activation bytes broadcast to every lane.
  *
- * Why: the block kernels of mm_cpu.c reproduce ggml's dot product bit for bit, one float
- * conversion and fused multiply-add per 32-value block and (row, token) pair; with 8 tokens that
- * arithmetic, not memory, bounds a step. Here a 512-bit VNNI instruction multiplies 4 weights of
- * 16 rows at once by 4 activation bytes broadcast to every lane, so a block costs 8 of them, one
- * conversion and two fused multiply-adds per 16 rows and token. The packed copy has the size of
- * the original (per block and group of 16 rows: 16 f16 scales, 16 f16 offsets, 256 bytes of
- * nibbles, the four 4-byte chunks of every row side by side).
+ * Q4_1 and Q8_0 (batched decoding in the engine service, serve.c): the block kernels of
+ * mm_cpu.c reproduce ggml's dot product bit for bit, one float conversion and fused multiply-add
+ * per 32-value block and (row, token) pair; with 8 tokens that arithmetic, not memory, bounds a
+ * step. Packed, a block costs 8 VNNI instructions, one conversion and two fused multiply-adds
+ * per 16 rows and token. Each (row, token) output is computed the same way whatever the number
+ * of tokens, so the service's sequences stay independent of each other (row invariance); these
+ * are not llama.cpp's bits (a different summation order, equal up to float rounding), so they
+ * are used only when the backend is row-invariant.
  *
- * Results: each (row, token) output is computed the same way whatever the number of tokens, so
- * the service's sequences stay independent of each other (row invariance); they are not
- * llama.cpp's bits (a different summation order, equal up to float rounding). Used only when the
- * backend is row-invariant and the CPU has AVX-512 VNNI.
+ * Q5_0 (Gemma 3's main type): here the packed kernel keeps ggml's eight float lanes per output,
+ * one lane per 32-bit element group of the 16 rows, so its outputs are the dot product's bits
+ * for any number of tokens, and every Q5_0 matmul takes it (prompts, decoding, the service).
+ *
+ * Each packed copy has the size of the original. Only on CPUs with AVX-512 VNNI.
  */
 #ifndef ENG_MM_PACKED_H
 #define ENG_MM_PACKED_H
