@@ -37,7 +37,7 @@ int eng__attn_tiled_rows(const struct eng_attn *a)
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(ENG_NO_SIMD)
-#include <immintrin.h>
+#include "simd_avx512.h"
 #define TILED_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
 
 bool eng__attn_tiled_ok(const struct eng_attn *a)
@@ -49,29 +49,6 @@ bool eng__attn_tiled_ok(const struct eng_attn *a)
     for (int t = 0; t < a->n_tok; t++)
         if (!(a->row_tiled ? a->row_tiled[t] : a->tiled)) return false;
     return true;
-}
-
-/* Lane i of the result is the sum of d[i]'s 16 lanes: pairs, then quads, then the four 128-bit
- * quarters, each step halving the number of vectors. */
-TILED_TARGET static inline __m512 reduce16(const __m512 d[TQ])
-{
-    __m512 t[8], u[4];
-    UNROLL
-    for (int k = 0; k < 8; k++)
-        t[k] = _mm512_add_ps(_mm512_unpacklo_ps(d[2 * k], d[2 * k + 1]),
-                             _mm512_unpackhi_ps(d[2 * k], d[2 * k + 1]));
-    UNROLL
-    for (int k = 0; k < 4; k++) {
-        const __m512d x = _mm512_castps_pd(t[2 * k]), y = _mm512_castps_pd(t[2 * k + 1]);
-        u[k] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)),
-                             _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
-    }
-    const __m512 x01 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                                     _mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)));
-    const __m512 x23 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(2, 0, 2, 0)),
-                                     _mm512_shuffle_f32x4(u[2], u[3], _MM_SHUFFLE(3, 1, 3, 1)));
-    return _mm512_add_ps(_mm512_shuffle_f32x4(x01, x23, _MM_SHUFFLE(2, 0, 2, 0)),
-                         _mm512_shuffle_f32x4(x01, x23, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
 /* Scores of keys p0..p0+n-1 (rows krow[]) for the 16 queries in qb, scaled and masked. */
@@ -95,7 +72,7 @@ TILED_TARGET static void block_scores(const struct eng_attn *a, const float *qb,
         const __m512i p = _mm512_set1_epi32(p0 + j);
         const __mmask16 in = _mm512_cmp_epi32_mask(p, first, _MM_CMPINT_NLT) &
                              _mm512_cmp_epi32_mask(p, last, _MM_CMPINT_LE);
-        _mm512_storeu_ps(sb + j * TQ, _mm512_mask_mul_ps(ninf, in, reduce16(d), scale));
+        _mm512_storeu_ps(sb + j * TQ, _mm512_mask_mul_ps(ninf, in, eng__reduce16_avx512(d), scale));
     }
 }
 

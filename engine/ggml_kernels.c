@@ -255,29 +255,9 @@ float eng__ggml_expf(float x)
 
 #if HAVE_FMA_CLONE
 #define AVX512_TARGET __attribute__((target("avx512f,avx512dq,fma")))
-/* ggml_v_expf and ggml_v_silu as ggml's AVX-512 build runs them: the same instructions, so the
- * same bits as the portable emulation below (tests compare them). */
-AVX512_TARGET static inline __m512 v_expf_avx512(__m512 x)
-{
-    const __m512 r = _mm512_set1_ps(0x1.8p23f);
-    const __m512 z = _mm512_fmadd_ps(x, _mm512_set1_ps(0x1.715476p+0f), r);
-    const __m512 n = _mm512_sub_ps(z, r);
-    const __m512 b = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f),
-                                      _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x));
-    const __mmask16 d = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(192), _CMP_GT_OQ);
-    const __m512 u = _mm512_mul_ps(b, b);
-    const __m512 j = _mm512_fmadd_ps(
-        _mm512_fmadd_ps(
-            _mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b, _mm512_set1_ps(0x1.573e2ep-5f)), u,
-            _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b, _mm512_set1_ps(0x1.fffdb6p-2f))),
-        u, _mm512_fmadd_ps(_mm512_set1_ps(0x1.ffffecp-1f), b, _mm512_set1_ps(1.0f)));
-    const __m512 res = _mm512_scalef_ps(j, n);
-    if (_mm512_kortestz(d, d)) return res;
-    const __m512 zero = _mm512_setzero_ps();
-    const __m512 alt = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(n, zero, _CMP_LE_OQ),
-                                            _mm512_set1_ps(INFINITY), zero);
-    return _mm512_mask_blend_ps(d, res, alt);
-}
+#include "simd_avx512.h"
+/* ggml_v_silu as ggml's AVX-512 build runs it (ggml_v_expf is in simd_avx512.h): the same
+ * instructions, so the same bits as the portable emulation below (tests compare them). */
 
 AVX512_TARGET static void swiglu_avx512(int n, float *y, const float *g, const float *u)
 {
@@ -286,7 +266,7 @@ AVX512_TARGET static void swiglu_avx512(int n, float *y, const float *g, const f
     for (; i + 15 < n; i += 16) {
         const __m512 x = _mm512_loadu_ps(g + i);
         const __m512 silu =
-            _mm512_div_ps(x, _mm512_add_ps(one, v_expf_avx512(_mm512_sub_ps(zero, x))));
+            _mm512_div_ps(x, _mm512_add_ps(one, eng__v_expf_avx512(_mm512_sub_ps(zero, x))));
         _mm512_storeu_ps(y + i, _mm512_mul_ps(silu, _mm512_loadu_ps(u + i)));
     }
     for (; i < n; i++) y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];

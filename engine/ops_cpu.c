@@ -591,11 +591,13 @@ static void attn_task(void *arg, int64_t begin, int64_t end, int ith)
 #include <immintrin.h>
 #define GROUP_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
 #define GQ_MAX       4 /* query heads per pass */
+#include "simd_avx512.h"
 
 /*
  * Paged rows of an F16 cache with 64-value heads (the engine service): the query heads that
  * share a KV head in one pass, so each key and value row is read and widened once for all of
- * them, and the value sums stay in registers. Float arithmetic with a two-pass softmax, like
+ * them, and the value sums stay in registers; the scores of 16 keys come out of one joint
+ * reduction and go through ggml's vector expf. Float arithmetic with a two-pass softmax, like
  * attn_f16_tiled (not its exact bits). Tasks are (row, KV head) pairs. Scratch: GQ_MAX * n_kv
  * scores.
  */
@@ -626,29 +628,52 @@ GROUP_TARGET static void attn_group_task(void *arg, int64_t begin, int64_t end, 
                 for (int i = 0; i < 4; i++) q[g][i] = _mm512_loadu_ps(qp + 16 * i);
                 mx[g] = -INFINITY;
             }
-            for (int p = 0; p < n_kv; p++) {
-                const uint16_t *kp = kb + kv_row(&r, first + p) * a->kv_stride;
-                __m512 k[4];
-                for (int i = 0; i < 4; i++)
-                    k[i] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kp + 16 * i)));
+            /* Scores 16 keys at a time: each key's products per head summed to one vector,
+             * the 16 vectors of a head reduced together into the keys' scores. */
+            __m512 mxv[GQ_MAX];
+            for (int g = 0; g < G; g++) mxv[g] = _mm512_set1_ps(-INFINITY);
+            for (int p0 = 0; p0 < n_kv; p0 += 16) {
+                const int n = n_kv - p0 < 16 ? n_kv - p0 : 16;
+                const __mmask16 in = (__mmask16)((1u << n) - 1);
+                __m512 part[GQ_MAX][16];
+                for (int jk = 0; jk < 16; jk++) {
+                    if (jk >= n) {
+                        for (int g = 0; g < G; g++) part[g][jk] = _mm512_setzero_ps();
+                        continue;
+                    }
+                    const uint16_t *kp = kb + kv_row(&r, first + p0 + jk) * a->kv_stride;
+                    __m512 k[4];
+                    for (int i = 0; i < 4; i++)
+                        k[i] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kp + 16 * i)));
+                    for (int g = 0; g < G; g++) {
+                        __m512 d = _mm512_mul_ps(q[g][0], k[0]);
+                        d = _mm512_fmadd_ps(q[g][1], k[1], d);
+                        d = _mm512_fmadd_ps(q[g][2], k[2], d);
+                        part[g][jk] = _mm512_fmadd_ps(q[g][3], k[3], d);
+                    }
+                }
                 for (int g = 0; g < G; g++) {
-                    __m512 d = _mm512_mul_ps(q[g][0], k[0]);
-                    d = _mm512_fmadd_ps(q[g][1], k[1], d);
-                    d = _mm512_fmadd_ps(q[g][2], k[2], d);
-                    d = _mm512_fmadd_ps(q[g][3], k[3], d);
-                    const float sc = _mm512_reduce_add_ps(d) * a->scale;
-                    scores[g * n_kv + p] = sc;
-                    if (sc > mx[g]) mx[g] = sc;
+                    const __m512 s =
+                        _mm512_mul_ps(eng__reduce16_avx512(part[g]), _mm512_set1_ps(a->scale));
+                    _mm512_mask_storeu_ps(scores + g * n_kv + p0, in, s);
+                    mxv[g] = _mm512_mask_max_ps(mxv[g], in, mxv[g], s);
                 }
             }
+            for (int g = 0; g < G; g++) mx[g] = _mm512_reduce_max_ps(mxv[g]);
             float sum[GQ_MAX];
             for (int g = 0; g < G; g++) {
-                float *sg = scores + g * n_kv, acc = 0.0f;
-                for (int p = 0; p < n_kv; p++) {
-                    sg[p] = expf(sg[p] - mx[g]);
-                    acc += sg[p];
+                float *sg = scores + g * n_kv;
+                const __m512 m = _mm512_set1_ps(mx[g]);
+                __m512 acc = _mm512_setzero_ps();
+                for (int p0 = 0; p0 < n_kv; p0 += 16) {
+                    const int n = n_kv - p0 < 16 ? n_kv - p0 : 16;
+                    const __mmask16 in = (__mmask16)((1u << n) - 1);
+                    const __m512 e =
+                        eng__v_expf_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(in, sg + p0), m));
+                    _mm512_mask_storeu_ps(sg + p0, in, e);
+                    acc = _mm512_mask_add_ps(acc, in, acc, e);
                 }
-                sum[g] = acc;
+                sum[g] = _mm512_reduce_add_ps(acc);
             }
             __m512 o[GQ_MAX][4];
             for (int g = 0; g < G; g++)

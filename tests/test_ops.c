@@ -394,7 +394,8 @@ static void test_ops_attention_tiled(void)
 {
     struct ag_err err = {0};
     enum { NKEYS = 300, NT = 37, SHIFT = 4, MAXHD = 256 };
-    static const int shapes[][3] = {{4, 1, 256}, {6, 2, 80}, {3, 3, 64}}; /* heads, kv, dim */
+    static const int shapes[][3] = {{4, 1, 256}, {6, 2, 80}, {3, 3, 64},
+                                    {6, 2, 64},  {9, 3, 64}, {8, 1, 64}}; /* heads, kv, dim */
     rng_seed(11);
     for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
         const int NH = shapes[si][0], NKV = shapes[si][1], HD = shapes[si][2];
