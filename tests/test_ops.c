@@ -351,6 +351,21 @@ static void test_ops_rows_parallel(void)
     float want[N];
     naive_rmsnorm(want, x + (T - 1) * N, w, N, 1e-6f);
     CHECK(y1[T * N - 1] != y1[T * N - 1] + x[T * N - 1] || x[T * N - 1] == 0.0f);
+    /* The KV store's f16 bits are eng_fp32_to_fp16's for every kind of value. */
+    {
+        enum { NS = 48 };
+        float sp[NS];
+        uint16_t got[NS];
+        const float special[] = {0.0f,    -0.0f,   1e-8f,    -6e-8f,    65504.0f, 65520.0f,
+                                 1e6f,    -1e6f,   INFINITY, -INFINITY, NAN,      -NAN,
+                                 6.1e-5f, 3.0e-5f, 1.0f / 3, 2049.0f,   2051.0f,  0.1f};
+        for (int i = 0; i < NS; i++)
+            sp[i] = i < (int)(sizeof(special) / sizeof(special[0])) ? special[i] : frand() * 1e3f;
+        b2.ops->store(b2.ctx, got, ENG_KV_F16, sp, NS);
+        int bad = 0;
+        for (int i = 0; i < NS; i++) bad += got[i] != eng_fp32_to_fp16(sp[i]);
+        CHECKF(bad == 0, "%d f16 stores differ", bad);
+    }
     free(x), free(w), free(u), free(y1), free(y2), free(cs), free(h[0]), free(h[1]);
     eng_backend_release(&b1);
     eng_backend_release(&b2);
