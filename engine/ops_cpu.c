@@ -39,7 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "attn_tiled.h"
+#include "attn_simd.h"
 #include "cpu.h"
 #include "ggml_kernels.h"
 #include "ggml_kernels_q.h"
@@ -476,29 +476,15 @@ struct attn_job {
     struct cpu_ctx *c;
 };
 
-/* Where one row's keys and values live: position p is cache row pages[p >> shift] << shift |
- * p & mask, or row p when pages is NULL (shift 30: one page holds any context). */
-struct kv_rows {
-    const int32_t *pages;
-    int shift;
-    int32_t mask;
-};
-
-static inline int64_t kv_row(const struct kv_rows *r, int p)
-{
-    if (!r->pages) return p;
-    return ((int64_t)r->pages[p >> r->shift] << r->shift) | (p & r->mask);
-}
-
 /* Plain float attention of one query row and head over an F32 cache. */
-static void attn_f32(const struct eng_attn *a, const struct kv_rows *r, float *scores,
+static void attn_f32(const struct eng_attn *a, const struct eng_kv_rows *r, float *scores,
                      const float *q, int first, int n_kv, int kv_off, float *out)
 {
     const int hd = a->head_dim;
     const float *k = (const float *)a->k + kv_off;
     const float *v = (const float *)a->v + kv_off;
     for (int p = 0; p < n_kv; p++) {
-        const float *kp = k + kv_row(r, first + p) * a->kv_stride;
+        const float *kp = k + eng_kv_row(r, first + p) * a->kv_stride;
         float dot = 0.0f;
         for (int i = 0; i < hd; i++) dot += q[i] * kp[i];
         scores[p] = dot * a->scale;
@@ -506,7 +492,7 @@ static void attn_f32(const struct eng_attn *a, const struct kv_rows *r, float *s
     cpu_softmax(NULL, scores, n_kv);
     for (int i = 0; i < hd; i++) out[i] = 0.0f;
     for (int p = 0; p < n_kv; p++) {
-        const float *vp = v + kv_row(r, first + p) * a->kv_stride;
+        const float *vp = v + eng_kv_row(r, first + p) * a->kv_stride;
         const float sp = scores[p];
         for (int i = 0; i < hd; i++) out[i] += sp * vp[i];
     }
@@ -514,7 +500,7 @@ static void attn_f32(const struct eng_attn *a, const struct kv_rows *r, float *s
 
 /* One query row and head over an F16 cache, as ggml's flash attention computes it (one
  * chunk, no KV split). scratch holds 2 * head_dim f16 values. */
-static void attn_f16(const struct eng_attn *a, const struct kv_rows *r, uint16_t *scratch,
+static void attn_f16(const struct eng_attn *a, const struct eng_kv_rows *r, uint16_t *scratch,
                      const float *q, int first, int n_kv, int kv_off, float *out)
 {
     const int hd = a->head_dim;
@@ -528,7 +514,7 @@ static void attn_f16(const struct eng_attn *a, const struct kv_rows *r, uint16_t
         acc[i] = 0;
     }
     for (int p = 0; p < n_kv; p++) {
-        const int64_t row = kv_row(r, first + p) * a->kv_stride;
+        const int64_t row = eng_kv_row(r, first + p) * a->kv_stride;
         const uint16_t *kp = k + row, *vp = v + row;
         const float s = eng__ggml_dot_f16(hd, kp, q16) * a->scale;
         const float Mold = M;
@@ -549,7 +535,7 @@ static void attn_f16(const struct eng_attn *a, const struct kv_rows *r, uint16_t
 
 /* One query row and head over an F16 cache with float arithmetic: scores q.k from keys widened
  * to f32, a two-pass softmax, V accumulated in f32. scratch holds n_kv + head_dim floats. */
-static void attn_f16_tiled(const struct eng_attn *a, const struct kv_rows *r, float *scratch,
+static void attn_f16_tiled(const struct eng_attn *a, const struct eng_kv_rows *r, float *scratch,
                            const float *q, int first, int n_kv, int kv_off, float *out)
 {
     const int hd = a->head_dim;
@@ -558,7 +544,8 @@ static void attn_f16_tiled(const struct eng_attn *a, const struct kv_rows *r, fl
     float *scores = scratch, *acc = scratch + n_kv;
     float max = -INFINITY;
     for (int p = 0; p < n_kv; p++) {
-        const float s = eng__f16_dot_f32(hd, k + kv_row(r, first + p) * a->kv_stride, q) * a->scale;
+        const float s =
+            eng__f16_dot_f32(hd, k + eng_kv_row(r, first + p) * a->kv_stride, q) * a->scale;
         scores[p] = s;
         if (s > max) max = s;
     }
@@ -569,7 +556,7 @@ static void attn_f16_tiled(const struct eng_attn *a, const struct kv_rows *r, fl
     }
     for (int i = 0; i < hd; i++) acc[i] = 0.0f;
     for (int p = 0; p < n_kv; p++)
-        eng__f16_axpy_f32(hd, acc, v + kv_row(r, first + p) * a->kv_stride, scores[p]);
+        eng__f16_axpy_f32(hd, acc, v + eng_kv_row(r, first + p) * a->kv_stride, scores[p]);
     const float inv = 1.0f / sum;
     for (int i = 0; i < hd; i++) out[i] = acc[i] * inv;
 }
@@ -586,7 +573,7 @@ static void attn_task(void *arg, int64_t begin, int64_t end, int ith)
         const int t = (int)(task / a->n_head), h = (int)(task % a->n_head);
         const int q_pos = a->row_pos ? a->row_pos[t] : a->pos + t, kv_off = (h / group) * hd;
         const bool tiled = a->row_tiled ? a->row_tiled[t] : a->tiled;
-        const struct kv_rows r = {
+        const struct eng_kv_rows r = {
             .pages = a->row_pages ? a->row_pages[t] : NULL,
             .shift = a->page_shift,
             .mask = (int32_t)((1u << a->page_shift) - 1),
@@ -606,135 +593,14 @@ static void attn_task(void *arg, int64_t begin, int64_t end, int ith)
     }
 }
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(ENG_NO_SIMD)
-#include <immintrin.h>
-#define GROUP_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
-#define GQ_MAX       4 /* query heads per pass */
-#include "simd_avx512.h"
-
-/*
- * Paged rows of an F16 cache with 64-value heads (the engine service): the query heads that
- * share a KV head in one pass, so each key and value row is read and widened once for all of
- * them, and the value sums stay in registers; the scores of 16 keys come out of one joint
- * reduction and go through ggml's vector expf. Float arithmetic with a two-pass softmax, like
- * attn_f16_tiled (not its exact bits). Tasks are (row, KV head) pairs. Scratch: GQ_MAX * n_kv
- * scores.
- */
-GROUP_TARGET static void attn_group_task(void *arg, int64_t begin, int64_t end, int ith)
+/* Tasks are (row, KV head) pairs of decode rows (eng__attn_group). */
+static void attn_group_task(void *arg, int64_t begin, int64_t end, int ith)
 {
     const struct attn_job *j = arg;
-    const struct eng_attn *a = j->a;
-    const int group = a->n_head / a->n_head_kv, q_stride = a->n_head * 64;
     float *scores = j->c->scratch + (size_t)ith * j->c->scratch_floats;
-    for (int64_t task = begin; task < end; task++) {
-        const int t = (int)(task / a->n_head_kv), kvh = (int)(task % a->n_head_kv);
-        const int q_pos = a->row_pos[t];
-        const struct kv_rows r = {
-            .pages = a->row_pages[t],
-            .shift = a->page_shift,
-            .mask = (int32_t)((1u << a->page_shift) - 1),
-        };
-        const int first = a->window > 0 && q_pos - a->window + 1 > 0 ? q_pos - a->window + 1 : 0;
-        const int n_kv = q_pos + 1 - first;
-        const uint16_t *kb = (const uint16_t *)a->k + kvh * 64;
-        const uint16_t *vb = (const uint16_t *)a->v + kvh * 64;
-        for (int h0 = 0; h0 < group; h0 += GQ_MAX) {
-            const int G = group - h0 < GQ_MAX ? group - h0 : GQ_MAX;
-            __m512 q[GQ_MAX][4];
-            float mx[GQ_MAX];
-            for (int g = 0; g < G; g++) {
-                const float *qp = a->q + (int64_t)t * q_stride + (kvh * group + h0 + g) * 64;
-                for (int i = 0; i < 4; i++) q[g][i] = _mm512_loadu_ps(qp + 16 * i);
-                mx[g] = -INFINITY;
-            }
-            /* Scores 16 keys at a time: each key's products per head summed to one vector,
-             * the 16 vectors of a head reduced together into the keys' scores. */
-            __m512 mxv[GQ_MAX];
-            for (int g = 0; g < G; g++) mxv[g] = _mm512_set1_ps(-INFINITY);
-            for (int p0 = 0; p0 < n_kv; p0 += 16) {
-                const int n = n_kv - p0 < 16 ? n_kv - p0 : 16;
-                const __mmask16 in = (__mmask16)((1u << n) - 1);
-                __m512 part[GQ_MAX][16];
-                for (int jk = 0; jk < 16; jk++) {
-                    if (jk >= n) {
-                        for (int g = 0; g < G; g++) part[g][jk] = _mm512_setzero_ps();
-                        continue;
-                    }
-                    const uint16_t *kp = kb + kv_row(&r, first + p0 + jk) * a->kv_stride;
-                    __m512 k[4];
-                    for (int i = 0; i < 4; i++)
-                        k[i] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kp + 16 * i)));
-                    for (int g = 0; g < G; g++) {
-                        __m512 d = _mm512_mul_ps(q[g][0], k[0]);
-                        d = _mm512_fmadd_ps(q[g][1], k[1], d);
-                        d = _mm512_fmadd_ps(q[g][2], k[2], d);
-                        part[g][jk] = _mm512_fmadd_ps(q[g][3], k[3], d);
-                    }
-                }
-                for (int g = 0; g < G; g++) {
-                    const __m512 s =
-                        _mm512_mul_ps(eng__reduce16_avx512(part[g]), _mm512_set1_ps(a->scale));
-                    _mm512_mask_storeu_ps(scores + g * n_kv + p0, in, s);
-                    mxv[g] = _mm512_mask_max_ps(mxv[g], in, mxv[g], s);
-                }
-            }
-            for (int g = 0; g < G; g++) mx[g] = _mm512_reduce_max_ps(mxv[g]);
-            float sum[GQ_MAX];
-            for (int g = 0; g < G; g++) {
-                float *sg = scores + g * n_kv;
-                const __m512 m = _mm512_set1_ps(mx[g]);
-                __m512 acc = _mm512_setzero_ps();
-                for (int p0 = 0; p0 < n_kv; p0 += 16) {
-                    const int n = n_kv - p0 < 16 ? n_kv - p0 : 16;
-                    const __mmask16 in = (__mmask16)((1u << n) - 1);
-                    const __m512 e =
-                        eng__v_expf_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(in, sg + p0), m));
-                    _mm512_mask_storeu_ps(sg + p0, in, e);
-                    acc = _mm512_mask_add_ps(acc, in, acc, e);
-                }
-                sum[g] = _mm512_reduce_add_ps(acc);
-            }
-            __m512 o[GQ_MAX][4];
-            for (int g = 0; g < G; g++)
-                for (int i = 0; i < 4; i++) o[g][i] = _mm512_setzero_ps();
-            for (int p = 0; p < n_kv; p++) {
-                const uint16_t *vp = vb + kv_row(&r, first + p) * a->kv_stride;
-                __m512 v[4];
-                for (int i = 0; i < 4; i++)
-                    v[i] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vp + 16 * i)));
-                for (int g = 0; g < G; g++) {
-                    const __m512 w = _mm512_set1_ps(scores[g * n_kv + p]);
-                    for (int i = 0; i < 4; i++) o[g][i] = _mm512_fmadd_ps(w, v[i], o[g][i]);
-                }
-            }
-            for (int g = 0; g < G; g++) {
-                float *out = a->out + (int64_t)t * q_stride + (kvh * group + h0 + g) * 64;
-                const __m512 inv = _mm512_set1_ps(1.0f / sum[g]);
-                for (int i = 0; i < 4; i++)
-                    _mm512_storeu_ps(out + 16 * i, _mm512_mul_ps(o[g][i], inv));
-            }
-        }
-    }
+    for (int64_t task = begin; task < end; task++)
+        eng__attn_group(j->a, (int)(task / j->a->n_head_kv), (int)(task % j->a->n_head_kv), scores);
 }
-
-/* The grouped kernel applies: paged rows of the service, all tiled, F16, 64-value heads. */
-static bool use_group_kernel(const struct cpu_ctx *c, const struct eng_attn *a)
-{
-    if (!a->row_pages || !a->row_pos || a->kv_type != ENG_KV_F16 || a->head_dim != 64 ||
-        eng_cpu_level() < ENG_CPU_AVX512 || a->n_head % a->n_head_kv != 0)
-        return false;
-    if ((size_t)GQ_MAX * (size_t)c->max_kv > c->scratch_floats) return false;
-    for (int t = 0; t < a->n_tok; t++)
-        if (!(a->row_tiled ? a->row_tiled[t] : a->tiled)) return false;
-    return true;
-}
-#else
-static bool use_group_kernel(const struct cpu_ctx *c, const struct eng_attn *a)
-{
-    (void)c, (void)a;
-    return false;
-}
-#endif
 
 /* Tasks are (tile of eng__attn_tiled_rows() query rows, KV head) pairs. */
 static void attn_tiled_task(void *arg, int64_t begin, int64_t end, int ith)
@@ -753,13 +619,12 @@ static void cpu_attention(void *vctx, const struct eng_attn *a)
 {
     struct cpu_ctx *c = vctx;
     struct attn_job j = {.a = a, .c = c};
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(ENG_NO_SIMD)
-    if (use_group_kernel(c, a)) {
+    /* Decode rows of the service: the query heads of a KV head together (attn_simd.h). */
+    if (eng__attn_group_ok(a) && eng__attn_group_scratch(c->max_kv) <= c->scratch_floats) {
         eng_threadpool_for(c->tp, (int64_t)a->n_tok * a->n_head_kv, 1, attn_group_task, &j);
         return;
     }
-#endif
-    /* Long prompts: tiles of query vectors (attn_tiled.h). */
+    /* Long prompts: tiles of query vectors (attn_simd.h). */
     if (eng__attn_tiled_ok(a) && a->head_dim <= c->max_head_dim &&
         eng__attn_tiled_scratch(a->head_dim) <= c->scratch_floats) {
         const int64_t tiles = (a->n_tok + eng__attn_tiled_rows(a) - 1) / eng__attn_tiled_rows(a);
@@ -818,7 +683,7 @@ int eng_backend_cpu_init(struct eng_backend *be, int n_threads, int max_kv, int 
      * path max_kv scores and max_head_dim sums; padded to a cache line so threads do not share
      * one. */
     size_t need = (size_t)max_kv + (size_t)max_head_dim;
-    if (need < 4 * (size_t)max_kv) need = 4 * (size_t)max_kv; /* the grouped kernel's scores */
+    if (need < eng__attn_group_scratch(max_kv)) need = eng__attn_group_scratch(max_kv);
     if (need < eng__attn_tiled_scratch(max_head_dim)) need = eng__attn_tiled_scratch(max_head_dim);
     c->scratch_floats = (need + 15) & ~(size_t)15;
     c->scratch = ag_calloc((size_t)n_threads * c->scratch_floats, sizeof(float));

@@ -1,8 +1,9 @@
 /*
- * attn_tiled.c - tiled attention for prompt rows over an F16 cache (attn_tiled.h).
+ * attn_simd.c - AVX-512 attention over an F16 cache (attn_simd.h): tiles of prompt rows, and
+ * the grouped kernel for decode rows of the service (at the end of the file).
  *
- * One task: Q <= 16 query vectors (the G query heads of KV head kvh for n_rows rows, vector i
- * = row i / G, head i % G) against the keys any of them sees, in blocks of KB keys:
+ * Tiled, one task: Q <= 16 query vectors (the G query heads of KV head kvh for n_rows rows, vector
+ * i = row i / G, head i % G) against the keys any of them sees, in blocks of KB keys:
  *   1. scores: for each key, its 16-value chunks widened once and multiplied into 16
  *      accumulators (one per query, the queries read from a local copy in L1); the 16
  *      accumulators reduced together into one vector whose lane i is query i's score, masked to
@@ -14,7 +15,7 @@
  *      block's value rows stream through, each chunk widened once for all queries.
  * Unused lanes (Q < 16) are masked everywhere and never written out.
  */
-#include "attn_tiled.h"
+#include "attn_simd.h"
 
 #include <limits.h>
 #include <math.h>
@@ -38,7 +39,7 @@ int eng__attn_tiled_rows(const struct eng_attn *a)
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(ENG_NO_SIMD)
 #include "simd_avx512.h"
-#define TILED_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
+#define SIMD_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
 
 bool eng__attn_tiled_ok(const struct eng_attn *a)
 {
@@ -52,9 +53,9 @@ bool eng__attn_tiled_ok(const struct eng_attn *a)
 }
 
 /* Scores of keys p0..p0+n-1 (rows krow[]) for the 16 queries in qb, scaled and masked. */
-TILED_TARGET static void block_scores(const struct eng_attn *a, const float *qb,
-                                      const uint16_t *const *krow, int p0, int n, __m512i first,
-                                      __m512i last, float *sb)
+SIMD_TARGET static void block_scores(const struct eng_attn *a, const float *qb,
+                                     const uint16_t *const *krow, int p0, int n, __m512i first,
+                                     __m512i last, float *sb)
 {
     const int nc = a->head_dim / 16, hd = a->head_dim;
     const __m512 scale = _mm512_set1_ps(a->scale), ninf = _mm512_set1_ps(-INFINITY);
@@ -77,8 +78,8 @@ TILED_TARGET static void block_scores(const struct eng_attn *a, const float *qb,
 }
 
 /* out[i] += sum over the block's keys of weight(j, i) * v(j), chunk by chunk of the head. */
-TILED_TARGET static void block_values(const struct eng_attn *a, const uint16_t *const *vrow, int n,
-                                      const float *sb, const float *corr, float *ob)
+SIMD_TARGET static void block_values(const struct eng_attn *a, const uint16_t *const *vrow, int n,
+                                     const float *sb, const float *corr, float *ob)
 {
     const int nc = a->head_dim / 16, hd = a->head_dim;
     for (int c = 0; c < nc; c++) {
@@ -99,8 +100,8 @@ TILED_TARGET static void block_values(const struct eng_attn *a, const uint16_t *
 }
 
 /* Rows rows[0..n_rows-1], all of one sequence (the same pages). */
-TILED_TARGET static void tile_run(const struct eng_attn *a, const int *rows, int n_rows, int kvh,
-                                  float *scratch)
+SIMD_TARGET static void tile_run(const struct eng_attn *a, const int *rows, int n_rows, int kvh,
+                                 float *scratch)
 {
     const int hd = a->head_dim, G = a->n_head / a->n_head_kv, Q = n_rows * G;
     const int q_stride = a->n_head * hd;
@@ -124,9 +125,11 @@ TILED_TARGET static void tile_run(const struct eng_attn *a, const int *rows, int
     }
     memset(ob, 0, (size_t)TQ * hd * sizeof(float));
     const __m512i vfirst = _mm512_loadu_si512(first), vlast = _mm512_loadu_si512(last);
-    const int32_t *pages = a->row_pages ? a->row_pages[rows[0]] : NULL;
-    const int shift = a->page_shift;
-    const int32_t mask = (int32_t)((1u << shift) - 1);
+    const struct eng_kv_rows r = {
+        .pages = a->row_pages ? a->row_pages[rows[0]] : NULL,
+        .shift = a->page_shift,
+        .mask = (int32_t)((1u << a->page_shift) - 1),
+    };
     const uint16_t *kb = (const uint16_t *)a->k + kvh * hd, *vb = (const uint16_t *)a->v + kvh * hd;
     float M[TQ], L[TQ];
     for (int i = 0; i < TQ; i++) M[i] = -INFINITY, L[i] = 0.0f;
@@ -135,8 +138,7 @@ TILED_TARGET static void tile_run(const struct eng_attn *a, const int *rows, int
         const int n = hi + 1 - p0 < KB ? hi + 1 - p0 : KB;
         const uint16_t *krow[KB], *vrow[KB];
         for (int j = 0; j < n; j++) {
-            const int p = p0 + j;
-            const int64_t row = pages ? ((int64_t)pages[p >> shift] << shift) | (p & mask) : p;
+            const int64_t row = eng_kv_row(&r, p0 + j);
             krow[j] = kb + row * a->kv_stride;
             vrow[j] = vb + row * a->kv_stride;
         }
@@ -182,7 +184,133 @@ void eng__attn_tiled(const struct eng_attn *a, int t0, int n_rows, int kvh, floa
     }
 }
 
+/* ---- decode rows: the query heads of one KV head together ---- */
+
+#define GQ_MAX 4 /* query heads per pass */
+
+size_t eng__attn_group_scratch(int max_kv)
+{
+    return (size_t)GQ_MAX * (size_t)max_kv;
+}
+
+bool eng__attn_group_ok(const struct eng_attn *a)
+{
+    if (!a->row_pages || !a->row_pos || a->kv_type != ENG_KV_F16 || a->head_dim != 64 ||
+        eng_cpu_level() < ENG_CPU_AVX512 || a->n_head_kv < 1 || a->n_head % a->n_head_kv != 0)
+        return false;
+    for (int t = 0; t < a->n_tok; t++)
+        if (!(a->row_tiled ? a->row_tiled[t] : a->tiled)) return false;
+    return true;
+}
+
+SIMD_TARGET void eng__attn_group(const struct eng_attn *a, int t, int kvh, float *scores)
+{
+    const int group = a->n_head / a->n_head_kv, q_stride = a->n_head * 64;
+    const int q_pos = a->row_pos[t];
+    const struct eng_kv_rows r = {
+        .pages = a->row_pages[t],
+        .shift = a->page_shift,
+        .mask = (int32_t)((1u << a->page_shift) - 1),
+    };
+    const int first = a->window > 0 && q_pos - a->window + 1 > 0 ? q_pos - a->window + 1 : 0;
+    const int n_kv = q_pos + 1 - first;
+    const uint16_t *kb = (const uint16_t *)a->k + kvh * 64;
+    const uint16_t *vb = (const uint16_t *)a->v + kvh * 64;
+    for (int h0 = 0; h0 < group; h0 += GQ_MAX) {
+        const int G = group - h0 < GQ_MAX ? group - h0 : GQ_MAX;
+        __m512 q[GQ_MAX][4];
+        float mx[GQ_MAX];
+        for (int g = 0; g < G; g++) {
+            const float *qp = a->q + (int64_t)t * q_stride + (kvh * group + h0 + g) * 64;
+            for (int i = 0; i < 4; i++) q[g][i] = _mm512_loadu_ps(qp + 16 * i);
+            mx[g] = -INFINITY;
+        }
+        /* Scores 16 keys at a time: each key's products per head summed to one vector,
+         * the 16 vectors of a head reduced together into the keys' scores. */
+        __m512 mxv[GQ_MAX];
+        for (int g = 0; g < G; g++) mxv[g] = _mm512_set1_ps(-INFINITY);
+        for (int p0 = 0; p0 < n_kv; p0 += 16) {
+            const int n = n_kv - p0 < 16 ? n_kv - p0 : 16;
+            const __mmask16 in = (__mmask16)((1u << n) - 1);
+            __m512 part[GQ_MAX][16];
+            for (int jk = 0; jk < 16; jk++) {
+                if (jk >= n) {
+                    for (int g = 0; g < G; g++) part[g][jk] = _mm512_setzero_ps();
+                    continue;
+                }
+                const uint16_t *kp = kb + eng_kv_row(&r, first + p0 + jk) * a->kv_stride;
+                __m512 k[4];
+                for (int i = 0; i < 4; i++)
+                    k[i] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kp + 16 * i)));
+                for (int g = 0; g < G; g++) {
+                    __m512 d = _mm512_mul_ps(q[g][0], k[0]);
+                    d = _mm512_fmadd_ps(q[g][1], k[1], d);
+                    d = _mm512_fmadd_ps(q[g][2], k[2], d);
+                    part[g][jk] = _mm512_fmadd_ps(q[g][3], k[3], d);
+                }
+            }
+            for (int g = 0; g < G; g++) {
+                const __m512 s =
+                    _mm512_mul_ps(eng__reduce16_avx512(part[g]), _mm512_set1_ps(a->scale));
+                _mm512_mask_storeu_ps(scores + g * n_kv + p0, in, s);
+                mxv[g] = _mm512_mask_max_ps(mxv[g], in, mxv[g], s);
+            }
+        }
+        for (int g = 0; g < G; g++) mx[g] = _mm512_reduce_max_ps(mxv[g]);
+        float sum[GQ_MAX];
+        for (int g = 0; g < G; g++) {
+            float *sg = scores + g * n_kv;
+            const __m512 m = _mm512_set1_ps(mx[g]);
+            __m512 acc = _mm512_setzero_ps();
+            for (int p0 = 0; p0 < n_kv; p0 += 16) {
+                const int n = n_kv - p0 < 16 ? n_kv - p0 : 16;
+                const __mmask16 in = (__mmask16)((1u << n) - 1);
+                const __m512 e =
+                    eng__v_expf_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(in, sg + p0), m));
+                _mm512_mask_storeu_ps(sg + p0, in, e);
+                acc = _mm512_mask_add_ps(acc, in, acc, e);
+            }
+            sum[g] = _mm512_reduce_add_ps(acc);
+        }
+        __m512 o[GQ_MAX][4];
+        for (int g = 0; g < G; g++)
+            for (int i = 0; i < 4; i++) o[g][i] = _mm512_setzero_ps();
+        for (int p = 0; p < n_kv; p++) {
+            const uint16_t *vp = vb + eng_kv_row(&r, first + p) * a->kv_stride;
+            __m512 v[4];
+            for (int i = 0; i < 4; i++)
+                v[i] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vp + 16 * i)));
+            for (int g = 0; g < G; g++) {
+                const __m512 w = _mm512_set1_ps(scores[g * n_kv + p]);
+                for (int i = 0; i < 4; i++) o[g][i] = _mm512_fmadd_ps(w, v[i], o[g][i]);
+            }
+        }
+        for (int g = 0; g < G; g++) {
+            float *out = a->out + (int64_t)t * q_stride + (kvh * group + h0 + g) * 64;
+            const __m512 inv = _mm512_set1_ps(1.0f / sum[g]);
+            for (int i = 0; i < 4; i++) _mm512_storeu_ps(out + 16 * i, _mm512_mul_ps(o[g][i], inv));
+        }
+    }
+}
+
 #else
+
+size_t eng__attn_group_scratch(int max_kv)
+{
+    (void)max_kv;
+    return 0;
+}
+
+bool eng__attn_group_ok(const struct eng_attn *a)
+{
+    (void)a;
+    return false;
+}
+
+void eng__attn_group(const struct eng_attn *a, int t, int kvh, float *scores)
+{
+    (void)a, (void)t, (void)kvh, (void)scores;
+}
 
 bool eng__attn_tiled_ok(const struct eng_attn *a)
 {
