@@ -17,31 +17,40 @@
 
 #define GROUP_BLOCK_BYTES (ENG_PACK_ROWS * 4 + ENG_PACK_ROWS * ENG_QK / 2) /* 288 */
 
+/* The loop every packer shares: for each group of 16 rows and each block, fn packs block b of
+ * row r (src, src_bytes per block) into the group's block (group_block_bytes, out). */
+void eng__pack_each(void *dst, const void *w, size_t row_bytes, int64_t n_rows, int64_t n_blocks,
+                    size_t src_bytes, size_t group_block_bytes, eng_pack_fn fn)
+{
+    unsigned char *out = dst;
+    for (int64_t g = 0; g < n_rows / ENG_PACK_ROWS; g++)
+        for (int64_t b = 0; b < n_blocks; b++, out += group_block_bytes)
+            for (int r = 0; r < ENG_PACK_ROWS; r++)
+                fn(out,
+                   (const unsigned char *)w + (size_t)(g * ENG_PACK_ROWS + r) * row_bytes +
+                       (size_t)b * src_bytes,
+                   r);
+}
+
 size_t eng__pack_q4_1_bytes(int64_t n_rows, int64_t n_cols)
 {
     return (size_t)(n_rows / ENG_PACK_ROWS) * (size_t)(n_cols / ENG_QK) * GROUP_BLOCK_BYTES;
 }
 
+static void pack_q4_1_block(unsigned char *out, const void *src, int r)
+{
+    const struct eng_block_q4_1 *blk = src;
+    uint16_t *d = (uint16_t *)(void *)out, *m = d + ENG_PACK_ROWS;
+    unsigned char *qs = out + ENG_PACK_ROWS * 4;
+    d[r] = blk->d;
+    m[r] = blk->m;
+    for (int k = 0; k < 4; k++) memcpy(qs + k * 64 + r * 4, blk->qs + 4 * k, 4);
+}
+
 void eng__pack_q4_1(void *dst, const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols)
 {
-    const int64_t nb = n_cols / ENG_QK;
-    unsigned char *out = dst;
-    for (int64_t g = 0; g < n_rows / ENG_PACK_ROWS; g++) {
-        for (int64_t b = 0; b < nb; b++) {
-            uint16_t *d = (uint16_t *)out, *m = d + ENG_PACK_ROWS;
-            unsigned char *qs = out + ENG_PACK_ROWS * 4;
-            for (int r = 0; r < ENG_PACK_ROWS; r++) {
-                const struct eng_block_q4_1 *blk =
-                    (const struct eng_block_q4_1 *)((const unsigned char *)w +
-                                                    (size_t)(g * ENG_PACK_ROWS + r) * row_bytes) +
-                    b;
-                d[r] = blk->d;
-                m[r] = blk->m;
-                for (int k = 0; k < 4; k++) memcpy(qs + k * 64 + r * 4, blk->qs + 4 * k, 4);
-            }
-            out += GROUP_BLOCK_BYTES;
-        }
-    }
+    eng__pack_each(dst, w, row_bytes, n_rows, n_cols / ENG_QK, sizeof(struct eng_block_q4_1),
+                   GROUP_BLOCK_BYTES, pack_q4_1_block);
 }
 
 /* Q8_0: per block and group, 16 f16 scales, then for k = 0..7 bytes 4k..4k+3 of rows 0..15 with
@@ -54,27 +63,20 @@ size_t eng__pack_q8_0_bytes(int64_t n_rows, int64_t n_cols)
     return (size_t)(n_rows / ENG_PACK_ROWS) * (size_t)(n_cols / ENG_QK) * GROUP_BLOCK_BYTES_Q8;
 }
 
+static void pack_q8_0_block(unsigned char *out, const void *src, int r)
+{
+    const struct eng_block_q8_0 *blk = src;
+    unsigned char *qs = out + ENG_PACK_ROWS * 2;
+    memcpy(out + 2 * r, &blk->d, 2);
+    for (int k = 0; k < 8; k++)
+        for (int i = 0; i < 4; i++)
+            qs[k * 64 + r * 4 + i] = (unsigned char)(blk->qs[4 * k + i] + 128);
+}
+
 void eng__pack_q8_0(void *dst, const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols)
 {
-    const int64_t nb = n_cols / ENG_QK;
-    unsigned char *out = dst;
-    for (int64_t g = 0; g < n_rows / ENG_PACK_ROWS; g++) {
-        for (int64_t b = 0; b < nb; b++) {
-            uint16_t *d = (uint16_t *)out;
-            unsigned char *qs = out + ENG_PACK_ROWS * 2;
-            for (int r = 0; r < ENG_PACK_ROWS; r++) {
-                const struct eng_block_q8_0 *blk =
-                    (const struct eng_block_q8_0 *)((const unsigned char *)w +
-                                                    (size_t)(g * ENG_PACK_ROWS + r) * row_bytes) +
-                    b;
-                d[r] = blk->d;
-                for (int k = 0; k < 8; k++)
-                    for (int i = 0; i < 4; i++)
-                        qs[k * 64 + r * 4 + i] = (unsigned char)(blk->qs[4 * k + i] + 128);
-            }
-            out += GROUP_BLOCK_BYTES_Q8;
-        }
-    }
+    eng__pack_each(dst, w, row_bytes, n_rows, n_cols / ENG_QK, sizeof(struct eng_block_q8_0),
+                   GROUP_BLOCK_BYTES_Q8, pack_q8_0_block);
 }
 
 /* Q5_0: per block and group, 16 f16 scales, the 4-byte chunks k = 0..3 of qs for rows 0..15
@@ -90,33 +92,27 @@ size_t eng__pack_q5_0_bytes(int64_t n_rows, int64_t n_cols)
     return (size_t)(n_rows / ENG_PACK_ROWS) * (size_t)(n_cols / ENG_QK) * GROUP_BLOCK_BYTES_Q5;
 }
 
+static void pack_q5_0_block(unsigned char *out, const void *src, int r)
+{
+    const struct eng_block_q5_0 *blk = src;
+    uint32_t qh;
+    memcpy(&qh, blk->qh, 4);
+    memcpy(out + 2 * r, &blk->d, 2);
+    for (int k = 0; k < 4; k++) memcpy(out + Q5_QS + k * 64 + r * 4, blk->qs + 4 * k, 4);
+    for (int i = 0; i < 4; i++) {
+        unsigned byte = 0;
+        for (int k = 0; k < 4; k++) {
+            byte |= ((qh >> (4 * k + i)) & 1u) << k;
+            byte |= ((qh >> (16 + 4 * k + i)) & 1u) << (4 + k);
+        }
+        out[Q5_QH + 4 * r + i] = (unsigned char)byte;
+    }
+}
+
 void eng__pack_q5_0(void *dst, const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols)
 {
-    const int64_t nb = n_cols / ENG_QK;
-    unsigned char *out = dst;
-    for (int64_t g = 0; g < n_rows / ENG_PACK_ROWS; g++) {
-        for (int64_t b = 0; b < nb; b++, out += GROUP_BLOCK_BYTES_Q5) {
-            for (int r = 0; r < ENG_PACK_ROWS; r++) {
-                const struct eng_block_q5_0 *blk =
-                    (const struct eng_block_q5_0 *)((const unsigned char *)w +
-                                                    (size_t)(g * ENG_PACK_ROWS + r) * row_bytes) +
-                    b;
-                uint32_t qh;
-                memcpy(&qh, blk->qh, 4);
-                memcpy(out + 2 * r, &blk->d, 2);
-                for (int k = 0; k < 4; k++)
-                    memcpy(out + Q5_QS + k * 64 + r * 4, blk->qs + 4 * k, 4);
-                for (int i = 0; i < 4; i++) {
-                    unsigned byte = 0;
-                    for (int k = 0; k < 4; k++) {
-                        byte |= ((qh >> (4 * k + i)) & 1u) << k;
-                        byte |= ((qh >> (16 + 4 * k + i)) & 1u) << (4 + k);
-                    }
-                    out[Q5_QH + 4 * r + i] = (unsigned char)byte;
-                }
-            }
-        }
-    }
+    eng__pack_each(dst, w, row_bytes, n_rows, n_cols / ENG_QK, sizeof(struct eng_block_q5_0),
+                   GROUP_BLOCK_BYTES_Q5, pack_q5_0_block);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(ENG_NO_SIMD)

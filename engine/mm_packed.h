@@ -25,6 +25,13 @@
 
 #define ENG_PACK_ROWS 16
 
+/* Packs one block of row r (0..15) of a group into the group's block at out. */
+typedef void (*eng_pack_fn)(unsigned char *out, const void *src_block, int r);
+/* Runs fn over every block of every row of n_rows rows (a multiple of 16) of n_blocks blocks
+ * of src_bytes, filling group blocks of group_block_bytes one after the other at dst. */
+void eng__pack_each(void *dst, const void *w, size_t row_bytes, int64_t n_rows, int64_t n_blocks,
+                    size_t src_bytes, size_t group_block_bytes, eng_pack_fn fn);
+
 /* Bytes of the packed copy of a Q4_1 matrix (n_rows a multiple of 16, n_cols of 32). */
 size_t eng__pack_q4_1_bytes(int64_t n_rows, int64_t n_cols);
 /* Fills dst (eng__pack_q4_1_bytes) from the Q4_1 rows at w (row_bytes apart). */

@@ -139,30 +139,25 @@ size_t eng__pack_q4_k_bytes(int64_t n_rows, int64_t n_cols)
     return (size_t)(n_rows / ENG_PACK_ROWS) * (size_t)(n_cols / ENG_QK_K) * PK_BLOCK;
 }
 
+static void pack_q4_k_block(unsigned char *out, const void *src, int r)
+{
+    const struct eng_block_q4_K *blk = src;
+    uint8_t sc[8], m[8];
+    scales_mins(blk->scales, sc, m);
+    memcpy(out + PK_D + 2 * r, &blk->d, 2);
+    memcpy(out + PK_DMIN + 2 * r, &blk->dmin, 2);
+    for (int j = 0; j < 8; j++) {
+        out[PK_SC + j * ENG_PACK_ROWS + r] = sc[j];
+        out[PK_MIN + j * ENG_PACK_ROWS + r] = m[j];
+    }
+    for (int c = 0; c < 32; c++) /* chunk c = 8p + k: qs[32p + 4k ..] = qs[4c ..] */
+        memcpy(out + PK_QS + c * 64 + r * 4, blk->qs + 4 * c, 4);
+}
+
 void eng__pack_q4_k(void *dst, const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols)
 {
-    const int64_t nb = n_cols / ENG_QK_K;
-    unsigned char *out = dst;
-    for (int64_t g = 0; g < n_rows / ENG_PACK_ROWS; g++) {
-        for (int64_t b = 0; b < nb; b++, out += PK_BLOCK) {
-            for (int r = 0; r < ENG_PACK_ROWS; r++) {
-                const struct eng_block_q4_K *blk =
-                    (const struct eng_block_q4_K *)((const unsigned char *)w +
-                                                    (size_t)(g * ENG_PACK_ROWS + r) * row_bytes) +
-                    b;
-                uint8_t sc[8], m[8];
-                scales_mins(blk->scales, sc, m);
-                memcpy(out + PK_D + 2 * r, &blk->d, 2);
-                memcpy(out + PK_DMIN + 2 * r, &blk->dmin, 2);
-                for (int j = 0; j < 8; j++) {
-                    out[PK_SC + j * ENG_PACK_ROWS + r] = sc[j];
-                    out[PK_MIN + j * ENG_PACK_ROWS + r] = m[j];
-                }
-                for (int c = 0; c < 32; c++) /* chunk c = 8p + k: qs[32p + 4k ..] = qs[4c ..] */
-                    memcpy(out + PK_QS + c * 64 + r * 4, blk->qs + 4 * c, 4);
-            }
-        }
-    }
+    eng__pack_each(dst, w, row_bytes, n_rows, n_cols / ENG_QK_K, sizeof(struct eng_block_q4_K),
+                   PK_BLOCK, pack_q4_k_block);
 }
 
 #if HAVE_VNNI
