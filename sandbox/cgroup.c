@@ -258,12 +258,30 @@ int sbx__cg_prepare(struct sbx__cgroups *cg, int slot, const struct sbx_limits *
     return 0;
 }
 
-int sbx__cg_attach(struct sbx__cgroups *cg, int slot, pid_t pid, struct ag_err *err)
+int sbx__cg_open_self(struct sbx__cgroups *cg, int slot, int fds[SBX__CG_N], struct ag_err *err)
+{
+    char dir[2200], path[4096];
+    for (int i = 0; i < SBX__CG_N; i++) fds[i] = -1;
+    for (int i = 0; i < SBX__CG_N; i++) {
+        if (cg->mode[i] != SBX__CG_V1) continue;
+        slot_dir(cg, i, slot, dir, sizeof(dir));
+        snprintf(path, sizeof(path), "%s/tasks", dir);
+        if ((fds[i] = open(path, O_WRONLY | O_CLOEXEC)) < 0) {
+            int e = errno;
+            for (int k = 0; k < i; k++)
+                if (fds[k] >= 0) close(fds[k]), fds[k] = -1;
+            return ag_err_set(err, AG_EIO, "cannot open %s: %s", path, strerror(e));
+        }
+    }
+    return 0;
+}
+
+int sbx__cg_attach(struct sbx__cgroups *cg, int slot, pid_t pid, bool v2_only, struct ag_err *err)
 {
     char dir[2200], path[4096], val[32];
     snprintf(val, sizeof(val), "%d", (int)pid);
     for (int i = 0; i < SBX__CG_N; i++) {
-        if (cg->mode[i] == SBX__CG_NONE) continue;
+        if (cg->mode[i] == SBX__CG_NONE || (v2_only && cg->mode[i] == SBX__CG_V1)) continue;
         slot_dir(cg, i, slot, dir, sizeof(dir));
         snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
         int rc = write_str(path, val);

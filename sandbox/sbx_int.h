@@ -28,8 +28,11 @@ void sbx__cg_init(struct sbx__cgroups *cg, const char *tag, char *why, size_t wh
 /* Creates (once) and configures slot's cgroups with lim. Returns 0 or a negative AG_E code. */
 int sbx__cg_prepare(struct sbx__cgroups *cg, int slot, const struct sbx_limits *lim,
                     struct ag_err *err);
-/* Moves pid into slot's cgroups. */
-int sbx__cg_attach(struct sbx__cgroups *cg, int slot, pid_t pid, struct ag_err *err);
+/* Opens slot's v1 `tasks` files (write-only, close-on-exec) for a child to join itself by
+ * writing "0": fds[i] is -1 for a controller that is not on v1. Closes what it opened on error. */
+int sbx__cg_open_self(struct sbx__cgroups *cg, int slot, int fds[SBX__CG_N], struct ag_err *err);
+/* Moves pid into slot's cgroups (only the v2 ones with v2_only: the child joined the v1 ones). */
+int sbx__cg_attach(struct sbx__cgroups *cg, int slot, pid_t pid, bool v2_only, struct ag_err *err);
 /* OOM kills counted so far in slot's memory cgroup (0 without one). */
 uint64_t sbx__cg_oom_kills(struct sbx__cgroups *cg, int slot);
 /* Removes the slot directories and the base directories. */

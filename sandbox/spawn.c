@@ -8,7 +8,9 @@
  * new user, pid, mount, net, IPC and UTS namespaces; it becomes pid 1 of its pid namespace.
  *
  * Handshake over a SOCK_SEQPACKET pair ("ctl"):
- *   parent: writes uid_map/gid_map, moves the child into its cgroups, sends "g";
+ *   child:  first joins its slot's v1 cgroups itself (writes "0" to their `tasks` files, which
+ *           the parent opened);
+ *   parent: writes uid_map/gid_map, moves the child into its v2 cgroups, sends "g";
  *   child:  drops to uid/gid 1000 (still holding every capability in its own user namespace),
  *           enters a cgroup namespace rooted at its cgroup, builds the root, sends the /work
  *           directory fd when asked ("W" + SCM_RIGHTS), locks itself down and execs; a failure
@@ -93,6 +95,7 @@ struct plan {
     char group[96];
     struct rlimit rl_nproc, rl_fsize, rl_nofile, rl_as, rl_cpu;
     bool set_nproc, set_as, set_cpu;
+    int cg_self[SBX__CG_N]; /* v1 `tasks` files the child writes "0" to, or -1 */
 };
 
 /* ---- child side: system calls only ---- */
@@ -308,7 +311,15 @@ __attribute__((noreturn)) static void child_main(struct plan *pl)
 {
     char go;
 
-    /* First, let go of the daemon's descriptors (its data dir lock among them): our fds above
+    /* Into the slot's v1 cgroups, by the child itself: a task moving only itself takes no
+     * global lock, where the parent writing the pid would take cgroup_threadgroup_rwsem for
+     * writing and wait out an RCU grace period (about 10 ms here) whenever nobody had done
+     * so just before. The daemon opened the files, so their permission is the daemon's. */
+    for (int i = 0; i < SBX__CG_N; i++)
+        if (pl->cg_self[i] >= 0 && write(pl->cg_self[i], "0", 1) != 1)
+            child_fail(pl, "join the sandbox's cgroup");
+
+    /* Then let go of the daemon's descriptors (its data dir lock among them): our fds above
      * everything we place, ctl kept close-on-exec, the rest closed. */
     int moved[5];
     for (int i = 0; i < pl->n_fds; i++) {
@@ -500,10 +511,13 @@ int sbx__spawn(struct sbx_ctx *ctx, const struct sbx_limits *lim, const char *co
         pl.rl_cpu.rlim_cur = pl.rl_cpu.rlim_max = (rlim_t)(lim->timeout_ms / 1000 + 2);
     }
 
+    if ((rc = sbx__cg_open_self(&ctx->cg, p->slot, pl.cg_self, err)) != 0) goto fail_fds;
+
     long flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC |
                  CLONE_NEWUTS | SIGCHLD;
     pid_t pid = (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, 0);
     if (pid == 0) child_main(&pl);
+    for (int i = 0; i < SBX__CG_N; i++) close_fd(&pl.cg_self[i]);
     if (pid < 0) {
         rc = ag_err_set(err, AG_ESANDBOX, "cannot create the sandbox's namespaces: %s",
                         strerror(errno));
@@ -539,7 +553,7 @@ int sbx__spawn(struct sbx_ctx *ctx, const struct sbx_limits *lim, const char *co
         rc = ag_err_set(err, AG_ESANDBOX, "cannot write the sandbox's gid_map: %s", strerror(-rc));
         goto fail_child;
     }
-    if ((rc = sbx__cg_attach(&ctx->cg, p->slot, pid, err)) != 0) goto fail_child;
+    if ((rc = sbx__cg_attach(&ctx->cg, p->slot, pid, true, err)) != 0) goto fail_child;
     p->oom_before = sbx__cg_oom_kills(&ctx->cg, p->slot);
     if (write(ctl[0], "g", 1) != 1) {
         rc = ag_err_set(err, AG_ESANDBOX, "the sandbox died during setup");
