@@ -141,8 +141,9 @@ int main(int argc, char **argv)
            ours50 / bare50);
 
     /* The same in blocks: each variant's runs back to back, three rounds in rotating order.
-     * Interleaved, every sandbox start follows a bwrap run, and on this kernel that costs ours
-     * ~10 ms (even 100 ms later; bare python in between costs nothing): both are shown. */
+     * Both orders are shown: a start that depends on what ran before shows up as a gap
+     * between them (moving the child into its cgroups from the parent once cost ~10 ms
+     * after any pause, an RCU grace period; the child now joins them itself). */
     int per = n / 3 > 0 ? n / 3 : 1, m = 0;
     double *b_ours = calloc((size_t)(3 * per), sizeof(double));
     double *b_bare = calloc((size_t)(3 * per), sizeof(double));
