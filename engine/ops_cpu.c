@@ -3,7 +3,7 @@
  *
  * What runs in parallel: matmuls (rows split in chunks across the pool, after the input is
  * quantized once, its token rows split the same way), attention (one task per query row and
- * head), and for prompt batches of PAR_MIN_ROWS rows or more the norms, RoPE, the gated units,
+ * head), and for batches of PAR_MIN_VALUES values or more the norms, RoPE, the gated units,
  * residual adds and KV stores (rows split in chunks). A single token's elementwise ops touch a
  * few thousand floats and run on the caller: a parallel loop would cost more than it saves.
  * Which thread computes a row never changes its value, so results do not depend on the thread
@@ -68,10 +68,10 @@ struct cpu_ctx {
 
 /* ---- per-row ops on the pool ---- */
 
-/* Prompt batches spread the per-row ops over the pool (rows split in chunks; a row's value does
- * not depend on who computes it); below this many rows they run on the caller, where a
- * parallel loop would cost more than it saves. */
-#define PAR_MIN_ROWS 4
+/* Batches with many values spread the per-row ops over the pool (rows split in chunks; a row's
+ * value does not depend on who computes it); smaller ones (a token, or a decode step of a few
+ * sequences) run on the caller, where a parallel loop's hand-off would cost more than it saves. */
+#define PAR_MIN_VALUES 32768
 
 /* One per-row op over a batch as the parallel loop sees it. */
 enum row_op { ROW_RMSNORM, ROW_SWIGLU, ROW_GEGLU, ROW_ROPE, ROW_ADD, ROW_STORE, ROW_QUANT };
@@ -179,7 +179,7 @@ static void row_task(void *arg, int64_t begin, int64_t end, int ith)
 /* Runs j over n_rows rows: on the pool for prompt batches, else on the caller. */
 static void rows_run(struct cpu_ctx *c, const struct row_job *j, int64_t n_rows)
 {
-    if (n_rows < PAR_MIN_ROWS || c->n_threads == 1) {
+    if (n_rows * j->n < PAR_MIN_VALUES || n_rows < 2 || c->n_threads == 1) {
         row_task((void *)j, 0, n_rows, 0);
         return;
     }

@@ -315,7 +315,7 @@ static void test_ops_rows_parallel(void)
     CHECK(eng_backend_cpu_init(&b1, 1, 64, 64, &err) == 0);
     CHECK(eng_backend_cpu_init(&b2, 2, 64, 64, &err) == 0);
     rng_seed(9);
-    enum { T = 37, N = 640, H = 5, HD = 128, NR = 128 };
+    enum { T = 61, N = 640, H = 5, HD = 128, NR = 128 }; /* past PAR_MIN_VALUES */
     float *x = rand_vec(T * N, 3.0f), *w = rand_vec(N, 1.0f), *u = rand_vec(T * N, 2.0f);
     float *y1 = malloc(sizeof(float) * T * N), *y2 = malloc(sizeof(float) * T * N);
     float *cs = malloc(sizeof(float) * T * NR);
