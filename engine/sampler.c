@@ -11,6 +11,8 @@
  */
 #include "sampler.h"
 
+#include "cpu.h"
+
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -192,12 +194,45 @@ static void select_top(struct eng_cand *c, int n, int k)
     }
 }
 
-static int32_t argmax(const float *l, int n)
+/* The first index of the largest value (NaNs never win unless l[0] is one). */
+static int32_t argmax_scalar(const float *l, int n)
 {
     int32_t best = 0;
     for (int i = 1; i < n; i++)
         if (l[i] > l[best]) best = i;
     return best;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(ENG_NO_SIMD)
+#include <immintrin.h>
+/* The same with AVX-512: the maximum over 16 lanes (a NaN in x never replaces the running
+ * maximum: maxps returns its second operand when one is NaN), then the first index holding it. */
+__attribute__((target("avx512f"))) static int32_t argmax_avx512(const float *l, int n)
+{
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) mx = _mm512_max_ps(_mm512_loadu_ps(l + i), mx);
+    float m = _mm512_reduce_max_ps(mx);
+    for (; i < n; i++)
+        if (l[i] > m) m = l[i];
+    const __m512 mv = _mm512_set1_ps(m);
+    for (i = 0; i + 16 <= n; i += 16) {
+        const __mmask16 eq = _mm512_cmp_ps_mask(_mm512_loadu_ps(l + i), mv, _CMP_EQ_OQ);
+        if (eq) return i + __builtin_ctz(eq);
+    }
+    for (; i < n; i++)
+        if (l[i] == m) return i;
+    return 0;
+}
+#endif
+
+static int32_t argmax(const float *l, int n)
+{
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(ENG_NO_SIMD)
+    /* l[0] NaN or all -inf: the scalar rule's answer is 0 either way, kept by the scalar loop. */
+    if (n >= 16 && l[0] == l[0] && eng_cpu_level() >= ENG_CPU_AVX512) return argmax_avx512(l, n);
+#endif
+    return argmax_scalar(l, n);
 }
 
 /* Length of the shortest prefix of sorted c[0..n) whose probability (normalizer z, relative to

@@ -51,6 +51,35 @@ static void test_greedy_is_argmax(void)
         if (big_a[i] > big_a[best]) best = i;
     for (int i = 0; i < 20; i++) CHECK(eng_sampler_sample(s, big_a) == best);
     eng_sampler_free(s);
+
+    /* The rule at the edges: the first of equal maxima, NaNs never win (unless first), the
+     * tail past the last whole vector, infinities, all -inf. */
+    p = (struct eng_sampler_params){0};
+    s = mk(1003, &p);
+    static float l[1003];
+    struct {
+        int a, b, nan_at, want;
+        float va, vb;
+    } cases[] = {
+        {700, 900, 50, 700, 9.0f, 9.0f},    /* tie: the first */
+        {1001, 17, -1, 1001, 9.0f, 8.0f},   /* in the tail */
+        {5, 600, 599, 600, 3.0f, INFINITY}, /* +inf, a NaN just before */
+        {0, 1002, 1, 0, 9.0f, 9.0f},        /* index 0 */
+        {-1, -1, 0, 0, 0.0f, 0.0f},         /* NaN at 0: the scalar rule answers 0 */
+    };
+    for (size_t ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++) {
+        fill_logits(l, 1003, 5 + ci);
+        if (cases[ci].a >= 0) l[cases[ci].a] = cases[ci].va;
+        if (cases[ci].b >= 0) l[cases[ci].b] = cases[ci].vb;
+        if (cases[ci].nan_at >= 0) l[cases[ci].nan_at] = NAN;
+        int32_t got = eng_sampler_sample(s, l);
+        CHECKF(got == cases[ci].want, "case %zu: %d, want %d", ci, got, cases[ci].want);
+    }
+    for (int i = 0; i < 1003; i++) l[i] = -INFINITY;
+    CHECK(eng_sampler_sample(s, l) == 0);
+    l[40] = NAN;
+    CHECK(eng_sampler_sample(s, l) == 0);
+    eng_sampler_free(s);
 }
 
 static void run_seq(uint64_t seed, int32_t *out, int n)
