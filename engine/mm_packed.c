@@ -115,6 +115,22 @@ void eng__pack_q5_0(void *dst, const void *w, size_t row_bytes, int64_t n_rows, 
                    GROUP_BLOCK_BYTES_Q5, pack_q5_0_block);
 }
 
+void eng__unpack_q8_0_row(const void *p, int64_t n_cols, int64_t row, float *y)
+{
+    const int64_t nb = n_cols / ENG_QK;
+    const int rr = (int)(row % ENG_PACK_ROWS);
+    const unsigned char *blk = (const unsigned char *)p +
+                               (size_t)(row / ENG_PACK_ROWS) * (size_t)nb * GROUP_BLOCK_BYTES_Q8;
+    for (int64_t b = 0; b < nb; b++, blk += GROUP_BLOCK_BYTES_Q8, y += ENG_QK) {
+        uint16_t dh;
+        memcpy(&dh, blk + 2 * rr, 2);
+        const float d = eng_fp16_to_fp32(dh);
+        const unsigned char *qs = blk + ENG_PACK_ROWS * 2 + rr * 4;
+        for (int k = 0; k < 8; k++)
+            for (int i = 0; i < 4; i++) y[4 * k + i] = d * (float)((int)qs[k * 64 + i] - 128);
+    }
+}
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(ENG_NO_SIMD)
 #include <immintrin.h>
 #define AVX512_TARGET                                                                              \

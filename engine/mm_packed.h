@@ -53,6 +53,9 @@ size_t eng__pack_q5_0_bytes(int64_t n_rows, int64_t n_cols);
 void eng__pack_q5_0(void *dst, const void *w, size_t row_bytes, int64_t n_rows, int64_t n_cols);
 void eng__mm_q5_0_packed(int n_cols, const void *p, int n_rows, const void *act,
                          size_t act_row_bytes, int n_tok, float *y, int64_t y_stride);
+/* Row `row` of a packed Q8_0 matrix of n_cols columns, dequantized into y as the original row's
+ * dequantize would (d * q): the embedding lookup of a model whose tied output matrix is packed. */
+void eng__unpack_q8_0_row(const void *p, int64_t n_cols, int64_t row, float *y);
 /* Whether this CPU runs the packed kernel (AVX-512 VNNI, not capped by AGENTD_CPU). */
 int eng__pack_available(void);
 

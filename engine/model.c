@@ -913,6 +913,13 @@ static size_t pack_mat(struct eng_model *m, struct eng_mat *w, bool batched)
      * of tokens), so the mapped original need not stay resident. */
     if (type == ENG_GGML_Q5_0)
         eng_gguf_drop_range(m->gguf, w->data, (size_t)w->n_rows * w->row_bytes);
+    /* A tied output matrix is also the embedding table: lookups read the packed copy too (the
+     * same values), and the original (Gemma 3: 178 MB) leaves the resident set. Matmuls of a
+     * backend that is not row-invariant would still read it, from the page cache. */
+    if (type == ENG_GGML_Q8_0 && w == &m->w.output && m->w.tied_output) {
+        m->w.tok_embd.packed = p;
+        eng_gguf_drop_range(m->gguf, w->data, (size_t)w->n_rows * w->row_bytes);
+    }
     w->packed = p;
     m->packs = ag_realloc(m->packs, (size_t)(m->n_packs + 1) * sizeof(void *));
     m->packs[m->n_packs++] = p;

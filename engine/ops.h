@@ -40,9 +40,10 @@ struct eng_mat {
     int64_t n_cols;             /* values per row: the input dimension */
     int64_t n_rows;             /* rows: the output dimension */
     size_t row_bytes;           /* bytes per row */
-    const void *packed;         /* or NULL: a repacked copy for row-invariant batches
-                                   (mm_packed.h), used instead of data when the backend is
-                                   row-invariant */
+    const void *packed;         /* or NULL: a repacked copy (mm_packed.h, mm_q4_k.h) that
+                                   the kernels of its type use instead of data (Q4_1 and
+                                   Q8_0 only when the backend is row-invariant); a packed
+                                   Q8_0 embedding table serves get_rows too */
 };
 
 /* KV cache element types. F16 is llama.cpp's default and what the CPU backend's attention

@@ -393,9 +393,14 @@ static void cpu_get_rows(void *ctx, float *y, const struct eng_mat *w, const int
                          int n_tok)
 {
     (void)ctx;
-    for (int t = 0; t < n_tok; t++)
-        w->qt->dequantize((const unsigned char *)w->data + (size_t)ids[t] * w->row_bytes,
-                          y + (int64_t)t * w->n_cols, w->n_cols);
+    const bool packed = w->packed && w->qt->type == ENG_GGML_Q8_0; /* a tied, packed output */
+    for (int t = 0; t < n_tok; t++) {
+        if (packed)
+            eng__unpack_q8_0_row(w->packed, w->n_cols, ids[t], y + (int64_t)t * w->n_cols);
+        else
+            w->qt->dequantize((const unsigned char *)w->data + (size_t)ids[t] * w->row_bytes,
+                              y + (int64_t)t * w->n_cols, w->n_cols);
+    }
 }
 
 static void cpu_rope(void *ctx, float *x, int n_tok, int n_head, int head_dim, int n_rot,

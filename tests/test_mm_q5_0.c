@@ -1,8 +1,10 @@
 /*
- * test_mm_q5_0.c - the Q5_0 block kernels (engine/mm_q5_0.c) against the Q5_0 dot product the
- * CPU backend otherwise uses (eng_qtype_cpu(ENG_GGML_Q5_0)->vec_dot): bit for bit, at every
- * SIMD level this CPU has, for odd row and token counts, with a fresh seed each run (printed;
- * MM_Q5_SEED=N replays one) and a fixed one.
+ * test_mm_q5_0.c - the Q5_0 block kernels (engine/mm_q5_0.c) and the packed one (mm_packed.c),
+ * and the rows of a packed Q8_0 copy,
+ * against the Q5_0 dot product the CPU backend otherwise uses
+ * (eng_qtype_cpu(ENG_GGML_Q5_0)->vec_dot): bit for bit, at every SIMD level this CPU has, for odd
+ * row and token counts, with a fresh seed each run (printed; MM_Q5_SEED=N replays one) and a fixed
+ * one.
  */
 #include "../engine/ggml_kernels.h"
 #include "../engine/mm_packed.h"
@@ -94,6 +96,33 @@ static void check_seed(uint64_t seed)
     }
 }
 
+/* The packed Q8_0 copy gives back every row exactly (the embedding lookup of a tied output). */
+static void test_q8_0_unpack(void)
+{
+    if (!eng__pack_available()) SKIP("no AVX-512 VNNI on this CPU");
+    rng = 99;
+    const struct eng_qtype *q8 = eng_qtype_get(ENG_GGML_Q8_0);
+    enum { ROWS = 48, COLS = 640 };
+    const size_t rb = eng_qtype_row_bytes(q8, COLS);
+    unsigned char *w = malloc(rb * ROWS);
+    float x[COLS], want[COLS], got[COLS];
+    for (int r = 0; r < ROWS; r++) {
+        for (int i = 0; i < COLS; i++) x[i] = frand() * (r % 3 == 0 ? 40.0f : 1.0f);
+        q8->quantize(x, w + (size_t)r * rb, COLS);
+    }
+    void *pk = malloc(eng__pack_q8_0_bytes(ROWS, COLS));
+    eng__pack_q8_0(pk, w, rb, ROWS, COLS);
+    int bad = 0;
+    for (int r = 0; r < ROWS; r++) {
+        q8->dequantize(w + (size_t)r * rb, want, COLS);
+        eng__unpack_q8_0_row(pk, COLS, r, got);
+        bad += memcmp(want, got, sizeof(want)) != 0;
+    }
+    CHECKF(bad == 0, "%d rows differ", bad);
+    free(pk);
+    free(w);
+}
+
 static void test_fixed_seed(void)
 {
     check_seed(12345);
@@ -112,6 +141,7 @@ int main(int argc, char **argv)
 {
     TEST_BEGIN(argc, argv);
     RUN(test_fixed_seed);
+    RUN(test_q8_0_unpack);
     RUN(test_fresh_seed);
     return TEST_END();
 }
