@@ -490,7 +490,7 @@ int eng_model_load_gguf(struct eng_gguf *g, const struct eng_model_params *p,
     if ((rc = build_run_state(m, err)) < 0) goto fail;
     if ((rc = eng_backend_cpu_init(&m->be, p->n_threads, n_ctx, m->hp.head_dim, err)) < 0)
         goto fail;
-    pack_model(m, false); /* Q4_K for prompt batches (mm_q4_k.h) */
+    pack_model(m, false); /* Q4_K and Q5_0, whose packed kernels keep llama.cpp's bits */
     *out = m;
     return 0;
 fail:
@@ -880,9 +880,9 @@ int eng_model_forward_seqs(struct eng_model *m, struct eng_batch_buf *b,
     return 0;
 }
 
-/* Adds a packed copy of w, if its type has one and `batched` asks for it: Q4_K always (the
- * 4-token order's kernel, mm_q4_k.h), Q4_1 and Q8_0 only for row-invariant batches. Returns the
- * bytes added. */
+/* Adds a packed copy of w, if its type has one and `batched` asks for it: Q4_K and Q5_0 always
+ * (kernels with llama.cpp's bits, mm_q4_k.h and mm_packed.h), Q4_1 and Q8_0 only for
+ * row-invariant batches. Returns the bytes added. */
 static size_t pack_mat(struct eng_model *m, struct eng_mat *w, bool batched)
 {
     if (!w->qt || w->packed || w->n_rows % ENG_PACK_ROWS != 0) return 0;

@@ -267,6 +267,28 @@ size_t eng_matmul_act_bytes(int n_mat, const struct eng_mat *const *w, int n_tok
     return total;
 }
 
+/* The activation quantizer of w's packed kernel when this call takes that kernel, else NULL.
+ * Q4_K's (mm_q4_k.h) has the 4-token order's bits for any number of tokens: prompt batches and
+ * row-invariant ones. Q5_0's (mm_packed.h) has the dot product's bits: always. Q4_1's and
+ * Q8_0's sum in another order: row-invariant batches only. Each reads the activation rows its
+ * type's block kernels write (the same bits as the usual quantizer, faster). */
+static eng_quantize_fn packed_quantizer(const struct cpu_ctx *c, const struct eng_mat *w, bool gemm)
+{
+    if (!w->packed || eng_cpu_level() < ENG_CPU_AVX512) return NULL;
+    switch (w->qt->type) {
+    case ENG_GGML_Q4_K:
+        return gemm || c->row_invariant ? eng__quantize_row_q8_K_gemm_ggml : NULL;
+    case ENG_GGML_Q5_0:
+        return eng__mm_kernels(ENG_GGML_Q8_0, eng_cpu_level())->quantize_act;
+    case ENG_GGML_Q4_1:
+    case ENG_GGML_Q8_0:
+        return c->row_invariant ? eng__mm_kernels(w->qt->type, eng_cpu_level())->quantize_act
+                                : NULL;
+    default:
+        return NULL;
+    }
+}
+
 /* One matmul over n_tok tokens with the gemm kernels (eng_qtype_cpu_gemm) or the usual ones. */
 static void matmul_run(struct cpu_ctx *c, int n_mat, const struct eng_mat *const *w,
                        float *const *y, const float *x, int n_tok, void *act, bool gemm)
@@ -300,28 +322,11 @@ static void matmul_run(struct cpu_ctx *c, int n_mat, const struct eng_mat *const
             mk = eng__mm_kernels_q5_0(eng_cpu_level());
         j.mm[m] = mk ? mk->mm : NULL;
         quant[m] = mk ? mk->quantize_act : qt[m]->quantize_act;
-        /* Row-invariant batches: the packed Q4_1 kernel, with the usual Q8_1 activations. */
-        j.packed[m] = c->row_invariant && w[m]->packed &&
-                      (w[m]->qt->type == ENG_GGML_Q4_1 || w[m]->qt->type == ENG_GGML_Q8_0);
-        /* Q4_K packed (mm_q4_k.h): the 4-token order's bits for any number of tokens, so both
-         * prompt batches and row-invariant batches take it. */
-        if (w[m]->packed && w[m]->qt->type == ENG_GGML_Q4_K && (gemm || c->row_invariant) &&
-            eng_cpu_level() >= ENG_CPU_AVX512) {
-            j.packed[m] = true;
+        const eng_quantize_fn pq = packed_quantizer(c, w[m], gemm);
+        j.packed[m] = pq != NULL;
+        if (pq) {
             j.mm[m] = NULL;
-            quant[m] = eng__quantize_row_q8_K_gemm_ggml;
-        } else if (w[m]->packed && w[m]->qt->type == ENG_GGML_Q5_0 &&
-                   eng_cpu_level() >= ENG_CPU_AVX512) {
-            /* Q5_0 packed (mm_packed.h): its Q8_0 activations from the Q8_0 block kernels'
-             * quantizer, which writes the same bits faster. */
-            j.packed[m] = true;
-            j.mm[m] = NULL;
-            quant[m] = eng__mm_kernels(ENG_GGML_Q8_0, eng_cpu_level())->quantize_act;
-        } else if (j.packed[m]) {
-            /* The block kernels' quantizer writes the same activation rows, faster. */
-            const struct eng_mm_kernels *bk = eng__mm_kernels(w[m]->qt->type, eng_cpu_level());
-            j.mm[m] = NULL;
-            quant[m] = bk ? bk->quantize_act : qt[m]->quantize_act;
+            quant[m] = pq;
         }
         if (!quant[m]) {
             j.act[m] = x;
