@@ -6,8 +6,9 @@
  * Starts build/agentd (or $AGENTD) with the model and measures, each client on its own
  * connection and thread, like llama-batched-bench's -npp 128 -ntg 128 -npl 1,4,8,16:
  *   - aggregate decode tokens/s with 1, 4, 8 and 16 concurrent sequences of 128 prompt tokens
- *     (distinct prompts: no prefix sharing) and 128 generated tokens (ignore_eos), counting the
- *     tokens streamed after the last sequence's first token over the time until the last one ends;
+ *     (distinct prompts: no prefix sharing) and 128 generated tokens (ignore_eos): "all-N", the
+ *     tokens streamed while all N sequences decode (after the last one's first token, up to the
+ *     first one's end: llama-batched-bench's S_TG), and "whole", until the last one ends;
  *   - time to first token p50/p95 over those requests;
  *   - shared prefix: 8 chat requests with the same 1,000-token system prompt, one after another:
  *     TTFT of requests 2..8 against request 1 (which computes the prefix);
@@ -107,7 +108,27 @@ static void free_jobs(struct job *jobs, int n)
     }
 }
 
-/* Aggregate decode tokens/s: tokens streamed after every sequence has its first token. */
+/* Aggregate decode tokens/s while all n sequences decode together: the tokens streamed after
+ * the last sequence's first token and up to the first sequence's last one, over that time. This
+ * is llama-batched-bench's S_TG (n sequences stepping together); a chunked prefill starts the
+ * sequences at different times, so after the first one ends fewer than n run. */
+static double steady_tps(struct job *jobs, int n)
+{
+    double t0 = 0, t1 = INFINITY;
+    for (int i = 0; i < n; i++) {
+        if (jobs[i].t_first > t0) t0 = jobs[i].t_first;
+        if (jobs[i].n_tok && jobs[i].tok_times[jobs[i].n_tok - 1] < t1)
+            t1 = jobs[i].tok_times[jobs[i].n_tok - 1];
+    }
+    int toks = 0;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < jobs[i].n_tok; k++)
+            toks += jobs[i].tok_times[k] > t0 && jobs[i].tok_times[k] <= t1;
+    return t1 > t0 && t1 < INFINITY && toks >= n ? toks * 1000.0 / (t1 - t0) : 0;
+}
+
+/* Aggregate decode tokens/s over the whole run: tokens streamed after every sequence has its
+ * first token, until the last one ends (the tail, where fewer than n run, included). */
 static double aggregate_tps(struct job *jobs, int n)
 {
     double t0 = 0, t1 = 0;
@@ -231,11 +252,12 @@ int main(int argc, char **argv)
     double ttft[64 * 3];
     int n_ttft = 0;
     double single = 0;
-    printf("%-12s %14s %12s %12s\n", "sequences", "decode tok/s", "TTFT p50 ms", "TTFT max ms");
+    printf("%-12s %14s %14s %12s %12s\n", "sequences", "all-N tok/s", "whole tok/s", "TTFT p50 ms",
+           "TTFT max ms");
     for (size_t k = 0; k < sizeof(npl) / sizeof(npl[0]); k++) {
         int n = npl[k];
         /* Three rounds (new prompts each), the median reported: this VM is noisy. */
-        double aggs[3], p50s[3], mxs[3];
+        double steadies[3], aggs[3], p50s[3], mxs[3];
         for (int round = 0; round < 3; round++) {
             struct job jobs[16] = {{0}};
             char *params[16];
@@ -251,16 +273,19 @@ int main(int argc, char **argv)
                 t[i] = jobs[i].t_first - jobs[i].t_start;
                 if (n_ttft < 64 * 3) ttft[n_ttft++] = t[i];
             }
+            steadies[round] = steady_tps(jobs, n);
             aggs[round] = aggregate_tps(jobs, n);
             p50s[round] = pct(t, n, 50);
             mxs[round] = pct(t, n, 100);
             free_jobs(jobs, n);
             for (int i = 0; i < n; i++) free(params[i]);
         }
-        double agg = pct(aggs, 3, 50), p50 = pct(p50s, 3, 50), mx = pct(mxs, 3, 50);
-        if (n == 1) single = agg;
-        printf("%-12d %14.1f %12.1f %12.1f\n", n, agg, p50, mx);
-        printf("RESULT serve_decode_tps npl=%d %.1f\n", n, agg);
+        double steady = pct(steadies, 3, 50), agg = pct(aggs, 3, 50), p50 = pct(p50s, 3, 50),
+               mx = pct(mxs, 3, 50);
+        if (n == 1) single = steady;
+        printf("%-12d %14.1f %14.1f %12.1f %12.1f\n", n, steady, agg, p50, mx);
+        printf("RESULT serve_decode_tps npl=%d %.1f whole=%.1f vs1=%.2f\n", n, steady, agg,
+               single > 0 ? steady / single : 0);
     }
     printf("TTFT over all those requests: p50 %.1f ms, p95 %.1f ms\n", pct(ttft, n_ttft, 50),
            pct(ttft, n_ttft, 95));

@@ -187,6 +187,9 @@ void eng__attn_tiled(const struct eng_attn *a, int t0, int n_rows, int kvh, floa
 /* ---- decode rows: the query heads of one KV head together ---- */
 
 #define GQ_MAX 4 /* query heads per pass */
+#ifndef ATTN_AHEAD
+#define ATTN_AHEAD 48 /* keys prefetched ahead */
+#endif
 
 size_t eng__attn_group_scratch(int max_kv)
 {
@@ -239,6 +242,17 @@ SIMD_TARGET void eng__attn_group(const struct eng_attn *a, int t, int kvh, float
                     continue;
                 }
                 const uint16_t *kp = kb + eng_kv_row(&r, first + p0 + jk) * a->kv_stride;
+                /* The rows are paged and strided: fetch the key 16 positions on, and this
+                 * position's value for the pass below, ahead of their use. */
+                if (p0 + ATTN_AHEAD + jk < n_kv) {
+                    const uint16_t *kn =
+                        kb + eng_kv_row(&r, first + p0 + ATTN_AHEAD + jk) * a->kv_stride;
+                    _mm_prefetch((const char *)kn, _MM_HINT_T0);
+                    _mm_prefetch((const char *)(kn + 32), _MM_HINT_T0);
+                }
+                const uint16_t *vq = vb + eng_kv_row(&r, first + p0 + jk) * a->kv_stride;
+                _mm_prefetch((const char *)vq, _MM_HINT_T0);
+                _mm_prefetch((const char *)(vq + 32), _MM_HINT_T0);
                 __m512 k[4];
                 for (int i = 0; i < 4; i++)
                     k[i] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kp + 16 * i)));

@@ -153,7 +153,10 @@ static inline int32_t load_i32(const int8_t *p)
        */
 #define UNROLL _Pragma("GCC unroll 8")
 
-/* Up to T tokens (1..TMAX) against one group of 16 rows. */
+/* Up to T tokens (1..TMAX) against one group of 16 rows. The integer sums of the T tokens are
+ * built side by side (chunk after chunk, each chunk's two VNNI products for every token in
+ * turn), so consecutive products never wait on each other; the float work per token and block
+ * is the same as one token's. */
 AVX512_TARGET static inline __attribute__((always_inline)) void
 group_tokens(int nb, const unsigned char *p, const struct eng_block_q8_1 *const *a, const int T,
              __m512 acc[TMAX])
@@ -162,28 +165,30 @@ group_tokens(int nb, const unsigned char *p, const struct eng_block_q8_1 *const 
     UNROLL
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++, p += GROUP_BLOCK_BYTES) {
-        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
-        const __m512 mw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 32)));
-        __m512i wl[4], wh[4];
+        __m512i s[TMAX];
+        UNROLL
+        for (int t = 0; t < T; t++) s[t] = _mm512_setzero_si512();
         UNROLL
         for (int k = 0; k < 4; k++) {
             const __m512i x = _mm512_loadu_si512(p + 64 + 64 * k);
-            wl[k] = _mm512_and_si512(x, lo);
-            wh[k] = _mm512_and_si512(_mm512_srli_epi16(x, 4), lo);
+            const __m512i wl = _mm512_and_si512(x, lo);
+            const __m512i wh = _mm512_and_si512(_mm512_srli_epi16(x, 4), lo);
+            UNROLL
+            for (int t = 0; t < T; t++)
+                s[t] =
+                    _mm512_dpbusd_epi32(s[t], wl, _mm512_set1_epi32(load_i32(a[t][b].qs + 4 * k)));
+            UNROLL
+            for (int t = 0; t < T; t++)
+                s[t] = _mm512_dpbusd_epi32(s[t], wh,
+                                           _mm512_set1_epi32(load_i32(a[t][b].qs + 16 + 4 * k)));
         }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+        const __m512 mw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 32)));
         UNROLL
         for (int t = 0; t < T; t++) {
-            const struct eng_block_q8_1 *ab = &a[t][b];
-            const int32_t *q = (const int32_t *)ab->qs;
-            __m512i s = _mm512_setzero_si512();
-            UNROLL
-            for (int k = 0; k < 4; k++) {
-                s = _mm512_dpbusd_epi32(s, wl[k], _mm512_set1_epi32(q[k]));
-                s = _mm512_dpbusd_epi32(s, wh[k], _mm512_set1_epi32(q[4 + k]));
-            }
-            const __m512 dd = _mm512_mul_ps(dw, _mm512_set1_ps(ab->d));
-            acc[t] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(s), acc[t]);
-            acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(ab->s), acc[t]);
+            const __m512 dd = _mm512_mul_ps(dw, _mm512_set1_ps(a[t][b].d));
+            acc[t] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(s[t]), acc[t]);
+            acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(a[t][b].s), acc[t]);
         }
     }
 }
@@ -234,25 +239,31 @@ AVX512_TARGET void eng__mm_q4_1_packed(int n_cols, const void *p, int n_rows, co
     }
 }
 
-/* Up to T tokens (1..4) against one group of 16 Q8_0 rows; sums[t][b] is 128 x the sum of
- * token t's codes in block b. */
-AVX512_TARGET static inline void group_tokens_q8(int nb, const unsigned char *p,
-                                                 const struct eng_block_q8_0 *const *a,
-                                                 const int32_t *const *sums, int T, __m512 acc[4])
+/* Up to T tokens (1..TMAX) against one group of 16 Q8_0 rows; sums[t][b] is 128 x the sum of
+ * token t's codes in block b. As in group_tokens, the T integer sums are built side by side. */
+AVX512_TARGET static inline __attribute__((always_inline)) void
+group_tokens_q8(int nb, const unsigned char *p, const struct eng_block_q8_0 *const *a,
+                const int32_t *const *sums, const int T, __m512 acc[TMAX])
 {
+    UNROLL
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++, p += GROUP_BLOCK_BYTES_Q8) {
+        __m512i s[TMAX];
+        UNROLL
+        for (int t = 0; t < T; t++) s[t] = _mm512_set1_epi32(-sums[t][b]);
+        UNROLL
+        for (int k = 0; k < 8; k++) {
+            const __m512i w = _mm512_loadu_si512(p + 32 + 64 * k);
+            UNROLL
+            for (int t = 0; t < T; t++) /* qs is 2 bytes into its block: unaligned loads */
+                s[t] =
+                    _mm512_dpbusd_epi32(s[t], w, _mm512_set1_epi32(load_i32(a[t][b].qs + 4 * k)));
+        }
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
-        __m512i w[8];
-        for (int k = 0; k < 8; k++) w[k] = _mm512_loadu_si512(p + 32 + 64 * k);
+        UNROLL
         for (int t = 0; t < T; t++) {
-            const struct eng_block_q8_0 *ab = &a[t][b];
-            const int8_t *q = ab->qs; /* 2 bytes into its block: loads are unaligned */
-            __m512i s = _mm512_set1_epi32(-sums[t][b]);
-            for (int k = 0; k < 8; k++)
-                s = _mm512_dpbusd_epi32(s, w[k], _mm512_set1_epi32(load_i32(q + 4 * k)));
-            const __m512 dd = _mm512_mul_ps(dw, _mm512_set1_ps(eng_fp16_to_fp32(ab->d)));
-            acc[t] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(s), acc[t]);
+            const __m512 dd = _mm512_mul_ps(dw, _mm512_set1_ps(eng_fp16_to_fp32(a[t][b].d)));
+            acc[t] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(s[t]), acc[t]);
         }
     }
 }
@@ -262,11 +273,11 @@ AVX512_TARGET void eng__mm_q8_0_packed(int n_cols, const void *p, int n_rows, co
 {
     const int nb = n_cols / ENG_QK;
     const size_t group_bytes = (size_t)nb * GROUP_BLOCK_BYTES_Q8;
-    for (int t0 = 0; t0 < n_tok; t0 += 4) {
-        const int T = n_tok - t0 < 4 ? n_tok - t0 : 4;
-        const struct eng_block_q8_0 *a[4];
-        int32_t sum_buf[4][ENG_PACK_MAX_BLOCKS];
-        const int32_t *sums[4];
+    for (int t0 = 0; t0 < n_tok; t0 += TMAX) {
+        const int T = n_tok - t0 < TMAX ? n_tok - t0 : TMAX;
+        const struct eng_block_q8_0 *a[TMAX];
+        int32_t sum_buf[TMAX][ENG_PACK_MAX_BLOCKS];
+        const int32_t *sums[TMAX];
         for (int t = 0; t < T; t++) {
             a[t] = (const struct eng_block_q8_0 *)((const unsigned char *)act +
                                                    (size_t)(t0 + t) * act_row_bytes);
@@ -279,8 +290,8 @@ AVX512_TARGET void eng__mm_q8_0_packed(int n_cols, const void *p, int n_rows, co
         }
         for (int g = 0; g < n_rows / ENG_PACK_ROWS; g++) {
             const unsigned char *pg = (const unsigned char *)p + (size_t)g * group_bytes;
-            __m512 acc[4];
-            switch (T) {
+            __m512 acc[TMAX];
+            switch (T) { /* constant trip counts keep the accumulators in registers */
             case 1:
                 group_tokens_q8(nb, pg, a, sums, 1, acc);
                 break;
@@ -290,8 +301,20 @@ AVX512_TARGET void eng__mm_q8_0_packed(int n_cols, const void *p, int n_rows, co
             case 3:
                 group_tokens_q8(nb, pg, a, sums, 3, acc);
                 break;
-            default:
+            case 4:
                 group_tokens_q8(nb, pg, a, sums, 4, acc);
+                break;
+            case 5:
+                group_tokens_q8(nb, pg, a, sums, 5, acc);
+                break;
+            case 6:
+                group_tokens_q8(nb, pg, a, sums, 6, acc);
+                break;
+            case 7:
+                group_tokens_q8(nb, pg, a, sums, 7, acc);
+                break;
+            default:
+                group_tokens_q8(nb, pg, a, sums, 8, acc);
                 break;
             }
             for (int t = 0; t < T; t++)
