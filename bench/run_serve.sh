@@ -2,7 +2,8 @@
 # bench/run_serve.sh - `make bench`, engine-service part (issue 5): bench_serve against agentd
 # with the default model and 2 threads (aggregate decode at 1/4/8/16 sequences, TTFT, shared
 # prefix, constrained vs free decoding, ping under load, SERVE_CALLS tool calls against random
-# schemas, default 1000), then the same load against llama.cpp when it is available:
+# schemas, default 1000), bench_step (the same decode in-process, sequences in lockstep), then
+# the same load against llama.cpp when it is available:
 #   LLAMA_CPP_BIN=dir  a llama.cpp build's bin directory: llama-batched-bench -npp 128 -ntg 128
 #                      -npl 1,4,8,16 and llama-server -np 16 driven by llama_server_load.py.
 # llama.cpp is not part of this project and is never built by it. Exits 0 whatever the speed.
@@ -18,6 +19,9 @@ CALLS=${SERVE_CALLS:-1000}
 
 echo "== agentd engine service ($(date -u +%F), $(nproc) cores, $THREADS threads)"
 AGENTD_BIN_DIR=$BUILD "$BUILD/bench/bench_serve" -m "$MODEL" -t "$THREADS" --calls "$CALLS"
+echo
+echo "== engine steps in-process (bench_step: N sequences decoding together, median step)"
+"$BUILD/bench/bench_step" "$MODEL" "$THREADS" 128 128 1 4 8 16
 
 LB=${LLAMA_CPP_BIN:-}
 if [ -z "$LB" ]; then

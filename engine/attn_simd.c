@@ -188,7 +188,7 @@ void eng__attn_tiled(const struct eng_attn *a, int t0, int n_rows, int kvh, floa
 
 #define GQ_MAX 4 /* query heads per pass */
 #ifndef ATTN_AHEAD
-#define ATTN_AHEAD 48 /* keys prefetched ahead */
+#define ATTN_AHEAD 32 /* keys prefetched ahead */
 #endif
 
 size_t eng__attn_group_scratch(int max_kv)
@@ -219,6 +219,11 @@ SIMD_TARGET void eng__attn_group(const struct eng_attn *a, int t, int kvh, float
     const int n_kv = q_pos + 1 - first;
     const uint16_t *kb = (const uint16_t *)a->k + kvh * 64;
     const uint16_t *vb = (const uint16_t *)a->v + kvh * 64;
+    for (int p = 0; p < n_kv && p < ATTN_AHEAD; p++) { /* the keys before the loop fetches */
+        const uint16_t *kp = kb + eng_kv_row(&r, first + p) * a->kv_stride;
+        _mm_prefetch((const char *)kp, _MM_HINT_T0);
+        _mm_prefetch((const char *)(kp + 32), _MM_HINT_T0);
+    }
     for (int h0 = 0; h0 < group; h0 += GQ_MAX) {
         const int G = group - h0 < GQ_MAX ? group - h0 : GQ_MAX;
         __m512 q[GQ_MAX][4];

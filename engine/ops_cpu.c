@@ -631,7 +631,10 @@ static void cpu_attention(void *vctx, const struct eng_attn *a)
     struct attn_job j = {.a = a, .c = c};
     /* Decode rows of the service: the query heads of a KV head together (attn_simd.h). */
     if (eng__attn_group_ok(a) && eng__attn_group_scratch(c->max_kv) <= c->scratch_floats) {
-        eng_threadpool_for(c->tp, (int64_t)a->n_tok * a->n_head_kv, 1, attn_group_task, &j);
+        /* With rows enough for every thread, a thread takes all the KV heads of a row in turn:
+         * they share the row's cache lines and pages. */
+        const int chunk = a->n_tok >= 2 * c->n_threads ? a->n_head_kv : 1;
+        eng_threadpool_for(c->tp, (int64_t)a->n_tok * a->n_head_kv, chunk, attn_group_task, &j);
         return;
     }
     /* Long prompts: tiles of query vectors (attn_simd.h). */
