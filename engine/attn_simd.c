@@ -206,9 +206,115 @@ bool eng__attn_group_ok(const struct eng_attn *a)
     return true;
 }
 
-SIMD_TARGET void eng__attn_group(const struct eng_attn *a, int t, int kvh, float *scores)
+/* Query heads h0..h0+G-1 of KV head kvh for decode row t (G constant where inlined: the
+ * queries, keys, values and outputs stay in registers). */
+#define UNROLL4 _Pragma("GCC unroll 4")
+SIMD_TARGET static inline __attribute__((always_inline)) void
+group_pass(const struct eng_attn *a, int t, int kvh, int h0, const int G, float *scores,
+           const struct eng_kv_rows r, int first, int n_kv, const uint16_t *kb, const uint16_t *vb)
 {
     const int group = a->n_head / a->n_head_kv, q_stride = a->n_head * 64;
+    __m512 q[GQ_MAX][4];
+    float mx[GQ_MAX];
+    UNROLL4
+    for (int g = 0; g < G; g++) {
+        const float *qp = a->q + (int64_t)t * q_stride + (kvh * group + h0 + g) * 64;
+        UNROLL4
+        for (int i = 0; i < 4; i++) q[g][i] = _mm512_loadu_ps(qp + 16 * i);
+        mx[g] = -INFINITY;
+    }
+    /* Scores 16 keys at a time: each key's products per head summed to one vector,
+     * the 16 vectors of a head reduced together into the keys' scores. */
+    __m512 mxv[GQ_MAX];
+    UNROLL4
+    for (int g = 0; g < G; g++) mxv[g] = _mm512_set1_ps(-INFINITY);
+    for (int p0 = 0; p0 < n_kv; p0 += 16) {
+        const int n = n_kv - p0 < 16 ? n_kv - p0 : 16;
+        const __mmask16 in = (__mmask16)((1u << n) - 1);
+        __m512 part[GQ_MAX][16];
+        for (int jk = 0; jk < 16; jk++) {
+            if (jk >= n) {
+                UNROLL4
+                for (int g = 0; g < G; g++) part[g][jk] = _mm512_setzero_ps();
+                continue;
+            }
+            const uint16_t *kp = kb + eng_kv_row(&r, first + p0 + jk) * a->kv_stride;
+            /* The rows are paged and strided: fetch the key 16 positions on, and this
+             * position's value for the pass below, ahead of their use. */
+            if (p0 + ATTN_AHEAD + jk < n_kv) {
+                const uint16_t *kn =
+                    kb + eng_kv_row(&r, first + p0 + ATTN_AHEAD + jk) * a->kv_stride;
+                _mm_prefetch((const char *)kn, _MM_HINT_T0);
+                _mm_prefetch((const char *)(kn + 32), _MM_HINT_T0);
+            }
+            const uint16_t *vq = vb + eng_kv_row(&r, first + p0 + jk) * a->kv_stride;
+            _mm_prefetch((const char *)vq, _MM_HINT_T0);
+            _mm_prefetch((const char *)(vq + 32), _MM_HINT_T0);
+            __m512 k[4];
+            UNROLL4
+            for (int i = 0; i < 4; i++)
+                k[i] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kp + 16 * i)));
+            UNROLL4
+            for (int g = 0; g < G; g++) {
+                __m512 d = _mm512_mul_ps(q[g][0], k[0]);
+                d = _mm512_fmadd_ps(q[g][1], k[1], d);
+                d = _mm512_fmadd_ps(q[g][2], k[2], d);
+                part[g][jk] = _mm512_fmadd_ps(q[g][3], k[3], d);
+            }
+        }
+        UNROLL4
+        for (int g = 0; g < G; g++) {
+            const __m512 s = _mm512_mul_ps(eng__reduce16_avx512(part[g]), _mm512_set1_ps(a->scale));
+            _mm512_mask_storeu_ps(scores + g * n_kv + p0, in, s);
+            mxv[g] = _mm512_mask_max_ps(mxv[g], in, mxv[g], s);
+        }
+    }
+    UNROLL4
+    for (int g = 0; g < G; g++) mx[g] = _mm512_reduce_max_ps(mxv[g]);
+    float sum[GQ_MAX];
+    UNROLL4
+    for (int g = 0; g < G; g++) {
+        float *sg = scores + g * n_kv;
+        const __m512 m = _mm512_set1_ps(mx[g]);
+        __m512 acc = _mm512_setzero_ps();
+        for (int p0 = 0; p0 < n_kv; p0 += 16) {
+            const int n = n_kv - p0 < 16 ? n_kv - p0 : 16;
+            const __mmask16 in = (__mmask16)((1u << n) - 1);
+            const __m512 e =
+                eng__v_expf_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(in, sg + p0), m));
+            _mm512_mask_storeu_ps(sg + p0, in, e);
+            acc = _mm512_mask_add_ps(acc, in, acc, e);
+        }
+        sum[g] = _mm512_reduce_add_ps(acc);
+    }
+    __m512 o[GQ_MAX][4];
+    UNROLL4
+    for (int g = 0; g < G; g++) UNROLL4 for (int i = 0; i < 4; i++) o[g][i] = _mm512_setzero_ps();
+    for (int p = 0; p < n_kv; p++) {
+        const uint16_t *vp = vb + eng_kv_row(&r, first + p) * a->kv_stride;
+        __m512 v[4];
+        UNROLL4
+        for (int i = 0; i < 4; i++)
+            v[i] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vp + 16 * i)));
+        UNROLL4
+        for (int g = 0; g < G; g++) {
+            const __m512 w = _mm512_set1_ps(scores[g * n_kv + p]);
+            UNROLL4
+            for (int i = 0; i < 4; i++) o[g][i] = _mm512_fmadd_ps(w, v[i], o[g][i]);
+        }
+    }
+    UNROLL4
+    for (int g = 0; g < G; g++) {
+        float *out = a->out + (int64_t)t * q_stride + (kvh * group + h0 + g) * 64;
+        const __m512 inv = _mm512_set1_ps(1.0f / sum[g]);
+        UNROLL4
+        for (int i = 0; i < 4; i++) _mm512_storeu_ps(out + 16 * i, _mm512_mul_ps(o[g][i], inv));
+    }
+}
+
+SIMD_TARGET void eng__attn_group(const struct eng_attn *a, int t, int kvh, float *scores)
+{
+    const int group = a->n_head / a->n_head_kv;
     const int q_pos = a->row_pos[t];
     const struct eng_kv_rows r = {
         .pages = a->row_pages[t],
@@ -225,89 +331,19 @@ SIMD_TARGET void eng__attn_group(const struct eng_attn *a, int t, int kvh, float
         _mm_prefetch((const char *)(kp + 32), _MM_HINT_T0);
     }
     for (int h0 = 0; h0 < group; h0 += GQ_MAX) {
-        const int G = group - h0 < GQ_MAX ? group - h0 : GQ_MAX;
-        __m512 q[GQ_MAX][4];
-        float mx[GQ_MAX];
-        for (int g = 0; g < G; g++) {
-            const float *qp = a->q + (int64_t)t * q_stride + (kvh * group + h0 + g) * 64;
-            for (int i = 0; i < 4; i++) q[g][i] = _mm512_loadu_ps(qp + 16 * i);
-            mx[g] = -INFINITY;
-        }
-        /* Scores 16 keys at a time: each key's products per head summed to one vector,
-         * the 16 vectors of a head reduced together into the keys' scores. */
-        __m512 mxv[GQ_MAX];
-        for (int g = 0; g < G; g++) mxv[g] = _mm512_set1_ps(-INFINITY);
-        for (int p0 = 0; p0 < n_kv; p0 += 16) {
-            const int n = n_kv - p0 < 16 ? n_kv - p0 : 16;
-            const __mmask16 in = (__mmask16)((1u << n) - 1);
-            __m512 part[GQ_MAX][16];
-            for (int jk = 0; jk < 16; jk++) {
-                if (jk >= n) {
-                    for (int g = 0; g < G; g++) part[g][jk] = _mm512_setzero_ps();
-                    continue;
-                }
-                const uint16_t *kp = kb + eng_kv_row(&r, first + p0 + jk) * a->kv_stride;
-                /* The rows are paged and strided: fetch the key 16 positions on, and this
-                 * position's value for the pass below, ahead of their use. */
-                if (p0 + ATTN_AHEAD + jk < n_kv) {
-                    const uint16_t *kn =
-                        kb + eng_kv_row(&r, first + p0 + ATTN_AHEAD + jk) * a->kv_stride;
-                    _mm_prefetch((const char *)kn, _MM_HINT_T0);
-                    _mm_prefetch((const char *)(kn + 32), _MM_HINT_T0);
-                }
-                const uint16_t *vq = vb + eng_kv_row(&r, first + p0 + jk) * a->kv_stride;
-                _mm_prefetch((const char *)vq, _MM_HINT_T0);
-                _mm_prefetch((const char *)(vq + 32), _MM_HINT_T0);
-                __m512 k[4];
-                for (int i = 0; i < 4; i++)
-                    k[i] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kp + 16 * i)));
-                for (int g = 0; g < G; g++) {
-                    __m512 d = _mm512_mul_ps(q[g][0], k[0]);
-                    d = _mm512_fmadd_ps(q[g][1], k[1], d);
-                    d = _mm512_fmadd_ps(q[g][2], k[2], d);
-                    part[g][jk] = _mm512_fmadd_ps(q[g][3], k[3], d);
-                }
-            }
-            for (int g = 0; g < G; g++) {
-                const __m512 s =
-                    _mm512_mul_ps(eng__reduce16_avx512(part[g]), _mm512_set1_ps(a->scale));
-                _mm512_mask_storeu_ps(scores + g * n_kv + p0, in, s);
-                mxv[g] = _mm512_mask_max_ps(mxv[g], in, mxv[g], s);
-            }
-        }
-        for (int g = 0; g < G; g++) mx[g] = _mm512_reduce_max_ps(mxv[g]);
-        float sum[GQ_MAX];
-        for (int g = 0; g < G; g++) {
-            float *sg = scores + g * n_kv;
-            const __m512 m = _mm512_set1_ps(mx[g]);
-            __m512 acc = _mm512_setzero_ps();
-            for (int p0 = 0; p0 < n_kv; p0 += 16) {
-                const int n = n_kv - p0 < 16 ? n_kv - p0 : 16;
-                const __mmask16 in = (__mmask16)((1u << n) - 1);
-                const __m512 e =
-                    eng__v_expf_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(in, sg + p0), m));
-                _mm512_mask_storeu_ps(sg + p0, in, e);
-                acc = _mm512_mask_add_ps(acc, in, acc, e);
-            }
-            sum[g] = _mm512_reduce_add_ps(acc);
-        }
-        __m512 o[GQ_MAX][4];
-        for (int g = 0; g < G; g++)
-            for (int i = 0; i < 4; i++) o[g][i] = _mm512_setzero_ps();
-        for (int p = 0; p < n_kv; p++) {
-            const uint16_t *vp = vb + eng_kv_row(&r, first + p) * a->kv_stride;
-            __m512 v[4];
-            for (int i = 0; i < 4; i++)
-                v[i] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vp + 16 * i)));
-            for (int g = 0; g < G; g++) {
-                const __m512 w = _mm512_set1_ps(scores[g * n_kv + p]);
-                for (int i = 0; i < 4; i++) o[g][i] = _mm512_fmadd_ps(w, v[i], o[g][i]);
-            }
-        }
-        for (int g = 0; g < G; g++) {
-            float *out = a->out + (int64_t)t * q_stride + (kvh * group + h0 + g) * 64;
-            const __m512 inv = _mm512_set1_ps(1.0f / sum[g]);
-            for (int i = 0; i < 4; i++) _mm512_storeu_ps(out + 16 * i, _mm512_mul_ps(o[g][i], inv));
+        switch (group - h0 < GQ_MAX ? group - h0 : GQ_MAX) {
+        case 1:
+            group_pass(a, t, kvh, h0, 1, scores, r, first, n_kv, kb, vb);
+            break;
+        case 2:
+            group_pass(a, t, kvh, h0, 2, scores, r, first, n_kv, kb, vb);
+            break;
+        case 3:
+            group_pass(a, t, kvh, h0, 3, scores, r, first, n_kv, kb, vb);
+            break;
+        default:
+            group_pass(a, t, kvh, h0, 4, scores, r, first, n_kv, kb, vb);
+            break;
         }
     }
 }
