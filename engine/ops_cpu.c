@@ -52,7 +52,7 @@
 
 /* Rows per matmul chunk are sized so that each thread gets about this many chunks: enough to
  * even out threads that lose their core for a while, few enough to keep the counter cold. */
-#define CHUNKS_PER_THREAD 4
+#define CHUNKS_PER_THREAD 8
 #define MIN_CHUNK_ROWS    16
 
 struct cpu_ctx {
