@@ -5,7 +5,9 @@
  * quantized once, its token rows split the same way), attention (one task per query row and
  * head), and for batches of PAR_MIN_VALUES values or more the norms, RoPE, the gated units,
  * residual adds and KV stores (rows split in chunks). A single token's elementwise ops touch a
- * few thousand floats and run on the caller: a parallel loop would cost more than it saves.
+ * few thousand floats and run on the caller: a parallel loop would cost more than it saves;
+ * from 8 decode rows of a small model (8 x 576 values) on, the other threads would otherwise
+ * spin through them.
  * Which thread computes a row never changes its value, so results do not depend on the thread
  * count.
  *
@@ -71,7 +73,7 @@ struct cpu_ctx {
 /* Batches with many values spread the per-row ops over the pool (rows split in chunks; a row's
  * value does not depend on who computes it); smaller ones (a token, or a decode step of a few
  * sequences) run on the caller, where a parallel loop's hand-off would cost more than it saves. */
-#define PAR_MIN_VALUES 32768
+#define PAR_MIN_VALUES 4096
 
 /* One per-row op over a batch as the parallel loop sees it. */
 enum row_op { ROW_RMSNORM, ROW_SWIGLU, ROW_GEGLU, ROW_ROPE, ROW_ADD, ROW_STORE, ROW_QUANT };
