@@ -9,9 +9,9 @@
  * (16 positions a page, as the service allocates them) with the weights repacked as the service
  * repacks them, then runs `gen` decode steps of N rows each (one row per sequence, every
  * sequence advancing together, as llama-batched-bench's S_TG does) and prints the step time and
- * the aggregate decode tokens/s (from the median step). The tokens fed back are the argmax of each
- * row's logits, so the work is a real greedy decode. A measurement, not a test: it exits 0 whatever
- * the speed.
+ * the aggregate decode tokens/s (from the median step). The tokens fed back are sampled from each
+ * row's logits by the engine's greedy sampler, as the service does at temperature 0. A measurement,
+ * not a test: it exits 0 whatever the speed.
  */
 #include "stats.h"
 #include <stdio.h>
@@ -20,17 +20,10 @@
 
 #include "../base/base.h"
 #include "../engine/model.h"
+#include "../engine/sampler.h"
 
 #define MAX_SEQS   64
 #define PAGE_SHIFT 4
-
-static int argmax(const float *v, int n)
-{
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[best]) best = i;
-    return best;
-}
 
 int main(int argc, char **argv)
 {
@@ -63,6 +56,17 @@ int main(int argc, char **argv)
     }
     eng_model_pack_batched(m);
     const int nv = eng_model_n_vocab(m);
+    /* Greedy, as the service samples at temperature 0 (penalties off). */
+    struct eng_sampler_params sp = eng_sampler_params_default();
+    sp.temperature = 0;
+    sp.repeat_penalty = 1;
+    sp.frequency_penalty = 0;
+    sp.presence_penalty = 0;
+    struct eng_sampler *smp;
+    if (eng_sampler_new(nv, &sp, &smp, &err) < 0) {
+        fprintf(stderr, "bench_step: %s\n", err.msg);
+        return 1;
+    }
     const int pages_per_seq = (n_total + (1 << PAGE_SHIFT) - 1) >> PAGE_SHIFT;
     struct eng_kv_store kv;
     struct eng_batch_buf *b;
@@ -96,7 +100,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "bench_step: %s\n", err.msg);
                 return 1;
             }
-            t[n_prompt] = argmax(logits, nv);
+            t[n_prompt] = eng_sampler_sample(smp, logits);
         }
         double *ms = ag_calloc((size_t)n_gen, sizeof(double));
         for (int g = 0; g < n_gen - 1; g++) {
@@ -115,7 +119,7 @@ int main(int argc, char **argv)
             }
             for (int s = 0; s < N; s++)
                 tokens[(size_t)s * n_total + n_prompt + g + 1] =
-                    argmax(logits + (size_t)s * nv, nv);
+                    eng_sampler_sample(smp, logits + (size_t)s * nv);
             ms[g] = now_ms() - t0;
         }
         /* The median step: this VM's neighbours stall single steps now and then. */
@@ -129,6 +133,7 @@ int main(int argc, char **argv)
     free(logits);
     free(tokens);
     free(pages);
+    eng_sampler_free(smp);
     eng_batch_buf_free(b);
     eng_kv_store_release(&kv);
     eng_model_free(m);
