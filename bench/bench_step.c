@@ -5,13 +5,14 @@
  * Usage: build/bench/bench_step [model.gguf] [threads] [prompt] [gen] [seqs...]
  * (defaults: models/SmolLM2-135M-Instruct.Q4_1.gguf, 2, 128, 128, 1 4 8 16).
  *
- * For each sequence count N it prefills N distinct prompts of `prompt` tokens into paged KV
- * (16 positions a page, as the service allocates them) with the weights repacked as the service
- * repacks them, then runs `gen` decode steps of N rows each (one row per sequence, every
- * sequence advancing together, as llama-batched-bench's S_TG does) and prints the step time and
- * the aggregate decode tokens/s (from the median step). The tokens fed back are sampled from each
- * row's logits by the engine's greedy sampler, as the service does at temperature 0. A measurement,
- * not a test: it exits 0 whatever the speed.
+ * It prefills distinct prompts of `prompt` tokens into paged KV (16 positions a page, as the
+ * service allocates them) with the weights repacked as the service repacks them; then, in each
+ * of STEP_ROUNDS rounds (default 5), every sequence count N runs `gen` decode steps of N rows
+ * (one row per sequence, all advancing together, as llama-batched-bench's S_TG counts) from the
+ * end of the prompts. It prints each N's median step time over the rounds (each round's figure
+ * being its median step) and the aggregate decode tokens/s. The tokens fed back are sampled
+ * from each row's logits by the engine's greedy sampler, as the service does at temperature 0.
+ * A measurement, not a test: it exits 0 whatever the speed.
  */
 #include "stats.h"
 #include <stdio.h>
@@ -23,6 +24,7 @@
 #include "../engine/sampler.h"
 
 #define MAX_SEQS   64
+#define MAX_ROUNDS 50
 #define PAGE_SHIFT 4
 
 int main(int argc, char **argv)
@@ -34,6 +36,12 @@ int main(int argc, char **argv)
     if (argc > 5) {
         n_counts = 0;
         for (int i = 5; i < argc && n_counts < 16; i++) counts[n_counts++] = atoi(argv[i]);
+    }
+    const char *r_env = getenv("STEP_ROUNDS");
+    const int rounds = r_env ? atoi(r_env) : 5;
+    if (rounds < 1 || rounds > MAX_ROUNDS) {
+        fprintf(stderr, "bench_step: STEP_ROUNDS must be 1..%d\n", MAX_ROUNDS);
+        return 2;
     }
     int max_n = 0;
     for (int i = 0; i < n_counts; i++) {
@@ -82,52 +90,64 @@ int main(int argc, char **argv)
     float *logits = ag_calloc((size_t)max_n * (size_t)nv, sizeof(float));
     struct eng_batch_seq *rows = ag_calloc((size_t)max_n, sizeof(*rows));
 
-    printf("%-10s %12s %14s %10s\n", "sequences", "ms / step", "decode tok/s", "vs 1");
+    /* Every sequence's prompt once (distinct random tokens), then rounds: in each, every count
+     * N decodes the first N sequences from the end of their prompts. Alternating the counts
+     * round after round lets each see the same machine: this VM's speed drifts by tens of
+     * percent within minutes. */
+    srand(1234);
+    for (int s = 0; s < max_n; s++) {
+        int32_t *t = tokens + (size_t)s * n_total;
+        for (int i = 0; i < n_prompt; i++) t[i] = 200 + rand() % (nv - 400);
+        struct eng_batch_seq one = {.tokens = t,
+                                    .n = n_prompt,
+                                    .pos = 0,
+                                    .pages = pages + (size_t)s * pages_per_seq,
+                                    .prefill = true,
+                                    .want_logits = true};
+        if (eng_model_forward_seqs(m, b, &kv, &one, 1, logits, &err) < 0) {
+            fprintf(stderr, "bench_step: %s\n", err.msg);
+            return 1;
+        }
+        t[n_prompt] = eng_sampler_sample(smp, logits);
+    }
+    double *ms = ag_calloc((size_t)n_gen, sizeof(double));
+    double med[16][MAX_ROUNDS];
+    for (int round = 0; round < rounds; round++)
+        for (int c = 0; c < n_counts; c++) {
+            const int N = counts[c];
+            for (int g = 0; g < n_gen - 1; g++) {
+                for (int s = 0; s < N; s++)
+                    rows[s] = (struct eng_batch_seq){.tokens = tokens + (size_t)s * n_total +
+                                                               n_prompt + g,
+                                                     .n = 1,
+                                                     .pos = n_prompt + g,
+                                                     .pages = pages + (size_t)s * pages_per_seq,
+                                                     .prefill = true,
+                                                     .want_logits = true};
+                const double t0 = now_ms();
+                if (eng_model_forward_seqs(m, b, &kv, rows, N, logits, &err) < 0) {
+                    fprintf(stderr, "bench_step: %s\n", err.msg);
+                    return 1;
+                }
+                for (int s = 0; s < N; s++)
+                    tokens[(size_t)s * n_total + n_prompt + g + 1] =
+                        eng_sampler_sample(smp, logits + (size_t)s * nv);
+                ms[g] = now_ms() - t0;
+            }
+            /* The median step: the neighbours stall single steps now and then. */
+            med[c][round] = pct(ms, n_gen - 1, 50);
+        }
+    free(ms);
+
+    printf("%-10s %12s %14s %10s   (median step of %d rounds)\n", "sequences", "ms / step",
+           "decode tok/s", "vs 1", rounds);
     double single = 0;
     for (int c = 0; c < n_counts; c++) {
         const int N = counts[c];
-        srand(1234 + N);
-        for (int s = 0; s < N; s++) {
-            int32_t *t = tokens + (size_t)s * n_total;
-            for (int i = 0; i < n_prompt; i++) t[i] = 200 + rand() % (nv - 400);
-            struct eng_batch_seq one = {.tokens = t,
-                                        .n = n_prompt,
-                                        .pos = 0,
-                                        .pages = pages + (size_t)s * pages_per_seq,
-                                        .prefill = true,
-                                        .want_logits = true};
-            if (eng_model_forward_seqs(m, b, &kv, &one, 1, logits, &err) < 0) {
-                fprintf(stderr, "bench_step: %s\n", err.msg);
-                return 1;
-            }
-            t[n_prompt] = eng_sampler_sample(smp, logits);
-        }
-        double *ms = ag_calloc((size_t)n_gen, sizeof(double));
-        for (int g = 0; g < n_gen - 1; g++) {
-            for (int s = 0; s < N; s++)
-                rows[s] =
-                    (struct eng_batch_seq){.tokens = tokens + (size_t)s * n_total + n_prompt + g,
-                                           .n = 1,
-                                           .pos = n_prompt + g,
-                                           .pages = pages + (size_t)s * pages_per_seq,
-                                           .prefill = true,
-                                           .want_logits = true};
-            const double t0 = now_ms();
-            if (eng_model_forward_seqs(m, b, &kv, rows, N, logits, &err) < 0) {
-                fprintf(stderr, "bench_step: %s\n", err.msg);
-                return 1;
-            }
-            for (int s = 0; s < N; s++)
-                tokens[(size_t)s * n_total + n_prompt + g + 1] =
-                    eng_sampler_sample(smp, logits + (size_t)s * nv);
-            ms[g] = now_ms() - t0;
-        }
-        /* The median step: this VM's neighbours stall single steps now and then. */
-        const double mean = pct(ms, n_gen - 1, 50), tps = N * 1000.0 / mean;
+        const double step = pct(med[c], rounds, 50), tps = N * 1000.0 / step;
         if (N == 1) single = tps;
-        printf("%-10d %12.2f %14.1f %9.2fx\n", N, mean, tps, single > 0 ? tps / single : 0);
+        printf("%-10d %12.2f %14.1f %9.2fx\n", N, step, tps, single > 0 ? tps / single : 0);
         printf("RESULT step_decode_tps npl=%d %.1f\n", N, tps);
-        free(ms);
     }
     free(rows);
     free(logits);
