@@ -188,7 +188,7 @@ void eng__attn_tiled(const struct eng_attn *a, int t0, int n_rows, int kvh, floa
 
 #define GQ_MAX 4 /* query heads per pass */
 #ifndef ATTN_AHEAD
-#define ATTN_AHEAD 32 /* keys prefetched ahead */
+#define ATTN_AHEAD 64 /* keys prefetched ahead */
 #endif
 
 size_t eng__attn_group_scratch(int max_kv)
