@@ -292,6 +292,11 @@ group_pass(const struct eng_attn *a, int t, int kvh, int h0, const int G, float 
     for (int g = 0; g < G; g++) UNROLL4 for (int i = 0; i < 4; i++) o[g][i] = _mm512_setzero_ps();
     for (int p = 0; p < n_kv; p++) {
         const uint16_t *vp = vb + eng_kv_row(&r, first + p) * a->kv_stride;
+        if (p + 16 < n_kv) { /* from L2, where the score pass fetched it, to L1 */
+            const uint16_t *vn = vb + eng_kv_row(&r, first + p + 16) * a->kv_stride;
+            _mm_prefetch((const char *)vn, _MM_HINT_T0);
+            _mm_prefetch((const char *)(vn + 32), _MM_HINT_T0);
+        }
         __m512 v[4];
         UNROLL4
         for (int i = 0; i < 4; i++)
