@@ -152,6 +152,12 @@ static inline int32_t load_i32(const int8_t *p)
     8 /* tokens per pass: their accumulators and the unpacked weights fill the registers           \
        */
 #define UNROLL _Pragma("GCC unroll 8")
+#ifndef Q4_PREFETCH
+#define Q4_PREFETCH 12 /* blocks ahead */
+#endif
+#ifndef Q8_PREFETCH
+#define Q8_PREFETCH 8
+#endif
 
 /* Up to T tokens (1..TMAX) against one group of 16 rows. The integer sums of the T tokens are
  * built side by side (chunk after chunk, each chunk's two VNNI products for every token in
@@ -165,6 +171,15 @@ group_tokens(int nb, const unsigned char *p, const struct eng_block_q8_1 *const 
     UNROLL
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++, p += GROUP_BLOCK_BYTES) {
+        /* The weights stream from memory: with several tokens the loads come too far apart
+         * for the hardware prefetcher to keep up, so fetch the block Q4_PREFETCH blocks on
+         * (the group's blocks, then the next group's, lie end to end). One token streams
+         * fast enough without. */
+        if (T > 1) {
+            UNROLL
+            for (int l = 0; l < GROUP_BLOCK_BYTES; l += 64)
+                _mm_prefetch((const char *)p + Q4_PREFETCH * GROUP_BLOCK_BYTES + l, _MM_HINT_T0);
+        }
         __m512i s[TMAX];
         UNROLL
         for (int t = 0; t < T; t++) s[t] = _mm512_setzero_si512();
@@ -248,6 +263,11 @@ group_tokens_q8(int nb, const unsigned char *p, const struct eng_block_q8_0 *con
     UNROLL
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++, p += GROUP_BLOCK_BYTES_Q8) {
+        if (T > 1) { /* as in group_tokens */
+            UNROLL
+            for (int l = 0; l < GROUP_BLOCK_BYTES_Q8; l += 64)
+                _mm_prefetch((const char *)p + Q8_PREFETCH * GROUP_BLOCK_BYTES_Q8 + l, _MM_HINT_T0);
+        }
         __m512i s[TMAX];
         UNROLL
         for (int t = 0; t < T; t++) s[t] = _mm512_set1_epi32(-sums[t][b]);
