@@ -92,13 +92,80 @@ struct row_job {
     int64_t total; /* add, store: values in all (the last row may be short) */
 };
 
-static void rmsnorm_row(float *y, const float *x, const float *w, int n, float eps)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(ENG_NO_SIMD)
+#include <immintrin.h>
+#define ROWS_AVX512 __attribute__((target("avx512f")))
+/* y[i] = x[i] * scale * w[i], 16 at a time: the scalar loop's two roundings. */
+ROWS_AVX512 static int scale_mul_avx512(float *y, const float *x, float scale, const float *w,
+                                        int n)
 {
-    double sum = 0.0;
-    for (int i = 0; i < n; i++) sum += (double)(x[i] * x[i]);
+    const __m512 sc = _mm512_set1_ps(scale);
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), sc),
+                                              _mm512_loadu_ps(w + i)));
+    return i;
+}
+
+/* y[i] += x[i], 16 at a time. */
+ROWS_AVX512 static int64_t add_avx512(float *y, const float *x, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_add_ps(_mm512_loadu_ps(y + i), _mm512_loadu_ps(x + i)));
+    return i;
+}
+#endif
+
+static void scale_row(float *y, const float *x, float scale, const float *w, int n)
+{
+    int i = 0;
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(ENG_NO_SIMD)
+    if (eng_cpu_level() >= ENG_CPU_AVX512) i = scale_mul_avx512(y, x, scale, w, n);
+#endif
+    for (; i < n; i++) y[i] = x[i] * scale * w[i];
+}
+
+static void add_row(float *y, const float *x, int64_t n)
+{
+    int64_t i = 0;
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(ENG_NO_SIMD)
+    if (eng_cpu_level() >= ENG_CPU_AVX512) i = add_avx512(y, x, n);
+#endif
+    for (; i < n; i++) y[i] += x[i];
+}
+
+static float rms_scale(double sum, int n, float eps)
+{
     const float mean = (float)(sum / n);
-    const float scale = 1.0f / sqrtf(mean + eps);
-    for (int i = 0; i < n; i++) y[i] = x[i] * scale * w[i];
+    return 1.0f / sqrtf(mean + eps);
+}
+
+/* n_rows rows of n values, n apart (y may be x). Each row's sum of squares runs in ggml's
+ * order, one double addition after another; four rows' sums run side by side, so their chains
+ * of dependent additions overlap. */
+static void rmsnorm_rows(float *y, const float *x, const float *w, int n, float eps, int64_t n_rows)
+{
+    int64_t t = 0;
+    for (; t + 4 <= n_rows; t += 4) {
+        const float *x0 = x + t * n, *x1 = x0 + n, *x2 = x1 + n, *x3 = x2 + n;
+        double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+        for (int i = 0; i < n; i++) {
+            s0 += (double)(x0[i] * x0[i]);
+            s1 += (double)(x1[i] * x1[i]);
+            s2 += (double)(x2[i] * x2[i]);
+            s3 += (double)(x3[i] * x3[i]);
+        }
+        const double sums[4] = {s0, s1, s2, s3};
+        for (int r = 0; r < 4; r++)
+            scale_row(y + (t + r) * n, x + (t + r) * n, rms_scale(sums[r], n, eps), w, n);
+    }
+    for (; t < n_rows; t++) {
+        const float *xr = x + t * n;
+        double sum = 0.0;
+        for (int i = 0; i < n; i++) sum += (double)(xr[i] * xr[i]);
+        scale_row(y + t * n, xr, rms_scale(sum, n, eps), w, n);
+    }
 }
 
 static void rope_row(float *x, int n_head, int head_dim, int n_rot, const float *cs, bool neox)
@@ -148,12 +215,15 @@ static void row_task(void *arg, int64_t begin, int64_t end, int ith)
 {
     const struct row_job *j = arg;
     (void)ith;
+    if (j->op == ROW_RMSNORM) {
+        rmsnorm_rows(j->y + begin * j->n, j->x + begin * j->n, j->x2, j->n, j->eps, end - begin);
+        return;
+    }
     for (int64_t t = begin; t < end; t++) {
         const int64_t off = t * j->n;
         const int len = j->total && j->total - off < j->n ? (int)(j->total - off) : j->n;
         switch (j->op) {
-        case ROW_RMSNORM:
-            rmsnorm_row(j->y + off, j->x + off, j->x2, j->n, j->eps);
+        case ROW_RMSNORM: /* above */
             break;
         case ROW_SWIGLU:
             eng__ggml_swiglu(j->n, j->y + off, j->x + off, j->x2 + off);
@@ -165,7 +235,7 @@ static void row_task(void *arg, int64_t begin, int64_t end, int ith)
             rope_row(j->y + off, j->n_head, j->head_dim, j->n_rot, j->x2 + t * j->n_rot, j->neox);
             break;
         case ROW_ADD:
-            for (int i = 0; i < len; i++) j->y[off + i] += j->x[off + i];
+            add_row(j->y + off, j->x + off, len);
             break;
         case ROW_STORE:
             store_row((unsigned char *)j->dst + (size_t)off * eng_kv_type_size(j->type), j->type,

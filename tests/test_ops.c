@@ -81,6 +81,22 @@ static void test_ops_elementwise(void)
     ops->rmsnorm(be.ctx, x, x, w, T, N, 1e-5f);
     CHECK(memcmp(x, y, sizeof(y)) == 0);
 
+    /* 9 rows in one call (their sums of squares run four rows side by side) give each row's
+     * bits alone, and ggml's: the squares summed in double one after another. */
+    enum { R9 = 9 };
+    float *x9 = rand_vec(N * R9, 3.0f), y9[N * R9], y1[N * R9], g9[N * R9];
+    ops->rmsnorm(be.ctx, y9, x9, w, R9, N, 1e-5f);
+    for (int t = 0; t < R9; t++) {
+        ops->rmsnorm(be.ctx, y1 + t * N, x9 + t * N, w, 1, N, 1e-5f);
+        double sum = 0.0;
+        for (int i = 0; i < N; i++) sum += (double)(x9[t * N + i] * x9[t * N + i]);
+        const float scale = 1.0f / sqrtf((float)(sum / N) + 1e-5f);
+        for (int i = 0; i < N; i++) g9[t * N + i] = x9[t * N + i] * scale * w[i];
+    }
+    CHECK(memcmp(y9, y1, sizeof(y9)) == 0);
+    CHECK(memcmp(y9, g9, sizeof(y9)) == 0);
+    free(x9);
+
     /* softmax, including large values that overflow expf without the max shift. */
     float s[N], s_want[N];
     for (int i = 0; i < N; i++) s[i] = s_want[i] = frand() * 200.0f;
