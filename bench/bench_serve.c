@@ -9,11 +9,13 @@
  *     (distinct prompts: no prefix sharing) and 128 generated tokens (ignore_eos): "all-N", the
  *     tokens streamed while all N sequences decode (after the last one's first token, up to the
  *     first one's end: llama-batched-bench's S_TG), and "whole", until the last one ends;
+ *     SERVE_ROUNDS rounds (default and most 5) each run every count in turn, medians reported,
+ *     and the 8-vs-1 ratio round by round;
  *   - time to first token p50/p95 over those requests;
  *   - shared prefix: 8 chat requests with the same 1,000-token system prompt, one after another:
  *     TTFT of requests 2..8 against request 1 (which computes the prefix);
  *   - constrained (response_format json_schema) against unconstrained decode tokens/s, 1 and 8
- *     sequences;
+ *     sequences, the two alternating round after round;
  *   - ping round trips on another connection while 16 sequences generate: p50/p99;
  *   - N tool calls (default 1000) against random JSON schemas (tests/gen_schema.h) with
  *     tool_choice "required", 8 at a time: how many parse and validate.
@@ -33,7 +35,8 @@
 #include <time.h>
 
 static struct tdaemon D;
-#define N_PROMPTS 96
+#define N_PROMPTS  150 /* 5 rounds of 1 + 4 + 8 + 16 distinct prompts */
+#define MAX_ROUNDS 5
 static char PROMPTS[N_PROMPTS][4096]; /* distinct 128-token prompts */
 static int next_prompt;               /* part 1 takes each once: no prefix sharing */
 
@@ -247,18 +250,21 @@ int main(int argc, char **argv)
         free_jobs(&w, 1);
     }
 
-    /* 1. Aggregate decode, TTFT. */
-    static const int npl[] = {1, 4, 8, 16};
-    double ttft[64 * 3];
+    /* 1. Aggregate decode, TTFT. Rounds (new prompts each) go through every sequence count in
+     * turn, and each count's median round is reported: this VM's speed drifts by tens of
+     * percent within minutes, so counts measured minutes apart would not compare. */
+    enum { N_NPL = 4 };
+    static const int npl[N_NPL] = {1, 4, 8, 16};
+    const char *rounds_env = getenv("SERVE_ROUNDS");
+    int rounds = rounds_env ? atoi(rounds_env) : 5;
+    if (rounds < 1 || rounds > MAX_ROUNDS) rounds = 5;
+    static double ttft[16 * N_NPL * MAX_ROUNDS];
     int n_ttft = 0;
-    double single = 0;
-    printf("%-12s %14s %14s %12s %12s\n", "sequences", "all-N tok/s", "whole tok/s", "TTFT p50 ms",
-           "TTFT max ms");
-    for (size_t k = 0; k < sizeof(npl) / sizeof(npl[0]); k++) {
-        int n = npl[k];
-        /* Three rounds (new prompts each), the median reported: this VM is noisy. */
-        double steadies[3], aggs[3], p50s[3], mxs[3];
-        for (int round = 0; round < 3; round++) {
+    double steadies[N_NPL][MAX_ROUNDS], aggs[N_NPL][MAX_ROUNDS], p50s[N_NPL][MAX_ROUNDS],
+        mxs[N_NPL][MAX_ROUNDS];
+    for (int round = 0; round < rounds; round++)
+        for (int k = 0; k < N_NPL; k++) {
+            const int n = npl[k];
             struct job jobs[16] = {{0}};
             char *params[16];
             for (int i = 0; i < n; i++) {
@@ -271,27 +277,38 @@ int main(int argc, char **argv)
             double t[16];
             for (int i = 0; i < n; i++) {
                 t[i] = jobs[i].t_first - jobs[i].t_start;
-                if (n_ttft < 64 * 3) ttft[n_ttft++] = t[i];
+                ttft[n_ttft++] = t[i];
             }
-            steadies[round] = steady_tps(jobs, n);
-            aggs[round] = aggregate_tps(jobs, n);
-            p50s[round] = pct(t, n, 50);
-            mxs[round] = pct(t, n, 100);
+            steadies[k][round] = steady_tps(jobs, n);
+            aggs[k][round] = aggregate_tps(jobs, n);
+            p50s[k][round] = pct(t, n, 50);
+            mxs[k][round] = pct(t, n, 100);
             free_jobs(jobs, n);
             for (int i = 0; i < n; i++) free(params[i]);
         }
-        double steady = pct(steadies, 3, 50), agg = pct(aggs, 3, 50), p50 = pct(p50s, 3, 50),
-               mx = pct(mxs, 3, 50);
+    printf("%-12s %14s %14s %12s %12s %8s   (median of %d rounds)\n", "sequences", "all-N tok/s",
+           "whole tok/s", "TTFT p50 ms", "TTFT max ms", "vs 1", rounds);
+    double single = 0;
+    for (int k = 0; k < N_NPL; k++) {
+        const int n = npl[k];
+        const double steady = pct(steadies[k], rounds, 50), agg = pct(aggs[k], rounds, 50),
+                     p50 = pct(p50s[k], rounds, 50), mx = pct(mxs[k], rounds, 50);
         if (n == 1) single = steady;
-        printf("%-12d %14.1f %14.1f %12.1f %12.1f\n", n, steady, agg, p50, mx);
-        printf("RESULT serve_decode_tps npl=%d %.1f whole=%.1f vs1=%.2f\n", n, steady, agg,
-               single > 0 ? steady / single : 0);
+        const double vs1 = single > 0 ? steady / single : 0;
+        printf("%-12d %14.1f %14.1f %12.1f %12.1f %7.2fx\n", n, steady, agg, p50, mx, vs1);
+        printf("RESULT serve_decode_tps npl=%d %.1f whole=%.1f vs1=%.2f\n", n, steady, agg, vs1);
     }
+    /* The ratio round by round, both counts measured a minute apart at most. */
+    double r8[MAX_ROUNDS];
+    for (int round = 0; round < rounds; round++)
+        r8[round] = steadies[0][round] > 0 ? steadies[2][round] / steadies[0][round] : 0;
+    printf("8 sequences vs 1, per round:");
+    for (int round = 0; round < rounds; round++) printf(" %.2fx", r8[round]);
+    printf(" (median %.2fx)\n", pct(r8, rounds, 50));
     printf("TTFT over all those requests: p50 %.1f ms, p95 %.1f ms\n", pct(ttft, n_ttft, 50),
            pct(ttft, n_ttft, 95));
     printf("RESULT serve_ttft_ms p50=%.1f p95=%.1f\n", pct(ttft, n_ttft, 50),
            pct(ttft, n_ttft, 95));
-    (void)single;
 
     /* 2. Shared prefix. */
     {
@@ -344,31 +361,34 @@ int main(int argc, char **argv)
                              "\"count\"]}}},\"required\":[\"items\"]}";
         printf("\n%-12s %18s %18s %8s\n", "sequences", "free tok/s", "json_schema tok/s", "ratio");
         for (int n = 1; n <= 8; n *= 8) {
-            double agg[2];
-            for (int mode = 0; mode < 2; mode++) {
-                struct job jobs[8] = {{0}};
-                char *params[8];
-                for (int i = 0; i < n; i++) {
-                    params[i] = ag_asprintf(
-                        "{\"messages\":[{\"role\":\"user\",\"content\":\"List %d things in a "
-                        "kitchen with how many there are.\"}],\"max_tokens\":128,"
-                        "\"temperature\":0.8,\"seed\":%d,\"stream\":true%s%s%s}",
-                        i + 3, i,
-                        mode ? ",\"response_format\":{\"type\":\"json_schema\","
-                               "\"json_schema\":{\"name\":\"k\",\"schema\":"
-                             : ",\"ignore_eos\":true",
-                        mode ? schema : "", mode ? "}}" : "");
-                    jobs[i].params = params[i];
+            /* Free and constrained alternate, round after round (see part 1); medians. */
+            double by_mode[2][MAX_ROUNDS];
+            for (int round = 0; round < rounds; round++)
+                for (int mode = 0; mode < 2; mode++) {
+                    struct job jobs[8] = {{0}};
+                    char *params[8];
+                    for (int i = 0; i < n; i++) {
+                        params[i] = ag_asprintf(
+                            "{\"messages\":[{\"role\":\"user\",\"content\":\"List %d things in a "
+                            "kitchen with how many there are.\"}],\"max_tokens\":128,"
+                            "\"temperature\":0.8,\"seed\":%d,\"stream\":true%s%s%s}",
+                            i + 3, round * 8 + i,
+                            mode ? ",\"response_format\":{\"type\":\"json_schema\","
+                                   "\"json_schema\":{\"name\":\"k\",\"schema\":"
+                                 : ",\"ignore_eos\":true",
+                            mode ? schema : "", mode ? "}}" : "");
+                        jobs[i].params = params[i];
+                    }
+                    run_all(jobs, n);
+                    /* Per sequence decode speed as the daemon measured it, summed over the
+                     * concurrent sequences: a constrained reply may end early. */
+                    double sum = 0;
+                    for (int i = 0; i < n; i++) sum += jobs[i].decode_tps;
+                    by_mode[mode][round] = sum;
+                    free_jobs(jobs, n);
+                    for (int i = 0; i < n; i++) free(params[i]);
                 }
-                run_all(jobs, n);
-                /* Per sequence decode speed as the daemon measured it, averaged: a constrained
-                 * reply may end early. */
-                double sum = 0;
-                for (int i = 0; i < n; i++) sum += jobs[i].decode_tps;
-                agg[mode] = sum; /* aggregate over the concurrent sequences */
-                free_jobs(jobs, n);
-                for (int i = 0; i < n; i++) free(params[i]);
-            }
+            const double agg[2] = {pct(by_mode[0], rounds, 50), pct(by_mode[1], rounds, 50)};
             printf("%-12d %18.1f %18.1f %8.2f\n", n, agg[0], agg[1], agg[1] / agg[0]);
             printf("RESULT serve_constrained npl=%d free=%.1f constrained=%.1f ratio=%.2f\n", n,
                    agg[0], agg[1], agg[1] / agg[0]);
