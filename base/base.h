@@ -90,6 +90,9 @@ void ag_log(enum ag_log_level level, const char *fmt, ...) __attribute__((format
 void *ag_malloc(size_t bytes);
 void *ag_calloc(size_t n, size_t bytes);
 void *ag_realloc(void *p, size_t bytes);
+/* bytes at an address that is a multiple of align (a power of two, at least sizeof(void *)),
+ * freed with free(). */
+void *ag_malloc_aligned(size_t align, size_t bytes);
 char *ag_strdup(const char *s);
 char *ag_strndup(const char *s, size_t n);
 char *ag_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -25,6 +25,13 @@ void *ag_malloc(size_t bytes)
     return p;
 }
 
+void *ag_malloc_aligned(size_t align, size_t bytes)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, align, bytes ? bytes : 1) != 0) oom(bytes);
+    return p;
+}
+
 void *ag_calloc(size_t n, size_t bytes)
 {
     void *p = calloc(n ? n : 1, bytes ? bytes : 1);

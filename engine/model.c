@@ -790,10 +790,15 @@ int eng_kv_store_init(const struct eng_model *m, int n_pages, int page_shift,
     const size_t per = (size_t)m->hp.n_layer * rows;
     if (rows > (size_t)INT32_MAX || per > SIZE_MAX / esize / (size_t)m->hp.kv_dim / 2)
         return ag_err_set(err, AG_ENOMEM, "KV store of %zu rows does not fit in memory", rows);
-    kv->k = calloc(per * (size_t)m->hp.kv_dim, esize);
-    kv->v = calloc(per * (size_t)m->hp.kv_dim, esize);
-    if (kv->k) advise_huge(kv->k, per * (size_t)m->hp.kv_dim * esize);
-    if (kv->v) advise_huge(kv->v, per * (size_t)m->hp.kv_dim * esize);
+    /* Mapped, not calloc'd: page-aligned, so every row starts a cache line (a head's 128 bytes
+     * take two lines, not three), and zero pages only where rows are written. */
+    kv->bytes = per * (size_t)m->hp.kv_dim * esize;
+    kv->k = mmap(NULL, kv->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    kv->v = mmap(NULL, kv->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (kv->k == MAP_FAILED) kv->k = NULL;
+    if (kv->v == MAP_FAILED) kv->v = NULL;
+    if (kv->k) advise_huge(kv->k, kv->bytes);
+    if (kv->v) advise_huge(kv->v, kv->bytes);
     if (!kv->k || !kv->v) {
         eng_kv_store_release(kv);
         return ag_err_set(err, AG_ENOMEM, "cannot allocate a KV store of %zu positions (%zu MiB)",
@@ -807,8 +812,8 @@ int eng_kv_store_init(const struct eng_model *m, int n_pages, int page_shift,
 
 void eng_kv_store_release(struct eng_kv_store *kv)
 {
-    free(kv->k);
-    free(kv->v);
+    if (kv->k) munmap(kv->k, kv->bytes);
+    if (kv->v) munmap(kv->v, kv->bytes);
     memset(kv, 0, sizeof(*kv));
 }
 
@@ -915,7 +920,9 @@ static size_t pack_mat(struct eng_model *m, struct eng_mat *w, bool batched)
         bytes = eng__pack_q8_0_bytes(w->n_rows, w->n_cols);
     else
         return 0;
-    void *p = ag_malloc(bytes);
+    /* Cache-line aligned: the kernels' 64-byte loads of a group block never straddle two
+     * lines (malloc's 16-byte alignment made every one of them do so). */
+    void *p = ag_malloc_aligned(64, bytes);
     advise_huge(p, bytes);
     if (type == ENG_GGML_Q4_K)
         eng__pack_q4_k(p, w->data, w->row_bytes, w->n_rows, w->n_cols);

@@ -227,6 +227,7 @@ struct eng_kv_store {
     int64_t n_rows; /* rows per layer: n_pages << page_shift */
     int n_pages;    /* pages */
     int page_shift; /* log2 of the page size */
+    size_t bytes;   /* of k, and of v (mapped) */
 };
 
 /* One sequence's rows in a batch: tokens[0..n) at positions pos..pos+n-1. */
