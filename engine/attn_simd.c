@@ -239,7 +239,7 @@ group_pass(const struct eng_attn *a, int t, int kvh, int h0, const int G, float 
                 continue;
             }
             const uint16_t *kp = kb + eng_kv_row(&r, first + p0 + jk) * a->kv_stride;
-            /* The rows are paged and strided: fetch the key 16 positions on, and this
+            /* The rows are paged and strided: fetch the key ATTN_AHEAD positions on, and this
              * position's value for the pass below, ahead of their use. */
             if (p0 + ATTN_AHEAD + jk < n_kv) {
                 const uint16_t *kn =
