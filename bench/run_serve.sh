@@ -6,6 +6,7 @@
 # the same load against llama.cpp when it is available:
 #   LLAMA_CPP_BIN=dir  a llama.cpp build's bin directory: llama-batched-bench -npp 128 -ntg 128
 #                      -npl 1,4,8,16 and llama-server -np 16 driven by llama_server_load.py.
+#   SERVE_ROUNDS=N     bench_serve's rounds (1..5, default 5); STEP_ROUNDS=N bench_step's.
 # llama.cpp is not part of this project and is never built by it. Exits 0 whatever the speed.
 set -u
 cd "$(dirname "$0")/.."
