@@ -187,6 +187,14 @@ void eng__attn_tiled(const struct eng_attn *a, int t0, int n_rows, int kvh, floa
 /* ---- decode rows: the query heads of one KV head together ---- */
 
 #define GQ_MAX 4 /* query heads per pass */
+
+/* One head's 64 F16 values of a cache row (128 bytes: two lines of a page-aligned store) into
+ * L1. */
+SIMD_TARGET static inline void prefetch_head(const uint16_t *p)
+{
+    _mm_prefetch((const char *)p, _MM_HINT_T0);
+    _mm_prefetch((const char *)(p + 32), _MM_HINT_T0);
+}
 #ifndef ATTN_AHEAD
 #define ATTN_AHEAD 64 /* keys prefetched ahead */
 #endif
@@ -244,12 +252,10 @@ group_pass(const struct eng_attn *a, int t, int kvh, int h0, const int G, float 
             if (p0 + ATTN_AHEAD + jk < n_kv) {
                 const uint16_t *kn =
                     kb + eng_kv_row(&r, first + p0 + ATTN_AHEAD + jk) * a->kv_stride;
-                _mm_prefetch((const char *)kn, _MM_HINT_T0);
-                _mm_prefetch((const char *)(kn + 32), _MM_HINT_T0);
+                prefetch_head(kn);
             }
             const uint16_t *vq = vb + eng_kv_row(&r, first + p0 + jk) * a->kv_stride;
-            _mm_prefetch((const char *)vq, _MM_HINT_T0);
-            _mm_prefetch((const char *)(vq + 32), _MM_HINT_T0);
+            prefetch_head(vq);
             __m512 k[4];
             UNROLL4
             for (int i = 0; i < 4; i++)
@@ -294,8 +300,7 @@ group_pass(const struct eng_attn *a, int t, int kvh, int h0, const int G, float 
         const uint16_t *vp = vb + eng_kv_row(&r, first + p) * a->kv_stride;
         if (p + 16 < n_kv) { /* from L2, where the score pass fetched it, to L1 */
             const uint16_t *vn = vb + eng_kv_row(&r, first + p + 16) * a->kv_stride;
-            _mm_prefetch((const char *)vn, _MM_HINT_T0);
-            _mm_prefetch((const char *)(vn + 32), _MM_HINT_T0);
+            prefetch_head(vn);
         }
         __m512 v[4];
         UNROLL4
@@ -332,8 +337,7 @@ SIMD_TARGET void eng__attn_group(const struct eng_attn *a, int t, int kvh, float
     const uint16_t *vb = (const uint16_t *)a->v + kvh * 64;
     for (int p = 0; p < n_kv && p < ATTN_AHEAD; p++) { /* the keys before the loop fetches */
         const uint16_t *kp = kb + eng_kv_row(&r, first + p) * a->kv_stride;
-        _mm_prefetch((const char *)kp, _MM_HINT_T0);
-        _mm_prefetch((const char *)(kp + 32), _MM_HINT_T0);
+        prefetch_head(kp);
     }
     for (int h0 = 0; h0 < group; h0 += GQ_MAX) {
         switch (group - h0 < GQ_MAX ? group - h0 : GQ_MAX) {

@@ -152,6 +152,33 @@ static inline int32_t load_i32(const int8_t *p)
     8 /* tokens per pass: their accumulators and the unpacked weights fill the registers           \
        */
 #define UNROLL _Pragma("GCC unroll 8")
+/* Runs stmt, in which T_ stands for t, with T_ a constant 1..TMAX (t >= TMAX: TMAX): constant
+ * trip counts keep a kernel's accumulators in registers. */
+// clang-format off
+#define CASE_T(k, stmt) case k: { enum { T_ = k }; stmt; } break;
+#define WITH_CONST_T(t, stmt)                                                                      \
+    do {                                                                                           \
+        switch (t) {                                                                               \
+        CASE_T(1, stmt) CASE_T(2, stmt) CASE_T(3, stmt) CASE_T(4, stmt)                            \
+        CASE_T(5, stmt) CASE_T(6, stmt) CASE_T(7, stmt)                                            \
+        default: { enum { T_ = TMAX }; stmt; } break;                                              \
+        }                                                                                          \
+    } while (0)
+// clang-format on
+
+/* The weights stream from memory: with several tokens a kernel's loads come too far apart for
+ * the hardware prefetcher to keep up, so it fetches the group block `ahead` blocks on (a
+ * group's blocks, then the next group's, lie end to end). One token streams fast enough
+ * without. */
+#define PREFETCH_AHEAD(T, p, block_bytes, ahead)                                                   \
+    do {                                                                                           \
+        if ((T) > 1) {                                                                             \
+            UNROLL                                                                                 \
+            for (int l_ = 0; l_ < (block_bytes); l_ += 64)                                         \
+                _mm_prefetch((const char *)(p) + (ahead) * (block_bytes) + l_, _MM_HINT_T0);       \
+        }                                                                                          \
+    } while (0)
+
 #ifndef Q4_PREFETCH
 #define Q4_PREFETCH 12 /* blocks ahead */
 #endif
@@ -171,15 +198,7 @@ group_tokens(int nb, const unsigned char *p, const struct eng_block_q8_1 *const 
     UNROLL
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++, p += GROUP_BLOCK_BYTES) {
-        /* The weights stream from memory: with several tokens the loads come too far apart
-         * for the hardware prefetcher to keep up, so fetch the block Q4_PREFETCH blocks on
-         * (the group's blocks, then the next group's, lie end to end). One token streams
-         * fast enough without. */
-        if (T > 1) {
-            UNROLL
-            for (int l = 0; l < GROUP_BLOCK_BYTES; l += 64)
-                _mm_prefetch((const char *)p + Q4_PREFETCH * GROUP_BLOCK_BYTES + l, _MM_HINT_T0);
-        }
+        PREFETCH_AHEAD(T, p, GROUP_BLOCK_BYTES, Q4_PREFETCH);
         __m512i s[TMAX];
         UNROLL
         for (int t = 0; t < T; t++) s[t] = _mm512_setzero_si512();
@@ -222,32 +241,7 @@ AVX512_TARGET void eng__mm_q4_1_packed(int n_cols, const void *p, int n_rows, co
                 a[t] = (const struct eng_block_q8_1 *)((const unsigned char *)act +
                                                        (size_t)(t0 + t) * act_row_bytes);
             __m512 acc[TMAX];
-            switch (T) { /* constant trip counts keep the accumulators in registers */
-            case 1:
-                group_tokens(nb, pg, a, 1, acc);
-                break;
-            case 2:
-                group_tokens(nb, pg, a, 2, acc);
-                break;
-            case 3:
-                group_tokens(nb, pg, a, 3, acc);
-                break;
-            case 4:
-                group_tokens(nb, pg, a, 4, acc);
-                break;
-            case 5:
-                group_tokens(nb, pg, a, 5, acc);
-                break;
-            case 6:
-                group_tokens(nb, pg, a, 6, acc);
-                break;
-            case 7:
-                group_tokens(nb, pg, a, 7, acc);
-                break;
-            default:
-                group_tokens(nb, pg, a, 8, acc);
-                break;
-            }
+            WITH_CONST_T(T, group_tokens(nb, pg, a, T_, acc));
             for (int t = 0; t < T; t++)
                 _mm512_storeu_ps(y + (int64_t)(t0 + t) * y_stride + g * ENG_PACK_ROWS, acc[t]);
         }
@@ -263,11 +257,7 @@ group_tokens_q8(int nb, const unsigned char *p, const struct eng_block_q8_0 *con
     UNROLL
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++, p += GROUP_BLOCK_BYTES_Q8) {
-        if (T > 1) { /* as in group_tokens */
-            UNROLL
-            for (int l = 0; l < GROUP_BLOCK_BYTES_Q8; l += 64)
-                _mm_prefetch((const char *)p + Q8_PREFETCH * GROUP_BLOCK_BYTES_Q8 + l, _MM_HINT_T0);
-        }
+        PREFETCH_AHEAD(T, p, GROUP_BLOCK_BYTES_Q8, Q8_PREFETCH);
         __m512i s[TMAX];
         UNROLL
         for (int t = 0; t < T; t++) s[t] = _mm512_set1_epi32(-sums[t][b]);
@@ -311,32 +301,7 @@ AVX512_TARGET void eng__mm_q8_0_packed(int n_cols, const void *p, int n_rows, co
         for (int g = 0; g < n_rows / ENG_PACK_ROWS; g++) {
             const unsigned char *pg = (const unsigned char *)p + (size_t)g * group_bytes;
             __m512 acc[TMAX];
-            switch (T) { /* constant trip counts keep the accumulators in registers */
-            case 1:
-                group_tokens_q8(nb, pg, a, sums, 1, acc);
-                break;
-            case 2:
-                group_tokens_q8(nb, pg, a, sums, 2, acc);
-                break;
-            case 3:
-                group_tokens_q8(nb, pg, a, sums, 3, acc);
-                break;
-            case 4:
-                group_tokens_q8(nb, pg, a, sums, 4, acc);
-                break;
-            case 5:
-                group_tokens_q8(nb, pg, a, sums, 5, acc);
-                break;
-            case 6:
-                group_tokens_q8(nb, pg, a, sums, 6, acc);
-                break;
-            case 7:
-                group_tokens_q8(nb, pg, a, sums, 7, acc);
-                break;
-            default:
-                group_tokens_q8(nb, pg, a, sums, 8, acc);
-                break;
-            }
+            WITH_CONST_T(T, group_tokens_q8(nb, pg, a, sums, T_, acc));
             for (int t = 0; t < T; t++)
                 _mm512_storeu_ps(y + (int64_t)(t0 + t) * y_stride + g * ENG_PACK_ROWS, acc[t]);
         }
