@@ -92,8 +92,34 @@ struct row_job {
     int64_t total; /* add, store: values in all (the last row may be short) */
 };
 
+static void rope_row(float *x, int n_head, int head_dim, int n_rot, const float *cs, bool neox)
+{
+    const int half = n_rot / 2;
+    for (int h = 0; h < n_head; h++, x += head_dim) {
+        for (int i = 0; i < half; i++) {
+            const int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+            const float c = cs[2 * i], s = cs[2 * i + 1];
+            const float x0 = x[a], x1 = x[b];
+            x[a] = fmaf(x0, c, -(x1 * s));
+            x[b] = fmaf(x0, s, x1 * c);
+        }
+    }
+}
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(ENG_NO_SIMD)
 #include <immintrin.h>
+/* vcvtps2ph rounds to nearest even and quiets NaNs keeping their top bits, as eng_fp32_to_fp16
+ * does: the same bits, 16 values per instruction. Returns how many values it stored. */
+__attribute__((target("avx512f,f16c"))) static int64_t store_f16_avx512(uint16_t *h, const float *x,
+                                                                        int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(h + i),
+                            _mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    return i;
+}
+
 #define ROWS_AVX512 __attribute__((target("avx512f")))
 /* y[i] = x[i] * scale * w[i], 16 at a time: the scalar loop's two roundings. */
 ROWS_AVX512 static int scale_mul_avx512(float *y, const float *x, float scale, const float *w,
@@ -116,6 +142,20 @@ ROWS_AVX512 static int64_t add_avx512(float *y, const float *x, int64_t n)
     return i;
 }
 #endif
+
+static void store_row(void *dst, enum eng_kv_type type, const float *src, int64_t n)
+{
+    if (type == ENG_KV_F32) {
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        return;
+    }
+    uint16_t *h = dst;
+    int64_t i = 0;
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(ENG_NO_SIMD)
+    if (eng_cpu_level() >= ENG_CPU_AVX512) i = store_f16_avx512(h, src, n);
+#endif
+    for (; i < n; i++) h[i] = eng_fp32_to_fp16(src[i]);
+}
 
 static void scale_row(float *y, const float *x, float scale, const float *w, int n)
 {
@@ -166,49 +206,6 @@ static void rmsnorm_rows(float *y, const float *x, const float *w, int n, float 
         for (int i = 0; i < n; i++) sum += (double)(xr[i] * xr[i]);
         scale_row(y + t * n, xr, rms_scale(sum, n, eps), w, n);
     }
-}
-
-static void rope_row(float *x, int n_head, int head_dim, int n_rot, const float *cs, bool neox)
-{
-    const int half = n_rot / 2;
-    for (int h = 0; h < n_head; h++, x += head_dim) {
-        for (int i = 0; i < half; i++) {
-            const int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
-            const float c = cs[2 * i], s = cs[2 * i + 1];
-            const float x0 = x[a], x1 = x[b];
-            x[a] = fmaf(x0, c, -(x1 * s));
-            x[b] = fmaf(x0, s, x1 * c);
-        }
-    }
-}
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(ENG_NO_SIMD)
-#include <immintrin.h>
-/* vcvtps2ph rounds to nearest even and quiets NaNs keeping their top bits, as eng_fp32_to_fp16
- * does: the same bits, 16 values per instruction. Returns how many values it stored. */
-__attribute__((target("avx512f,f16c"))) static int64_t store_f16_avx512(uint16_t *h, const float *x,
-                                                                        int64_t n)
-{
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        _mm256_storeu_si256((__m256i *)(h + i),
-                            _mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
-    return i;
-}
-#endif
-
-static void store_row(void *dst, enum eng_kv_type type, const float *src, int64_t n)
-{
-    if (type == ENG_KV_F32) {
-        memcpy(dst, src, (size_t)n * sizeof(float));
-        return;
-    }
-    uint16_t *h = dst;
-    int64_t i = 0;
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(ENG_NO_SIMD)
-    if (eng_cpu_level() >= ENG_CPU_AVX512) i = store_f16_avx512(h, src, n);
-#endif
-    for (; i < n; i++) h[i] = eng_fp32_to_fp16(src[i]);
 }
 
 static void row_task(void *arg, int64_t begin, int64_t end, int ith)
