@@ -184,123 +184,109 @@ void eng__attn_tiled(const struct eng_attn *a, int t0, int n_rows, int kvh, floa
     }
 }
 
-/* ---- decode rows: the query heads of one KV head together ---- */
+/* ---- decode rows: the query heads of a row's KV heads together ---- */
 
 #define GQ_MAX 4 /* query heads per pass */
-
-/* One head's 64 F16 values of a cache row (128 bytes: two lines of a page-aligned store) into
- * L1. */
-SIMD_TARGET static inline void prefetch_head(const uint16_t *p)
-{
-    _mm_prefetch((const char *)p, _MM_HINT_T0);
-    _mm_prefetch((const char *)(p + 32), _MM_HINT_T0);
-}
 #ifndef ATTN_AHEAD
 #define ATTN_AHEAD 64 /* keys prefetched ahead */
 #endif
 
 size_t eng__attn_group_scratch(int max_kv)
 {
-    return (size_t)GQ_MAX * (size_t)max_kv;
+    return (size_t)ENG_ATTN_ROW_HEADS * (size_t)((max_kv + 15) & ~15);
 }
 
 bool eng__attn_group_ok(const struct eng_attn *a)
 {
     if (!a->row_pages || !a->row_pos || a->kv_type != ENG_KV_F16 || a->head_dim != 64 ||
-        eng_cpu_level() < ENG_CPU_AVX512 || a->n_head_kv < 1 || a->n_head % a->n_head_kv != 0)
+        eng_cpu_level() < ENG_CPU_AVX512 || a->n_head_kv < 1 || a->n_head % a->n_head_kv != 0 ||
+        a->n_head / a->n_head_kv > ENG_ATTN_ROW_HEADS)
         return false;
     for (int t = 0; t < a->n_tok; t++)
         if (!(a->row_tiled ? a->row_tiled[t] : a->tiled)) return false;
     return true;
 }
 
-/* Query heads h0..h0+G-1 of KV head kvh for decode row t (G constant where inlined: the
- * queries, keys, values and outputs stay in registers). */
+int eng__attn_group_kv_heads(const struct eng_attn *a)
+{
+    const int per = ENG_ATTN_ROW_HEADS / (a->n_head / a->n_head_kv);
+    return per < a->n_head_kv ? per : a->n_head_kv;
+}
+
+/* The bytes of KV heads kvh0..kvh0+nk-1 in the cache rows of positions p..p+n-1 (n <= 16), keys
+ * and values, on their way into the cache. */
+SIMD_TARGET static inline void prefetch_rows(const struct eng_attn *a, const struct eng_kv_rows *r,
+                                             int p, int n, int kvh0, int nk)
+{
+    const char *kb = (const char *)a->k + (size_t)kvh0 * 128;
+    const char *vb = (const char *)a->v + (size_t)kvh0 * 128;
+    const int64_t row_bytes = (int64_t)a->kv_stride * 2;
+    for (int j = 0; j < n; j++) {
+        const int64_t off = eng_kv_row(r, p + j) * row_bytes;
+        for (int o = 0; o < nk * 128; o += 64) {
+            _mm_prefetch(kb + off + o, _MM_HINT_T0);
+            _mm_prefetch(vb + off + o, _MM_HINT_T0);
+        }
+    }
+}
+
+/* Scores of keys p0..p0+n-1 (n <= 16, cache row offsets off[]) for query heads h..h+G-1 of row t
+ * (G constant where inlined: queries and products stay in registers): each key's products per
+ * head summed to one vector, the 16 vectors of a head reduced together into the keys' scores. */
 #define UNROLL4 _Pragma("GCC unroll 4")
 SIMD_TARGET static inline __attribute__((always_inline)) void
-group_pass(const struct eng_attn *a, int t, int kvh, int h0, const int G, float *scores,
-           const struct eng_kv_rows r, int first, int n_kv, const uint16_t *kb, const uint16_t *vb)
+score_block(const struct eng_attn *a, int t, int h, const int G, const uint16_t *kb,
+            const int64_t *off, int n, float *sc, int ns)
 {
-    const int group = a->n_head / a->n_head_kv, q_stride = a->n_head * 64;
+    const float *qp = a->q + (int64_t)t * a->n_head * 64 + h * 64;
     __m512 q[GQ_MAX][4];
-    float mx[GQ_MAX];
     UNROLL4
-    for (int g = 0; g < G; g++) {
-        const float *qp = a->q + (int64_t)t * q_stride + (kvh * group + h0 + g) * 64;
-        UNROLL4
-        for (int i = 0; i < 4; i++) q[g][i] = _mm512_loadu_ps(qp + 16 * i);
-        mx[g] = -INFINITY;
-    }
-    /* Scores 16 keys at a time: each key's products per head summed to one vector,
-     * the 16 vectors of a head reduced together into the keys' scores. */
-    __m512 mxv[GQ_MAX];
-    UNROLL4
-    for (int g = 0; g < G; g++) mxv[g] = _mm512_set1_ps(-INFINITY);
-    for (int p0 = 0; p0 < n_kv; p0 += 16) {
-        const int n = n_kv - p0 < 16 ? n_kv - p0 : 16;
-        const __mmask16 in = (__mmask16)((1u << n) - 1);
-        __m512 part[GQ_MAX][16];
-        for (int jk = 0; jk < 16; jk++) {
-            if (jk >= n) {
-                UNROLL4
-                for (int g = 0; g < G; g++) part[g][jk] = _mm512_setzero_ps();
-                continue;
-            }
-            const uint16_t *kp = kb + eng_kv_row(&r, first + p0 + jk) * a->kv_stride;
-            /* The rows are paged and strided: fetch the key ATTN_AHEAD positions on, and this
-             * position's value for the pass below, ahead of their use. */
-            if (p0 + ATTN_AHEAD + jk < n_kv) {
-                const uint16_t *kn =
-                    kb + eng_kv_row(&r, first + p0 + ATTN_AHEAD + jk) * a->kv_stride;
-                prefetch_head(kn);
-            }
-            const uint16_t *vq = vb + eng_kv_row(&r, first + p0 + jk) * a->kv_stride;
-            prefetch_head(vq);
-            __m512 k[4];
+    for (int g = 0; g < G; g++)
+        UNROLL4 for (int i = 0; i < 4; i++) q[g][i] = _mm512_loadu_ps(qp + g * 64 + 16 * i);
+    __m512 part[GQ_MAX][16];
+    for (int jk = 0; jk < 16; jk++) {
+        if (jk >= n) {
             UNROLL4
-            for (int i = 0; i < 4; i++)
-                k[i] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kp + 16 * i)));
-            UNROLL4
-            for (int g = 0; g < G; g++) {
-                __m512 d = _mm512_mul_ps(q[g][0], k[0]);
-                d = _mm512_fmadd_ps(q[g][1], k[1], d);
-                d = _mm512_fmadd_ps(q[g][2], k[2], d);
-                part[g][jk] = _mm512_fmadd_ps(q[g][3], k[3], d);
-            }
+            for (int g = 0; g < G; g++) part[g][jk] = _mm512_setzero_ps();
+            continue;
         }
+        const uint16_t *kp = kb + off[jk];
+        __m512 k[4];
+        UNROLL4
+        for (int i = 0; i < 4; i++)
+            k[i] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kp + 16 * i)));
         UNROLL4
         for (int g = 0; g < G; g++) {
-            const __m512 s = _mm512_mul_ps(eng__reduce16_avx512(part[g]), _mm512_set1_ps(a->scale));
-            _mm512_mask_storeu_ps(scores + g * n_kv + p0, in, s);
-            mxv[g] = _mm512_mask_max_ps(mxv[g], in, mxv[g], s);
+            __m512 d = _mm512_mul_ps(q[g][0], k[0]);
+            d = _mm512_fmadd_ps(q[g][1], k[1], d);
+            d = _mm512_fmadd_ps(q[g][2], k[2], d);
+            part[g][jk] = _mm512_fmadd_ps(q[g][3], k[3], d);
         }
     }
+    const __mmask16 in = (__mmask16)((1u << n) - 1);
     UNROLL4
-    for (int g = 0; g < G; g++) mx[g] = _mm512_reduce_max_ps(mxv[g]);
-    float sum[GQ_MAX];
-    UNROLL4
-    for (int g = 0; g < G; g++) {
-        float *sg = scores + g * n_kv;
-        const __m512 m = _mm512_set1_ps(mx[g]);
-        __m512 acc = _mm512_setzero_ps();
-        for (int p0 = 0; p0 < n_kv; p0 += 16) {
-            const int n = n_kv - p0 < 16 ? n_kv - p0 : 16;
-            const __mmask16 in = (__mmask16)((1u << n) - 1);
-            const __m512 e =
-                eng__v_expf_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(in, sg + p0), m));
-            _mm512_mask_storeu_ps(sg + p0, in, e);
-            acc = _mm512_mask_add_ps(acc, in, acc, e);
-        }
-        sum[g] = _mm512_reduce_add_ps(acc);
-    }
+    for (int g = 0; g < G; g++)
+        _mm512_mask_storeu_ps(
+            sc + g * ns, in,
+            _mm512_mul_ps(eng__reduce16_avx512(part[g]), _mm512_set1_ps(a->scale)));
+}
+
+/* out of query heads h..h+G-1 of row t = sum over the keys of weight * value, the weights
+ * (unnormalized, n_kv of each head at stride ns) in w, their sums in sum. */
+SIMD_TARGET static inline __attribute__((always_inline)) void
+value_pass(const struct eng_attn *a, int t, int h, const int G, const uint16_t *vb,
+           const struct eng_kv_rows *r, int first, int n_kv, const float *w, int ns,
+           const float *sum)
+{
     __m512 o[GQ_MAX][4];
     UNROLL4
     for (int g = 0; g < G; g++) UNROLL4 for (int i = 0; i < 4; i++) o[g][i] = _mm512_setzero_ps();
     for (int p = 0; p < n_kv; p++) {
-        const uint16_t *vp = vb + eng_kv_row(&r, first + p) * a->kv_stride;
+        const uint16_t *vp = vb + eng_kv_row(r, first + p) * a->kv_stride;
         if (p + 16 < n_kv) { /* from L2, where the score pass fetched it, to L1 */
-            const uint16_t *vn = vb + eng_kv_row(&r, first + p + 16) * a->kv_stride;
-            prefetch_head(vn);
+            const char *vn = (const char *)(vb + eng_kv_row(r, first + p + 16) * a->kv_stride);
+            _mm_prefetch(vn, _MM_HINT_T0);
+            _mm_prefetch(vn + 64, _MM_HINT_T0);
         }
         __m512 v[4];
         UNROLL4
@@ -308,51 +294,108 @@ group_pass(const struct eng_attn *a, int t, int kvh, int h0, const int G, float 
             v[i] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vp + 16 * i)));
         UNROLL4
         for (int g = 0; g < G; g++) {
-            const __m512 w = _mm512_set1_ps(scores[g * n_kv + p]);
+            const __m512 wg = _mm512_set1_ps(w[g * ns + p]);
             UNROLL4
-            for (int i = 0; i < 4; i++) o[g][i] = _mm512_fmadd_ps(w, v[i], o[g][i]);
+            for (int i = 0; i < 4; i++) o[g][i] = _mm512_fmadd_ps(wg, v[i], o[g][i]);
         }
     }
+    float *out = a->out + (int64_t)t * a->n_head * 64 + h * 64;
     UNROLL4
     for (int g = 0; g < G; g++) {
-        float *out = a->out + (int64_t)t * q_stride + (kvh * group + h0 + g) * 64;
         const __m512 inv = _mm512_set1_ps(1.0f / sum[g]);
         UNROLL4
-        for (int i = 0; i < 4; i++) _mm512_storeu_ps(out + 16 * i, _mm512_mul_ps(o[g][i], inv));
+        for (int i = 0; i < 4; i++)
+            _mm512_storeu_ps(out + g * 64 + 16 * i, _mm512_mul_ps(o[g][i], inv));
     }
 }
 
-SIMD_TARGET void eng__attn_group(const struct eng_attn *a, int t, int kvh, float *scores)
+/* Calls body with G = n (1..GQ_MAX) as a constant. */
+#define WITH_G(n, body)                                                                            \
+    switch (n) {                                                                                   \
+    case 1: {                                                                                      \
+        const int G_ = 1;                                                                          \
+        body;                                                                                      \
+    } break;                                                                                       \
+    case 2: {                                                                                      \
+        const int G_ = 2;                                                                          \
+        body;                                                                                      \
+    } break;                                                                                       \
+    case 3: {                                                                                      \
+        const int G_ = 3;                                                                          \
+        body;                                                                                      \
+    } break;                                                                                       \
+    default: {                                                                                     \
+        const int G_ = GQ_MAX;                                                                     \
+        body;                                                                                      \
+    } break;                                                                                       \
+    }
+
+SIMD_TARGET void eng__attn_group(const struct eng_attn *a, int t, int kvh0, int nk, float *scores)
 {
-    const int group = a->n_head / a->n_head_kv;
-    const int q_pos = a->row_pos[t];
+    const int group = a->n_head / a->n_head_kv, q_pos = a->row_pos[t];
     const struct eng_kv_rows r = {
         .pages = a->row_pages[t],
         .shift = a->page_shift,
         .mask = (int32_t)((1u << a->page_shift) - 1),
     };
     const int first = a->window > 0 && q_pos - a->window + 1 > 0 ? q_pos - a->window + 1 : 0;
-    const int n_kv = q_pos + 1 - first;
-    const uint16_t *kb = (const uint16_t *)a->k + kvh * 64;
-    const uint16_t *vb = (const uint16_t *)a->v + kvh * 64;
-    for (int p = 0; p < n_kv && p < ATTN_AHEAD; p++) { /* the keys before the loop fetches */
-        const uint16_t *kp = kb + eng_kv_row(&r, first + p) * a->kv_stride;
-        prefetch_head(kp);
+    const int n_kv = q_pos + 1 - first, ns = (n_kv + 15) & ~15;
+    const uint16_t *k0 = a->k, *v0 = a->v;
+
+    /* Scores, 16 keys at a time for all the KV heads: the keys' cache rows are read once,
+     * front to back, while the rows ATTN_AHEAD positions on (keys and values) are fetched. */
+    for (int p = 0; p < n_kv && p < ATTN_AHEAD; p += 16)
+        prefetch_rows(a, &r, first + p, n_kv - p < 16 ? n_kv - p : 16, kvh0, nk);
+    for (int p0 = 0; p0 < n_kv; p0 += 16) {
+        const int n = n_kv - p0 < 16 ? n_kv - p0 : 16;
+        if (p0 + ATTN_AHEAD < n_kv) {
+            const int pa = p0 + ATTN_AHEAD;
+            prefetch_rows(a, &r, first + pa, n_kv - pa < 16 ? n_kv - pa : 16, kvh0, nk);
+        }
+        int64_t off[16];
+        for (int j = 0; j < n; j++) off[j] = eng_kv_row(&r, first + p0 + j) * a->kv_stride;
+        for (int kvh = kvh0; kvh < kvh0 + nk; kvh++) {
+            const uint16_t *kb = k0 + kvh * 64;
+            for (int g0 = 0; g0 < group; g0 += GQ_MAX) {
+                float *sc = scores + (size_t)((kvh - kvh0) * group + g0) * ns + p0;
+                const int h = kvh * group + g0;
+                WITH_G(group - g0, score_block(a, t, h, G_, kb, off, n, sc, ns));
+            }
+        }
     }
-    for (int h0 = 0; h0 < group; h0 += GQ_MAX) {
-        switch (group - h0 < GQ_MAX ? group - h0 : GQ_MAX) {
-        case 1:
-            group_pass(a, t, kvh, h0, 1, scores, r, first, n_kv, kb, vb);
-            break;
-        case 2:
-            group_pass(a, t, kvh, h0, 2, scores, r, first, n_kv, kb, vb);
-            break;
-        case 3:
-            group_pass(a, t, kvh, h0, 3, scores, r, first, n_kv, kb, vb);
-            break;
-        default:
-            group_pass(a, t, kvh, h0, 4, scores, r, first, n_kv, kb, vb);
-            break;
+    /* Softmax weights, unnormalized: exp(s - max) per head, through ggml's vector expf. */
+    float sum[ENG_ATTN_ROW_HEADS];
+    for (int hh = 0; hh < nk * group; hh++) {
+        float *sg = scores + (size_t)hh * ns;
+        __m512 mx = _mm512_set1_ps(-INFINITY);
+        for (int p0 = 0; p0 < n_kv; p0 += 16) {
+            const __mmask16 in = (__mmask16)((1u << (n_kv - p0 < 16 ? n_kv - p0 : 16)) - 1);
+            mx = _mm512_mask_max_ps(mx, in, mx, _mm512_maskz_loadu_ps(in, sg + p0));
+        }
+        const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+        __m512 acc = _mm512_setzero_ps();
+        for (int p0 = 0; p0 < n_kv; p0 += 16) {
+            const __mmask16 in = (__mmask16)((1u << (n_kv - p0 < 16 ? n_kv - p0 : 16)) - 1);
+            const __m512 e =
+                eng__v_expf_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(in, sg + p0), m));
+            _mm512_mask_storeu_ps(sg + p0, in, e);
+            acc = _mm512_mask_add_ps(acc, in, acc, e);
+        }
+        sum[hh] = _mm512_reduce_add_ps(acc);
+    }
+    /* Values, one KV head at a time: its query heads' sums in registers, the rows from L2. */
+    for (int kvh = kvh0; kvh < kvh0 + nk; kvh++) {
+        const uint16_t *vb = v0 + kvh * 64;
+        for (int p = 0; p < n_kv && p < 16; p++) {
+            const char *vp = (const char *)(vb + eng_kv_row(&r, first + p) * a->kv_stride);
+            _mm_prefetch(vp, _MM_HINT_T0);
+            _mm_prefetch(vp + 64, _MM_HINT_T0);
+        }
+        for (int g0 = 0; g0 < group; g0 += GQ_MAX) {
+            const int hh = (kvh - kvh0) * group + g0;
+            const float *w = scores + (size_t)hh * ns;
+            WITH_G(group - g0,
+                   value_pass(a, t, kvh * group + g0, G_, vb, &r, first, n_kv, w, ns, sum + hh));
         }
     }
 }
@@ -371,9 +414,15 @@ bool eng__attn_group_ok(const struct eng_attn *a)
     return false;
 }
 
-void eng__attn_group(const struct eng_attn *a, int t, int kvh, float *scores)
+int eng__attn_group_kv_heads(const struct eng_attn *a)
 {
-    (void)a, (void)t, (void)kvh, (void)scores;
+    (void)a;
+    return 1;
+}
+
+void eng__attn_group(const struct eng_attn *a, int t, int kvh0, int nk, float *scores)
+{
+    (void)a, (void)t, (void)kvh0, (void)nk, (void)scores;
 }
 
 bool eng__attn_tiled_ok(const struct eng_attn *a)

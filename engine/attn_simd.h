@@ -50,13 +50,19 @@ size_t eng__attn_tiled_scratch(int head_dim);
 void eng__attn_tiled(const struct eng_attn *a, int t0, int n_rows, int kvh, float *scratch);
 
 /* Decode rows: paged rows of the service (row_pos, row_pages), all tiled, F16, 64-value heads,
- * AVX-512. The query heads sharing a KV head go in one pass, so each key and value row is read
- * and widened once for all of them and the value sums stay in registers; the scores of 16 keys
- * come out of one joint reduction and go through ggml's vector expf. Float arithmetic with a
- * two-pass softmax (not the one-row kernel's bits). */
+ * AVX-512, at most ENG_ATTN_ROW_HEADS query heads per KV head. One call takes a row and a run
+ * of its KV heads: the keys' cache rows are read once, front to back, for all of them (each
+ * key row widened once for the query heads sharing it), with the rows ahead on their way into
+ * the cache; the scores of 16 keys come out of one joint reduction and go through ggml's vector
+ * expf; then each KV head's values are summed with its query heads' sums in registers. Float
+ * arithmetic with a two-pass softmax (not the one-row kernel's bits). */
+#define ENG_ATTN_ROW_HEADS 16 /* query heads one call can take */
 bool eng__attn_group_ok(const struct eng_attn *a);
 size_t eng__attn_group_scratch(int max_kv); /* floats for contexts of up to max_kv keys */
-/* Row t, KV head kvh: writes the outputs of the query heads of that KV head. */
-void eng__attn_group(const struct eng_attn *a, int t, int kvh, float *scores);
+/* KV heads one call can take: as many as fit ENG_ATTN_ROW_HEADS query heads. */
+int eng__attn_group_kv_heads(const struct eng_attn *a);
+/* Row t, KV heads kvh0..kvh0+nk-1 (nk <= eng__attn_group_kv_heads(a)): writes the outputs of
+ * their query heads. */
+void eng__attn_group(const struct eng_attn *a, int t, int kvh0, int nk, float *scores);
 
 #endif

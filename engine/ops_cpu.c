@@ -553,6 +553,7 @@ static void cpu_store(void *ctx, void *dst, enum eng_kv_type type, const float *
 struct attn_job {
     const struct eng_attn *a;
     struct cpu_ctx *c;
+    int kv_per_task; /* decode rows: KV heads per task */
 };
 
 /* Plain float attention of one query row and head over an F32 cache. */
@@ -672,13 +673,17 @@ static void attn_task(void *arg, int64_t begin, int64_t end, int ith)
     }
 }
 
-/* Tasks are (row, KV head) pairs of decode rows (eng__attn_group). */
+/* Tasks are (row, run of kv_per_task KV heads) pairs of decode rows (eng__attn_group). */
 static void attn_group_task(void *arg, int64_t begin, int64_t end, int ith)
 {
     const struct attn_job *j = arg;
+    const int per = j->kv_per_task, runs = (j->a->n_head_kv + per - 1) / per;
     float *scores = j->c->scratch + (size_t)ith * j->c->scratch_floats;
-    for (int64_t task = begin; task < end; task++)
-        eng__attn_group(j->a, (int)(task / j->a->n_head_kv), (int)(task % j->a->n_head_kv), scores);
+    for (int64_t task = begin; task < end; task++) {
+        const int kvh0 = (int)(task % runs) * per;
+        const int nk = j->a->n_head_kv - kvh0 < per ? j->a->n_head_kv - kvh0 : per;
+        eng__attn_group(j->a, (int)(task / runs), kvh0, nk, scores);
+    }
 }
 
 /* Tasks are (tile of eng__attn_tiled_rows() query rows, KV head) pairs. */
@@ -700,10 +705,11 @@ static void cpu_attention(void *vctx, const struct eng_attn *a)
     struct attn_job j = {.a = a, .c = c};
     /* Decode rows of the service: the query heads of a KV head together (attn_simd.h). */
     if (eng__attn_group_ok(a) && eng__attn_group_scratch(c->max_kv) <= c->scratch_floats) {
-        /* With rows enough for every thread, a thread takes all the KV heads of a row in turn:
-         * they share the row's cache lines and pages. */
-        const int chunk = a->n_tok >= 2 * c->n_threads ? a->n_head_kv : 1;
-        eng_threadpool_for(c->tp, (int64_t)a->n_tok * a->n_head_kv, chunk, attn_group_task, &j);
+        /* With rows enough for every thread, a task takes all the KV heads of a row it can:
+         * they share the row's cache lines, read once; with fewer rows, one KV head. */
+        j.kv_per_task = a->n_tok >= 2 * c->n_threads ? eng__attn_group_kv_heads(a) : 1;
+        const int runs = (a->n_head_kv + j.kv_per_task - 1) / j.kv_per_task;
+        eng_threadpool_for(c->tp, (int64_t)a->n_tok * runs, 1, attn_group_task, &j);
         return;
     }
     /* Long prompts: tiles of query vectors (attn_simd.h). */
