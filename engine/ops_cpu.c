@@ -52,11 +52,6 @@
 #include "mm_packed.h"
 #include "threadpool.h"
 
-/* Rows per matmul chunk are sized so that each thread gets about this many chunks: enough to
- * even out threads that lose their core for a while, few enough to keep the counter cold. */
-#define CHUNKS_PER_THREAD 8
-#define MIN_CHUNK_ROWS    16
-
 struct cpu_ctx {
     struct eng_threadpool *tp; /* the compute threads; the caller is thread 0 */
     int n_threads;             /* eng_threadpool_n_threads(tp) */
@@ -421,13 +416,10 @@ static void matmul_run(struct cpu_ctx *c, int n_mat, const struct eng_mat *const
         scratch += (size_t)n_tok * j.act_row_bytes[m];
     }
 
-    int64_t rows = j.row0[n_mat];
-    int64_t chunk = rows / ((int64_t)c->n_threads * CHUNKS_PER_THREAD);
-    if (chunk < MIN_CHUNK_ROWS) chunk = MIN_CHUNK_ROWS;
-    bool any_packed = false;
-    for (int m = 0; m < n_mat; m++) any_packed |= j.packed[m];
-    if (any_packed) chunk = (chunk + ENG_PACK_ROWS - 1) / ENG_PACK_ROWS * ENG_PACK_ROWS;
-    eng_threadpool_for(c->tp, rows, chunk, mm_task, &j);
+    /* Chunks shrink as the loop drains: few chunks (each one a weight stream the prefetchers
+     * follow from its start), and the threads still run out of rows together. Packed
+     * matrices need chunks of whole row groups; others take the same grain. */
+    eng_threadpool_for_guided(c->tp, j.row0[n_mat], ENG_PACK_ROWS, mm_task, &j);
 }
 
 /* llama.cpp multiplies the first n_tok - n_tok % 4 tokens of a batch by a repacked Q4_K matrix

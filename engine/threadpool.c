@@ -60,6 +60,7 @@ struct eng_threadpool {
     void *arg;
     int64_t n;
     int64_t chunk;
+    bool guided; /* chunks shrink as the loop drains (eng_threadpool_for_guided) */
     /* Written by every thread that takes a chunk. */
     _Alignas(CACHE_LINE) _Atomic int64_t next; /* first index not yet handed out */
     /* The sleep handshake and set-up; rarely touched. */
@@ -90,14 +91,27 @@ static inline uint64_t job_gen(uint64_t job)
     return job >> JOB_GEN_SHIFT;
 }
 
-/* Takes chunks of the current loop until none remain. */
+/* Takes chunks of the current loop until none remain. A guided loop's next chunk is what
+ * remains over the thread count (in whole grains, at least one): the first chunks are large,
+ * the last ones small, so the threads finish together. */
 static void run_chunks(struct eng_threadpool *tp, int ith)
 {
-    const int64_t n = tp->n, chunk = tp->chunk;
+    const int64_t n = tp->n, chunk = tp->chunk, share = tp->n_threads;
     for (;;) {
-        int64_t begin = atomic_fetch_add_explicit(&tp->next, chunk, memory_order_relaxed);
-        if (begin >= n) break;
-        int64_t end = begin + chunk < n ? begin + chunk : n;
+        int64_t begin, size = chunk;
+        if (!tp->guided) {
+            begin = atomic_fetch_add_explicit(&tp->next, chunk, memory_order_relaxed);
+            if (begin >= n) break;
+        } else {
+            begin = atomic_load_explicit(&tp->next, memory_order_relaxed);
+            do {
+                if (begin >= n) return;
+                size = (n - begin) / share / chunk * chunk;
+                if (size < chunk) size = chunk;
+            } while (!atomic_compare_exchange_weak_explicit(
+                &tp->next, &begin, begin + size, memory_order_relaxed, memory_order_relaxed));
+        }
+        int64_t end = begin + size < n ? begin + size : n;
         tp->fn(tp->arg, begin, end, ith);
     }
 }
@@ -204,12 +218,13 @@ int eng_threadpool_n_threads(const struct eng_threadpool *tp)
     return tp->n_threads;
 }
 
-void eng_threadpool_for(struct eng_threadpool *tp, int64_t n, int64_t chunk, eng_task_fn fn,
-                        void *arg)
+static void threadpool_for(struct eng_threadpool *tp, int64_t n, int64_t chunk, bool guided,
+                           eng_task_fn fn, void *arg)
 {
     if (n <= 0) return;
     if (chunk < 1) chunk = 1;
     if (tp->n_threads == 1 || chunk >= n) {
+        if (guided) chunk = n; /* one thread: one chunk */
         for (int64_t b = 0; b < n; b += chunk) fn(arg, b, b + chunk < n ? b + chunk : n, 0);
         return;
     }
@@ -218,6 +233,7 @@ void eng_threadpool_for(struct eng_threadpool *tp, int64_t n, int64_t chunk, eng
     tp->arg = arg;
     tp->n = n;
     tp->chunk = chunk;
+    tp->guided = guided;
     atomic_store_explicit(&tp->next, 0, memory_order_relaxed);
     const uint64_t gen = job_gen(atomic_load_explicit(&tp->job, memory_order_relaxed)) + 1;
     atomic_store(&tp->job, gen << JOB_GEN_SHIFT); /* seq_cst: before the read of n_sleeping */
@@ -238,4 +254,16 @@ void eng_threadpool_for(struct eng_threadpool *tp, int64_t n, int64_t chunk, eng
             sched_yield(); /* a worker holding a chunk is off the CPU */
         j = atomic_load_explicit(&tp->job, memory_order_acquire);
     }
+}
+
+void eng_threadpool_for(struct eng_threadpool *tp, int64_t n, int64_t chunk, eng_task_fn fn,
+                        void *arg)
+{
+    threadpool_for(tp, n, chunk, false, fn, arg);
+}
+
+void eng_threadpool_for_guided(struct eng_threadpool *tp, int64_t n, int64_t grain, eng_task_fn fn,
+                               void *arg)
+{
+    threadpool_for(tp, n, grain, true, fn, arg);
 }

@@ -44,5 +44,10 @@ int eng_threadpool_n_threads(const struct eng_threadpool *tp);
  * returns when all chunks are done. A loop with a single chunk runs on the caller alone. */
 void eng_threadpool_for(struct eng_threadpool *tp, int64_t n, int64_t chunk, eng_task_fn fn,
                         void *arg);
+/* The same with chunks that shrink as the loop drains: each is a share of the indices left
+ * (whole multiples of grain, at least grain; grain < 1 counts as 1), so the threads run out of
+ * work together where equal chunks would leave one waiting for another's last chunk. */
+void eng_threadpool_for_guided(struct eng_threadpool *tp, int64_t n, int64_t grain, eng_task_fn fn,
+                               void *arg);
 
 #endif

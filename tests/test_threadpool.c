@@ -6,6 +6,8 @@
  * join/close protocol has to get right: loops back to back (workers spinning), loops after a
  * pause (workers asleep), more threads than cores (workers off the CPU, so the caller finishes
  * without them), and chunks that take a while (the caller waits for a worker inside a loop).
+ * Every other loop is a guided one (eng_threadpool_for_guided), whose chunks must also start
+ * and end on whole grains (the last one at the loop's end).
  */
 #include "../engine/threadpool.h"
 #include "test.h"
@@ -17,18 +19,22 @@
 enum { N_MAX = 1000 };
 
 struct count_job {
-    _Atomic int *hits; /* (N_MAX) times each index was visited */
-    int *plain;        /* (N_MAX) plain writes: visible to the caller after the loop */
-    int stamp;         /* the value this loop writes to plain */
-    _Atomic int bad_ith;
+    _Atomic int *hits;   /* (N_MAX) times each index was visited */
+    int *plain;          /* (N_MAX) plain writes: visible to the caller after the loop */
+    int stamp;           /* the value this loop writes to plain */
+    _Atomic int bad_ith; /* tasks with a bad thread index or (guided) chunk */
     int n_threads;
     int slow_every; /* 0, or: sleep 50 us in chunks whose begin is a multiple of this */
+    int64_t grain;  /* a guided loop's grain, or 0 */
+    int64_t n;      /* the loop's length */
 };
 
 static void count_task(void *arg, int64_t begin, int64_t end, int ith)
 {
     struct count_job *j = arg;
     if (ith < 0 || ith >= j->n_threads) atomic_fetch_add(&j->bad_ith, 1);
+    if (j->grain && (begin % j->grain || (end % j->grain && end != j->n)))
+        atomic_fetch_add(&j->bad_ith, 1);
     if (j->slow_every && begin % j->slow_every == 0) {
         struct timespec ts = {0, 50000};
         nanosleep(&ts, NULL);
@@ -59,7 +65,12 @@ static int run_loops(int nt, int iters, int pause_every, int slow_every)
             struct timespec ts = {0, 3000000};
             nanosleep(&ts, NULL);
         }
-        eng_threadpool_for(tp, n, chunk, count_task, &j);
+        j.n = n;
+        j.grain = iter % 2 ? chunk : 0;
+        if (j.grain)
+            eng_threadpool_for_guided(tp, n, chunk, count_task, &j);
+        else
+            eng_threadpool_for(tp, n, chunk, count_task, &j);
         for (int64_t i = 0; i < n; i++)
             bad +=
                 atomic_load_explicit(&hits[i], memory_order_relaxed) != 1 || plain[i] != iter + 1;
