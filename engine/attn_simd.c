@@ -187,6 +187,20 @@ void eng__attn_tiled(const struct eng_attn *a, int t0, int n_rows, int kvh, floa
 /* ---- decode rows: the query heads of a row's KV heads together ---- */
 
 #define GQ_MAX 4 /* query heads per pass */
+
+/* One head's 64 F16 values of a cache row (128 bytes: two lines of a page-aligned store) into
+ * L1. */
+SIMD_TARGET static inline void prefetch_head(const uint16_t *p)
+{
+    _mm_prefetch((const char *)p, _MM_HINT_T0);
+    _mm_prefetch((const char *)(p + 32), _MM_HINT_T0);
+}
+
+/* The lanes of the first min(n, 16) of 16 keys. */
+static inline __mmask16 keys_mask(int n)
+{
+    return (__mmask16)(n >= 16 ? 0xffffu : (1u << n) - 1);
+}
 #ifndef ATTN_AHEAD
 #define ATTN_AHEAD 64 /* keys prefetched ahead */
 #endif
@@ -263,7 +277,7 @@ score_block(const struct eng_attn *a, int t, int h, const int G, const uint16_t 
             part[g][jk] = _mm512_fmadd_ps(q[g][3], k[3], d);
         }
     }
-    const __mmask16 in = (__mmask16)((1u << n) - 1);
+    const __mmask16 in = keys_mask(n);
     UNROLL4
     for (int g = 0; g < G; g++)
         _mm512_mask_storeu_ps(
@@ -283,11 +297,8 @@ value_pass(const struct eng_attn *a, int t, int h, const int G, const uint16_t *
     for (int g = 0; g < G; g++) UNROLL4 for (int i = 0; i < 4; i++) o[g][i] = _mm512_setzero_ps();
     for (int p = 0; p < n_kv; p++) {
         const uint16_t *vp = vb + eng_kv_row(r, first + p) * a->kv_stride;
-        if (p + 16 < n_kv) { /* from L2, where the score pass fetched it, to L1 */
-            const char *vn = (const char *)(vb + eng_kv_row(r, first + p + 16) * a->kv_stride);
-            _mm_prefetch(vn, _MM_HINT_T0);
-            _mm_prefetch(vn + 64, _MM_HINT_T0);
-        }
+        if (p + 16 < n_kv) /* from L2, where the score pass fetched it, to L1 */
+            prefetch_head(vb + eng_kv_row(r, first + p + 16) * a->kv_stride);
         __m512 v[4];
         UNROLL4
         for (int i = 0; i < 4; i++)
@@ -369,13 +380,13 @@ SIMD_TARGET void eng__attn_group(const struct eng_attn *a, int t, int kvh0, int 
         float *sg = scores + (size_t)hh * ns;
         __m512 mx = _mm512_set1_ps(-INFINITY);
         for (int p0 = 0; p0 < n_kv; p0 += 16) {
-            const __mmask16 in = (__mmask16)((1u << (n_kv - p0 < 16 ? n_kv - p0 : 16)) - 1);
+            const __mmask16 in = keys_mask(n_kv - p0);
             mx = _mm512_mask_max_ps(mx, in, mx, _mm512_maskz_loadu_ps(in, sg + p0));
         }
         const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
         __m512 acc = _mm512_setzero_ps();
         for (int p0 = 0; p0 < n_kv; p0 += 16) {
-            const __mmask16 in = (__mmask16)((1u << (n_kv - p0 < 16 ? n_kv - p0 : 16)) - 1);
+            const __mmask16 in = keys_mask(n_kv - p0);
             const __m512 e =
                 eng__v_expf_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(in, sg + p0), m));
             _mm512_mask_storeu_ps(sg + p0, in, e);
@@ -386,11 +397,8 @@ SIMD_TARGET void eng__attn_group(const struct eng_attn *a, int t, int kvh0, int 
     /* Values, one KV head at a time: its query heads' sums in registers, the rows from L2. */
     for (int kvh = kvh0; kvh < kvh0 + nk; kvh++) {
         const uint16_t *vb = v0 + kvh * 64;
-        for (int p = 0; p < n_kv && p < 16; p++) {
-            const char *vp = (const char *)(vb + eng_kv_row(&r, first + p) * a->kv_stride);
-            _mm_prefetch(vp, _MM_HINT_T0);
-            _mm_prefetch(vp + 64, _MM_HINT_T0);
-        }
+        for (int p = 0; p < n_kv && p < 16; p++)
+            prefetch_head(vb + eng_kv_row(&r, first + p) * a->kv_stride);
         for (int g0 = 0; g0 < group; g0 += GQ_MAX) {
             const int hh = (kvh - kvh0) * group + g0;
             const float *w = scores + (size_t)hh * ns;
