@@ -23,7 +23,7 @@
  */
 #include "stats.h"
 #include "../base/base.h"
-#include "../protocol/jsonschema.h"
+#include "../protocol/protocol.h"
 #include "../tests/daemon_util.h"
 #include "../tests/gen_schema.h"
 
@@ -462,7 +462,7 @@ int main(int argc, char **argv)
                     proto_get_str(proto_get(proto_at(calls, 0), "function"), "arguments");
                 struct ag_err err = {0};
                 if (proto_len(calls) == 1 && a &&
-                    ag_jsonschema_validate_text(schema[i].data, a, &err) == 0)
+                    proto_schema_validate_text(schema[i].data, a, &err) == 0)
                     ok++;
                 else
                     fprintf(stderr, "tool call %d failed: %s\n  schema %s\n  result %s\n", base + i,

@@ -8,7 +8,7 @@
  * definitions with $ref ("#", "#/$defs/Name", "#/definitions/Name"; recursion works), maxLength
  * of strings. `true` and `{}` mean any JSON value; {"type": "object"} without properties is any
  * object. Keywords that only narrow values (minimum, pattern, format, ...) are not enforced while
- * generating: validate the result (protocol/jsonschema.h) when they matter.
+ * generating: validate the result (proto_schema_validate in protocol/protocol.h) when they matter.
  *
  * What is generated: objects list their properties in the schema's order; required ones always
  * appear, optional ones may be skipped; nothing else (additionalProperties is treated as false

@@ -1,17 +1,16 @@
 /*
  * fuzz_grammar.c - libFuzzer target for JSON Schema grammars (engine/grammar.c) and the
- * validator (protocol/jsonschema.c). The input is a schema, a NUL byte, then text. A schema
- * either compiles or is refused with a message; the text is fed byte by byte; whenever the
- * matcher says a value is complete, the text so far must be JSON that the validator accepts
- * (keywords the grammar does not enforce aside: the seeds avoid them), and the shortest
+ * validator (protocol/jsonschema.c, proto_schema_validate). The input is a schema, a NUL byte, then
+ * text. A schema either compiles or is refused with a message; the text is fed byte by byte;
+ * whenever the matcher says a value is complete, the text so far must be JSON that the validator
+ * accepts (keywords the grammar does not enforce aside: the seeds avoid them), and the shortest
  * completion of any prefix must finish the value.
  */
-#include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../engine/grammar.h"
-#include "../protocol/jsonschema.h"
+#include "../protocol/protocol.h"
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
 
@@ -45,13 +44,13 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
         memcpy(whole, text, i);
         memcpy(whole + i, comp.data ? comp.data : "", comp.len);
         whole[i + comp.len] = '\0';
-        cJSON *v = cJSON_Parse(whole);
+        struct proto_val *v = proto_parse(whole, strlen(whole), NULL);
         if (!v) abort(); /* a complete value is JSON */
-        cJSON *s = cJSON_ParseWithLength((const char *)data, slen);
+        struct proto_val *s = proto_parse((const char *)data, slen, NULL);
         struct ag_err verr = {0};
-        (void)ag_jsonschema_validate(s, v, &verr); /* must not crash; keywords may differ */
-        cJSON_Delete(s);
-        cJSON_Delete(v);
+        (void)proto_schema_validate(s, v, &verr); /* must not crash; keywords may differ */
+        proto_val_free(s);
+        proto_val_free(v);
         free(whole);
     }
     ag_buf_release(&comp);

@@ -6,6 +6,8 @@
 
 #include <string.h>
 
+#include "protocol_int.h"
+
 static const struct proto_val *member(const struct proto_val *params, const char *key,
                                       bool required, int *rc, struct ag_err *err)
 {
@@ -71,23 +73,27 @@ int proto_param_obj(const struct proto_val *params, const char *key, bool requir
     return 0;
 }
 
+const char *proto__closest_key(const char *key, const char *const *keys)
+{
+    const char *best = NULL;
+    int best_d = 3;
+    for (size_t i = 0; keys[i]; i++) {
+        int d = ag_levenshtein(key, keys[i]);
+        /* A key that starts the right name ("max_frame") is a near miss too. */
+        if (strlen(key) >= 3 && strncmp(keys[i], key, strlen(key)) == 0) d = 2;
+        if (d < best_d) best_d = d, best = keys[i];
+    }
+    return best;
+}
+
 int proto_param_known(const struct proto_val *params, const char *const *keys, struct ag_err *err)
 {
     for (const struct proto_val *m = proto_child(params); m; m = proto_next(m)) {
-        const char *k = proto_key(m), *best = NULL;
-        int best_d = 3;
+        const char *k = proto_key(m);
         bool known = false;
-        for (size_t i = 0; keys[i]; i++) {
-            if (strcmp(k, keys[i]) == 0) {
-                known = true;
-                break;
-            }
-            int d = ag_levenshtein(k, keys[i]);
-            /* A key that starts the right name ("max_frame") is a near miss too. */
-            if (strlen(k) >= 3 && strncmp(keys[i], k, strlen(k)) == 0) d = 2;
-            if (d < best_d) best_d = d, best = keys[i];
-        }
+        for (size_t i = 0; keys[i] && !known; i++) known = strcmp(k, keys[i]) == 0;
         if (known) continue;
+        const char *best = proto__closest_key(k, keys);
         if (best)
             return ag_err_set(err, AG_EPARAMS, "params.%s: unknown parameter (did you mean '%s'?)",
                               k, best);

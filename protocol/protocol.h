@@ -194,6 +194,48 @@ int proto_param_obj(const struct proto_val *params, const char *key, bool requir
 /* Fails when params has a member not listed in keys (NULL-terminated), with a suggestion. */
 int proto_param_known(const struct proto_val *params, const char *const *keys, struct ag_err *err);
 
+/* ---- JSON Schema (jsonschema.c) ---- */
+/*
+ * The subset agentd's tools, structured outputs and methods use: type and type arrays,
+ * properties, required, additionalProperties, items, minItems/maxItems, enum, const,
+ * anyOf/oneOf, $ref to #, #/$defs/... and #/definitions/..., minLength/maxLength,
+ * minimum/maximum/exclusiveMinimum/exclusiveMaximum. Other keywords are ignored. A NULL schema
+ * accepts everything.
+ *
+ * Each returns 0 when the value is valid, AG_EPARAMS with err naming the first failing value
+ * when it is not, AG_EINVAL when the schema itself is malformed (a $ref that does not resolve,
+ * checks nested over 512 levels).
+ */
+/* For documents; errors use JSON pointers: "/city: expected string, got number",
+ * "/: missing required property \"unit\"", "/tags/2: not one of the enum values". */
+int proto_schema_validate(const struct proto_val *schema, const struct proto_val *instance,
+                          struct ag_err *err);
+/* The same from JSON texts (AG_EPARSE when either does not parse). */
+int proto_schema_validate_text(const char *schema, const char *instance, struct ag_err *err);
+/*
+ * For JSON-RPC parameters; errors read as the param helpers above do:
+ *   "params.name: required", "params.name: expected a string, got number",
+ *   "params.limit: expected an integer from 1 to 100" (INT64_MIN/INT64_MAX without bounds),
+ *   "params.temperature: expected a number from 0 to 2", "params.b: expected a boolean, got
+ *   string", "params.o: expected an object, got array", "params.x: expected a string or null,
+ *   got number", "params.mode: expected one of a, b, c", "params.text: must not be empty"
+ *   (minLength or minItems 1), "params.stop: at most 4 strings", "params.nmae: unknown
+ *   parameter (did you mean 'name'?)" (additionalProperties false), nested as
+ *   "params.limits.memory_mb: ..." and "params.allow[2]: ...".
+ * params NULL (or null) counts as {}; a member that is null counts as absent unless its type
+ * lists "null". An object's unknown members are reported first, then its properties are
+ * checked in the schema's order. anyOf/oneOf reports the first alternative whose type fits.
+ */
+int proto_schema_check_params(const struct proto_val *schema, const struct proto_val *params,
+                              struct ag_err *err);
+/* Parses a schema once (for a static table of JSON texts) and checks its own shape: known type
+ * names, numeric bounds, required as names, $refs that resolve. *out: caller frees; AG_EINVAL
+ * naming the place ("schema #.properties.limit.type: not a JSON Schema type") otherwise. */
+int proto_schema_parse(const char *json, struct proto_val **out, struct ag_err *err);
+/* proto_schema_parse + proto_schema_check_params, for one-off checks (parses every call). */
+int proto_schema_check_params_text(const char *schema, const struct proto_val *params,
+                                   struct ag_err *err);
+
 /* ---- default locations, shared by agentd and agentctl (paths.c) ---- */
 /* Data dir: $AGENTD_DATA, else $XDG_DATA_HOME/agentd, else $HOME/.local/share/agentd. */
 int proto_default_data_dir(char *buf, size_t n, struct ag_err *err);

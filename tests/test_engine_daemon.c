@@ -6,7 +6,7 @@
  * daemon keeps answering ping, and a daemon without a model.
  */
 #include "daemon_util.h"
-#include "../protocol/jsonschema.h"
+#include "../protocol/protocol.h"
 #include "gen_schema.h"
 #include "test.h"
 
@@ -429,7 +429,7 @@ static void test_tool_calls_validate(void)
         const struct proto_val *calls = proto_get(res, "tool_calls");
         const char *args = proto_get_str(proto_get(proto_at(calls, 0), "function"), "arguments");
         struct ag_err err = {0};
-        int rc = args ? ag_jsonschema_validate_text(schema.data, args, &err) : -1;
+        int rc = args ? proto_schema_validate_text(schema.data, args, &err) : -1;
         CHECKF(proto_len(calls) == 1 && rc == 0, "case %d: %s; schema %s; args %s; %s", i, err.msg,
                schema.data, args ? args : "(none)",
                proto_get_str(res, "finish_reason") ?: resp_error_msg(r));
@@ -458,7 +458,7 @@ static void test_json_schema_reply(void)
     free(p);
     const char *text = proto_get_str(proto_get(r, "result"), "text");
     struct ag_err err = {0};
-    CHECKF(text && ag_jsonschema_validate_text(schema, text, &err) == 0, "%s: %s", text, err.msg);
+    CHECKF(text && proto_schema_validate_text(schema, text, &err) == 0, "%s: %s", text, err.msg);
     CHECK_STR(proto_get_str(proto_get(r, "result"), "finish_reason"), "stop");
     proto_val_free(r);
     /* A schema outside the subset is refused with the compiler's message. */

@@ -4,7 +4,6 @@
  * every token, random schemas whose random token walks always validate, malformed schemas, and
  * the mask's cost on both real vocabularies (printed).
  */
-#include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -12,7 +11,7 @@
 #include "../engine/gguf.h"
 #include "../engine/grammar.h"
 #include "../engine/tokenizer.h"
-#include "../protocol/jsonschema.h"
+#include "../protocol/protocol.h"
 #include "gen_schema.h"
 #include "test.h"
 
@@ -155,7 +154,7 @@ static void test_validator(void)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct ag_err err = {0};
-        int rc = ag_jsonschema_validate_text(schema, cases[i].v, &err);
+        int rc = proto_schema_validate_text(schema, cases[i].v, &err);
         if (!cases[i].want)
             CHECKF(rc == 0, "%s: %s", cases[i].v, err.msg);
         else
@@ -314,7 +313,7 @@ static void test_random_walks(void)
                     ag_buf_append(&whole, out.data ? out.data : "", out.len);
                     ag_buf_append(&whole, comp.data ? comp.data : "", comp.len);
                     struct ag_err verr = {0};
-                    int vrc = ag_jsonschema_validate_text(b.data, whole.data, &verr);
+                    int vrc = proto_schema_validate_text(b.data, whole.data, &verr);
                     CHECKF(ok && vrc == 0, "schema %d: completion of '%s' by '%s': %s", si,
                            out.data ? out.data : "", comp.data ? comp.data : "", verr.msg);
                     completions++;
@@ -344,15 +343,15 @@ static void test_random_walks(void)
             if (eng_gmatch_done(m)) {
                 walks++;
                 ag_buf_append(&out, "", 0);
-                cJSON *inst = cJSON_ParseWithLength(out.data, out.len);
-                cJSON *sch = cJSON_ParseWithLength(b.data, b.len);
+                struct proto_val *inst = proto_parse(out.data, out.len, NULL);
+                struct proto_val *sch = proto_parse(b.data, b.len, NULL);
                 struct ag_err verr = {0};
-                int rc = inst ? ag_jsonschema_validate(sch, inst, &verr) : -1;
+                int rc = inst ? proto_schema_validate(sch, inst, &verr) : -1;
                 CHECKF(rc == 0, "schema %d walk produced invalid %.*s: %s", si, (int)out.len,
                        out.data, inst ? verr.msg : "not JSON");
                 valid += rc == 0;
-                cJSON_Delete(inst);
-                cJSON_Delete(sch);
+                proto_val_free(inst);
+                proto_val_free(sch);
             }
             ag_buf_release(&out);
             eng_gmatch_free(m);

@@ -280,6 +280,170 @@ static void test_params(void)
     proto_val_free(p);
 }
 
+/* Runs proto_schema_check_params(schema, params) and returns the message ("" when valid). */
+static const char *schema_params(const char *schema, const char *params)
+{
+    static struct ag_err err;
+    struct proto_val *s = NULL, *p = params ? parse(params) : NULL;
+    memset(&err, 0, sizeof(err));
+    CHECKF(proto_schema_parse(schema, &s, &err) == 0, "%s: %s", schema, err.msg);
+    int rc = proto_schema_check_params(s, p, &err);
+    CHECKF(rc == 0 || rc == AG_EPARAMS, "%s on %s: rc %d", schema, params, rc);
+    if (rc == 0) CHECKF(err.msg[0] == '\0', "valid but err set: %s", err.msg);
+    proto_val_free(s);
+    proto_val_free(p);
+    return rc == 0 ? "" : err.msg;
+}
+
+/* Every message shape of the parameters voice, word for word: handlers' tests and clients rely
+ * on them, so a change of wording must fail here first. */
+static void test_schema_params_messages(void)
+{
+    static const char get[] =
+        "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"}},"
+        "\"required\":[\"name\"],\"additionalProperties\":false}";
+    CHECK_STR(schema_params(get, "{\"name\":\"x\"}"), "");
+    CHECK_STR(schema_params(get, NULL), "params.name: required");
+    CHECK_STR(schema_params(get, "null"), "params.name: required");
+    CHECK_STR(schema_params(get, "{\"name\":null}"), "params.name: required");
+    CHECK_STR(schema_params(get, "{\"name\":5}"), "params.name: expected a string, got number");
+    CHECK_STR(schema_params(get, "{\"nme\":\"a\"}"),
+              "params.nme: unknown parameter (did you mean 'name'?)");
+    CHECK_STR(schema_params(get, "{\"zzzzzz\":1}"), "params.zzzzzz: unknown parameter");
+    CHECK_STR(schema_params(get, "[]"), "params: expected an object, got array");
+
+    static const char types[] = "{\"type\":\"object\",\"properties\":{"
+                                "\"n\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":100},"
+                                "\"seed\":{\"type\":\"integer\"},"
+                                "\"after\":{\"type\":\"integer\",\"minimum\":0},"
+                                "\"t\":{\"type\":\"number\",\"minimum\":0,\"maximum\":2},"
+                                "\"x\":{\"type\":\"number\"},"
+                                "\"b\":{\"type\":\"boolean\"},"
+                                "\"o\":{\"type\":\"object\"},"
+                                "\"a\":{\"type\":\"array\"},"
+                                "\"sn\":{\"type\":[\"string\",\"null\"]},"
+                                "\"si\":{\"type\":[\"string\",\"integer\",\"array\"]},"
+                                "\"mode\":{\"enum\":[\"fast\",\"slow\",3]},"
+                                "\"kind\":{\"const\":\"tool\"},"
+                                "\"text\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":4},"
+                                "\"code\":{\"type\":\"string\",\"minLength\":3},"
+                                "\"nope\":false},"
+                                "\"additionalProperties\":false}";
+    CHECK_STR(schema_params(types, "{}"), "");
+    CHECK_STR(schema_params(types,
+                            "{\"n\":5,\"t\":1.5,\"b\":false,\"o\":{},\"a\":[],\"sn\":null,"
+                            "\"si\":[1],\"mode\":3,\"kind\":\"tool\",\"text\":\"\\u00e9\\u00e9\"}"),
+              "");
+    CHECK_STR(schema_params(types, "{\"n\":0}"), "params.n: expected an integer from 1 to 100");
+    CHECK_STR(schema_params(types, "{\"n\":1.5}"), "params.n: expected an integer from 1 to 100");
+    CHECK_STR(schema_params(types, "{\"n\":\"5\"}"), "params.n: expected an integer from 1 to 100");
+    CHECK_STR(schema_params(types, "{\"seed\":true}"),
+              "params.seed: expected an integer from -9223372036854775808 to 9223372036854775807");
+    CHECK_STR(schema_params(types, "{\"after\":-1}"),
+              "params.after: expected an integer from 0 to 9223372036854775807");
+    CHECK_STR(schema_params(types, "{\"t\":\"hot\"}"), "params.t: expected a number from 0 to 2");
+    CHECK_STR(schema_params(types, "{\"t\":2.5}"), "params.t: expected a number from 0 to 2");
+    CHECK_STR(schema_params(types, "{\"x\":[]}"), "params.x: expected a number, got array");
+    CHECK_STR(schema_params(types, "{\"b\":1}"), "params.b: expected a boolean, got number");
+    CHECK_STR(schema_params(types, "{\"o\":[]}"), "params.o: expected an object, got array");
+    CHECK_STR(schema_params(types, "{\"a\":{}}"), "params.a: expected an array, got object");
+    CHECK_STR(schema_params(types, "{\"sn\":5}"),
+              "params.sn: expected a string or null, got number");
+    CHECK_STR(schema_params(types, "{\"si\":true}"),
+              "params.si: expected a string, an integer or an array, got boolean");
+    CHECK_STR(schema_params(types, "{\"mode\":\"medium\"}"),
+              "params.mode: expected one of fast, slow, 3");
+    CHECK_STR(schema_params(types, "{\"kind\":\"x\"}"), "params.kind: expected tool");
+    CHECK_STR(schema_params(types, "{\"text\":\"\"}"), "params.text: must not be empty");
+    CHECK_STR(schema_params(types, "{\"text\":\"abcde\"}"),
+              "params.text: must be at most 4 characters");
+    CHECK_STR(schema_params(types, "{\"code\":\"ab\"}"),
+              "params.code: must be at least 3 characters");
+    CHECK_STR(schema_params(types, "{\"nope\":1}"), "params.nope: not allowed");
+    /* A null member is absent (optional here), as proto_param_* have always treated it. */
+    CHECK_STR(schema_params(types, "{\"n\":null,\"b\":null}"), "");
+}
+
+static void test_schema_params_nested(void)
+{
+    static const char sbx[] =
+        "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"
+        "\"limits\":{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"
+        "\"memory_mb\":{\"type\":\"integer\",\"minimum\":16,\"maximum\":65536},"
+        "\"pids\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":4096}}},"
+        "\"allow\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},"
+        "\"stop\":{\"anyOf\":[{\"type\":\"string\",\"minLength\":1},"
+        "{\"type\":\"array\",\"maxItems\":4,\"items\":{\"type\":\"string\",\"minLength\":1}}]},"
+        "\"messages\":{\"type\":\"array\",\"minItems\":1,\"items\":{\"$ref\":\"#/$defs/msg\"}},"
+        "\"tags\":{\"type\":\"array\",\"minItems\":2,\"items\":{\"type\":\"integer\"}}},"
+        "\"$defs\":{\"msg\":{\"type\":\"object\",\"required\":[\"role\"],\"properties\":{"
+        "\"role\":{\"enum\":[\"system\",\"user\",\"assistant\",\"tool\"]}}}}}";
+    CHECK_STR(schema_params(sbx,
+                            "{\"limits\":{\"memory_mb\":64},\"allow\":[\"a\"],\"stop\":[\"x\"],"
+                            "\"messages\":[{\"role\":\"user\"}]}"),
+              "");
+    CHECK_STR(schema_params(sbx, "{\"limits\":{\"memory_mb\":8}}"),
+              "params.limits.memory_mb: expected an integer from 16 to 65536");
+    CHECK_STR(schema_params(sbx, "{\"limits\":{\"pid\":8}}"),
+              "params.limits.pid: unknown parameter (did you mean 'pids'?)");
+    CHECK_STR(schema_params(sbx, "{\"limits\":3}"),
+              "params.limits: expected an object, got number");
+    CHECK_STR(schema_params(sbx, "{\"allow\":[\"a\",\"b\",2]}"),
+              "params.allow[2]: expected a string, got number");
+    CHECK_STR(schema_params(sbx, "{\"stop\":\"\"}"), "params.stop: must not be empty");
+    CHECK_STR(schema_params(sbx, "{\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}"),
+              "params.stop: at most 4 strings");
+    CHECK_STR(schema_params(sbx, "{\"stop\":[\"a\",\"\"]}"), "params.stop[1]: must not be empty");
+    CHECK_STR(schema_params(sbx, "{\"stop\":5}"),
+              "params.stop: expected a string or an array, got number");
+    CHECK_STR(schema_params(sbx, "{\"messages\":[]}"), "params.messages: must not be empty");
+    CHECK_STR(schema_params(sbx, "{\"messages\":[{\"role\":\"robot\"}]}"),
+              "params.messages[0].role: expected one of system, user, assistant, tool");
+    CHECK_STR(schema_params(sbx, "{\"messages\":[{}]}"), "params.messages[0].role: required");
+    CHECK_STR(schema_params(sbx, "{\"tags\":[1]}"), "params.tags: at least 2 integers");
+    /* Unknown names come first, then properties in the schema's order. */
+    CHECK_STR(schema_params(sbx, "{\"limits\":3,\"allow\":4,\"bogus\":1}"),
+              "params.bogus: unknown parameter");
+    CHECK_STR(schema_params(sbx, "{\"allow\":4,\"limits\":3}"),
+              "params.limits: expected an object, got number");
+}
+
+static void test_schema_parse_and_text(void)
+{
+    struct ag_err err = {0};
+    struct proto_val *s = NULL;
+    CHECK(proto_schema_parse("{\"type\":\"strin\"}", &s, &err) == AG_EINVAL && !s);
+    CHECK_STR(err.msg, "schema #.type: not a JSON Schema type");
+    CHECK(proto_schema_parse("{\"properties\":{\"a\":{\"$ref\":\"#/$defs/x\"}}}", &s, &err) ==
+          AG_EINVAL);
+    CHECK_STR(err.msg, "schema #.properties.a.$ref: does not resolve");
+    CHECK(proto_schema_parse("{\"required\":\"a\"}", &s, &err) == AG_EINVAL);
+    CHECK(proto_schema_parse("{\"maximum\":\"9\"}", &s, &err) == AG_EINVAL);
+    CHECK(proto_schema_parse("{", &s, &err) == AG_EINVAL);
+    CHECK(proto_schema_parse("{\"type\":[\"string\",\"null\"],\"description\":\"d\"}", &s, &err) ==
+          0);
+    proto_val_free(s);
+
+    struct proto_val *p = parse("{\"limit\":1000}");
+    CHECK(proto_schema_check_params_text("{\"properties\":{\"limit\":{\"type\":\"integer\","
+                                         "\"minimum\":1,\"maximum\":100}}}",
+                                         p, &err) == AG_EPARAMS);
+    CHECK_STR(err.msg, "params.limit: expected an integer from 1 to 100");
+    CHECK(proto_schema_check_params_text("{\"type\":\"bogus\"}", p, &err) == AG_EINVAL);
+    proto_val_free(p);
+
+    /* The documents voice keeps its JSON pointers. */
+    CHECK(proto_schema_validate_text("{\"properties\":{\"city\":{\"type\":\"string\"}}}",
+                                     "{\"city\":5}", &err) == AG_EPARAMS);
+    CHECK_STR(err.msg, "/city: expected string, got number");
+    CHECK(proto_schema_validate_text("{\"required\":[\"unit\"]}", "{}", &err) == AG_EPARAMS);
+    CHECK_STR(err.msg, "/: missing required property \"unit\"");
+    CHECK(proto_schema_validate_text("{\"items\":{\"enum\":[1,2]}}", "[1,2,3]", &err) ==
+          AG_EPARAMS);
+    CHECK_STR(err.msg, "/2: not one of the enum values");
+    CHECK(proto_schema_validate(NULL, NULL, &err) == 0);
+}
+
 static void test_base_helpers(void)
 {
     CHECK(ag_levenshtein("instructons", "instructions") == 1);
@@ -322,6 +486,9 @@ int main(int argc, char **argv)
     RUN(test_rpc_write);
     RUN(test_catalog);
     RUN(test_params);
+    RUN(test_schema_params_messages);
+    RUN(test_schema_params_nested);
+    RUN(test_schema_parse_and_text);
     RUN(test_base_helpers);
     return TEST_END();
 }

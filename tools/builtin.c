@@ -6,7 +6,7 @@
 #include <cjson/cJSON.h>
 #include <string.h>
 
-#include "../protocol/jsonschema.h"
+#include "../protocol/protocol.h"
 
 #define OBJ(props, req)                                                                            \
     "{\"type\":\"object\",\"properties\":{" props "},\"required\":[" req                           \
@@ -76,10 +76,12 @@ int tools_check_args(const struct tool_def *t, const char *arguments, void **arg
         cJSON_Delete(a);
         return ag_err_set(err, AG_EPARAMS, "the arguments of %s must be a JSON object", t->name);
     }
-    cJSON *schema = cJSON_Parse(t->parameters);
+    /* A proto_val is a cJSON underneath (protocol/json.c): the arguments go to the validator
+     * as they are, without a second parse. */
+    struct proto_val *schema = proto_parse(t->parameters, strlen(t->parameters), NULL);
     struct ag_err verr = {0};
-    int rc = ag_jsonschema_validate(schema, a, &verr);
-    cJSON_Delete(schema);
+    int rc = proto_schema_validate(schema, (const struct proto_val *)a, &verr);
+    proto_val_free(schema);
     if (rc != 0) {
         cJSON_Delete(a);
         return ag_err_set(err, AG_EPARAMS, "invalid arguments for %s: %s", t->name, verr.msg);
