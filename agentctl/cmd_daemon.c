@@ -81,8 +81,9 @@ int cmd_status(struct ctl_ctx *ctx, int argc, char **argv)
     return 0;
 }
 
-/* Prints the names in arr (strings) with their catalogue summaries, aligned. */
-static void print_names(const struct proto_val *arr, bool methods)
+/* Prints the names in arr (strings) with their summaries, aligned: methods' from the daemon's
+ * catalogue (initialize's capabilities.catalog), events' from this client's. */
+static void print_names(const struct proto_val *arr, const struct proto_val *catalog, bool methods)
 {
     int width = 0;
 
@@ -93,8 +94,9 @@ static void print_names(const struct proto_val *arr, bool methods)
         const char *summary = NULL;
         if (!name) continue;
         if (methods) {
-            const struct proto_method_info *mi = proto_method_find(name);
-            summary = mi ? mi->summary : NULL;
+            for (const struct proto_val *m = proto_child(catalog); m && !summary; m = proto_next(m))
+                if (proto_get_str(m, "name") && strcmp(proto_get_str(m, "name"), name) == 0)
+                    summary = proto_get_str(m, "summary");
         } else {
             size_t n;
             const struct proto_event_info *ei = proto_events(&n);
@@ -126,10 +128,10 @@ int cmd_methods(struct ctl_ctx *ctx, int argc, char **argv)
     }
     printf("methods served by %s %s (protocol %s):\n", name ? name : "agentd",
            version ? version : "?", protocol ? protocol : "?");
-    print_names(proto_get(caps, "methods"), true);
+    print_names(proto_get(caps, "methods"), proto_get(caps, "catalog"), true);
     if (proto_len(proto_get(caps, "events"))) {
         printf("\nevents (run.event notifications):\n");
-        print_names(proto_get(caps, "events"), false);
+        print_names(proto_get(caps, "events"), NULL, false);
     }
     return 0;
 }

@@ -18,8 +18,11 @@
 #include <uv.h>
 
 #include "../base/base.h"
+#include "../engine/serve.h"
 #include "../memory/memory.h"
 #include "../protocol/protocol.h"
+#include "../sandbox/sandbox.h"
+#include "../tools/fetch.h"
 
 #define AGENTD_VERSION "0.1.0"
 
@@ -78,40 +81,22 @@ void storeq_stop(struct storeq *q);
 /* ---- connections (server.c) ---- */
 struct conn;
 
-/* An internal caller (the agent runner) calls methods through a struct conn with a sink: its
- * replies and notifications go to these callbacks on the loop thread instead of a socket. */
-struct conn_sink {
-    /* The one reply of a conn_call: result, or err (with data, may be NULL). */
-    void (*reply)(struct conn *c, const struct proto_val *result, const struct ag_err *err,
-                  const struct proto_val *data);
-    void (*notify)(struct conn *c, const char *method, const struct proto_val *params);
-};
-
 struct conn {
-    uv_pipe_t pipe;               /* the client socket; pipe.data points back here */
-    struct agentd *d;             /* the daemon */
-    struct conn *prev, *next;     /* list of open connections */
-    uint64_t id;                  /* sequential, for logs */
-    uid_t uid;                    /* peer credentials from SO_PEERCRED */
-    pid_t pid;                    /* peer pid (0 when unknown) */
-    struct proto_framer fr;       /* request bytes -> lines */
-    struct ag_buf out;            /* responses not yet handed to the kernel or libuv */
-    int refs;                     /* 1 for the open handle + 1 per job in flight */
-    bool busy;                    /* a request waits on a job; later frames wait in fr */
-    bool reading;                 /* uv_read_start is active */
-    bool eof;                     /* the client closed its side; close after answering */
-    bool closing;                 /* uv_close called */
-    bool initialized;             /* initialize was called (optional for now) */
-    const struct conn_sink *sink; /* internal caller, or NULL for a socket */
-    void *sink_ud;                /* the internal caller's state */
+    uv_pipe_t pipe;           /* the client socket; pipe.data points back here */
+    struct agentd *d;         /* the daemon */
+    struct conn *prev, *next; /* list of open connections */
+    uint64_t id;              /* sequential, for logs */
+    uid_t uid;                /* peer credentials from SO_PEERCRED */
+    pid_t pid;                /* peer pid (0 when unknown) */
+    struct proto_framer fr;   /* request bytes -> lines */
+    struct ag_buf out;        /* responses not yet handed to the kernel or libuv */
+    int refs;                 /* 1 for the open handle + 1 per job in flight */
+    bool busy;                /* a request waits on a job; later frames wait in fr */
+    bool reading;             /* uv_read_start is active */
+    bool eof;                 /* the client closed its side; close after answering */
+    bool closing;             /* uv_close called */
+    bool initialized;         /* initialize was called (optional for now) */
 };
-
-/* Sets c up as an internal caller of d's methods. */
-void conn_init_internal(struct conn *c, struct agentd *d, const struct conn_sink *sink, void *ud);
-/* Calls method with params (taken over) as c; the reply reaches c's sink, at once or later.
- * One call at a time per conn (c->busy while one is pending). Returns the synchronous result
- * code, for information: the sink has been told either way. */
-int conn_call(struct conn *c, const char *method, struct proto_val *params);
 
 /* Appends a result or error response for id to c's output (flushed by the caller). */
 void conn_reply(struct conn *c, const struct proto_val *id, const struct proto_val *result);
@@ -128,14 +113,50 @@ void server_stop_listening(struct agentd *d);
 /* Closes every connection now. */
 void server_close_all(struct agentd *d);
 
-/* ---- methods (methods.c) ---- */
-#define METHOD_ASYNC 1 /* handler took ownership of the request and will reply later */
+/* ---- the method table (methods.c) ---- */
+#define METHOD_ASYNC 1 /* a handler took ownership of the request and will reply later */
 
 /*
- * Runs the method named in req for c. Returns 0 with *result set (may stay NULL for {}), a
- * negative AG_E code with err set, or METHOD_ASYNC after taking over req (req->root is NULL
- * then) and calling conn_begin_async.
+ * A method handler. params were checked against the row's schema before it runs. Returns 0 with
+ * *result set (may stay NULL for {}), a negative AG_E code with err set, or METHOD_ASYNC after
+ * taking over req (req->root is NULL then) and calling conn_begin_async.
  */
+typedef int (*method_fn)(struct conn *c, struct proto_req *req, struct proto_val **result,
+                         struct ag_err *err);
+
+enum method_flags {
+    METHOD_DRAINING = 1u << 0, /* still served while the daemon drains */
+    METHOD_LATER = 1u << 1,    /* may answer later (METHOD_ASYNC) */
+    METHOD_NOTIFIES = 1u << 2, /* may send notifications before its answer */
+};
+
+/* One row of the table: every method the protocol knows, served or not yet. */
+struct method {
+    const char *name;    /* "agent.create" */
+    method_fn fn;        /* NULL: catalogued, not built yet (answers "unsupported") */
+    const char *params;  /* JSON Schema of params (checked before fn); NULL: no parameters */
+    unsigned flags;      /* enum method_flags */
+    const char *summary; /* one line for agentctl, initialize and the README */
+};
+
+/* Each subsystem's rows (a group), gathered into one table by methods.c. */
+struct method_group {
+    const struct method *rows;
+    size_t n;
+};
+#define METHOD_GROUP(name, rows)                                                                   \
+    const struct method_group name = {rows, sizeof(rows) / sizeof((rows)[0])}
+extern const struct method_group core_methods, store_methods, sbxd_methods, engd_methods,
+    webd_methods, run_methods;
+
+/* Builds the table (parses every schema once); a malformed schema is a bug: AG_EINVAL. */
+int methods_init(struct ag_err *err);
+void methods_release(void);
+/* The row called name (one lookup), or NULL. */
+const struct method *methods_find(const char *name);
+/* Every row, sorted by name. */
+const struct method *const *methods_all(size_t *n);
+/* Runs the method named in req for c: looks it up, checks its params, calls its handler. */
 int methods_dispatch(struct conn *c, struct proto_req *req, struct proto_val **result,
                      struct ag_err *err);
 /* Loads agent definition files from dir into st at start-up (before the storage thread). */
@@ -149,12 +170,17 @@ struct sbxd;
 void sbxd_start(struct agentd *d);
 /* Kills every sandbox, joins the workers, closes the handles (the loop frees the rest). */
 void sbxd_stop(struct agentd *d);
-#define SBXD_NOT_MINE 2 /* sbxd_dispatch: not a sandbox method */
-/* Handles a "sandbox.*" method like methods_dispatch; SBXD_NOT_MINE for an unknown name. */
-int sbxd_dispatch(struct conn *c, struct proto_req *req, struct proto_val **result,
-                  struct ag_err *err);
 /* Sandbox jobs submitted and not yet answered. */
 int sbxd_in_flight(struct agentd *d);
+/* A cell's end (loop thread): res with valid UTF-8 texts, or err. */
+typedef void (*sbxd_cell_fn)(void *ud, const struct sbx_result *res, const struct ag_err *err);
+/* Runs code as a cell of the session called session, created on first use with lim (NULL: the
+ * defaults). Errors at once: unavailable, a busy session (AG_EBUSY), a dead interpreter
+ * (AG_ESANDBOX), a bad name. */
+int sbxd_cell(struct agentd *d, const char *session, const char *code, int64_t timeout_ms,
+              const struct sbx_limits *lim, sbxd_cell_fn done, void *ud, struct ag_err *err);
+/* Destroys a session (what runs in it is killed; its cell's callback follows). */
+void sbxd_kill(struct agentd *d, const char *session);
 /* Sends a notification to c now (loop thread). */
 void conn_notify(struct conn *c, const char *method, const struct proto_val *params);
 /* conn_reply_error with members added to the error's data (borrowed, may be NULL). */
@@ -167,36 +193,107 @@ struct engd;
 int engd_start(struct agentd *d, struct ag_err *err);
 /* Fails what is in flight, stops the engine thread, closes the handle. */
 void engd_stop(struct agentd *d);
-/* Handles engine.* and model.* like methods_dispatch; ENGD_NOT_MINE for other names. */
-#define ENGD_NOT_MINE 2
-int engd_dispatch(struct conn *c, struct proto_req *req, struct proto_val **result,
-                  struct ag_err *err);
 /* c closed or stopped sending: its engine requests are cancelled. */
 void engd_conn_gone(struct conn *c);
-/* engine.generate requests not yet answered. */
+/* Generations not yet finished. */
 int engd_in_flight(struct agentd *d);
+
+/* The end of a generation, borrowed for the done callback. */
+struct engd_result {
+    uint64_t id;                             /* the engine's id (engd_cancel, call ids) */
+    const char *request_id;                  /* its name */
+    const char *text;                        /* chat: the content outside the calls; else all */
+    size_t len;                              /* bytes of text */
+    const char *raw;                         /* the whole generated text */
+    size_t raw_len;                          /* bytes of raw */
+    bool chat;                               /* messages were given: calls are parsed */
+    const struct eng_chat_reply_call *calls; /* n_calls tool calls, in order */
+    size_t n_calls;
+    const char *parse_error;   /* the model wrote a call that does not parse, or NULL */
+    const char *finish_reason; /* stop, length, tool_calls */
+    struct eng_gen_usage usage;
+    int n_ctx, max_tokens; /* on AG_ECTXOVERFLOW: the context and the max_tokens asked */
+};
+
+/* Callbacks of a generation, on the loop thread. delta may be NULL; done comes exactly once
+ * (err set on failure or cancel; res is filled either way, for the usage). */
+struct engd_gen_cb {
+    void (*delta)(void *ud, const char *text, size_t n);
+    void (*done)(void *ud, const struct engd_result *res, const struct ag_err *err);
+};
+
+/* Submits r (its contents move into the engine; r is left zeroed on success). name: the
+ * request's unique name (engine.cancel finds it), or NULL for a generated one. owner: the
+ * connection whose closing cancels it, or NULL. *id gets its id. Errors at once: no model
+ * (AG_EUNSUPPORTED), a name in use (AG_EEXISTS), a bad request (AG_EINVAL). */
+int engd_generate(struct agentd *d, struct eng_gen_req *r, const char *name, const void *owner,
+                  const struct engd_gen_cb *cb, void *ud, uint64_t *id, struct ag_err *err);
+/* Cancels generation id (its done callback follows with AG_ECANCELLED); no-op when finished. */
+void engd_cancel(struct agentd *d, uint64_t id);
+/* A seed for a request that names none. */
+uint64_t engd_random_seed(struct agentd *d);
+/* The id a tool call gets in results: "call_<id>_<i>". */
+void engd_call_id(char *buf, size_t n, uint64_t id, size_t i);
 
 /* ---- the web (web.c) ---- */
 /* Starts the fetcher; fails on a bad --fetch-allow. */
 int webd_start(struct agentd *d, struct ag_err *err);
 void webd_stop(struct agentd *d);
-#define WEBD_NOT_MINE 2
-/* Handles web.* like methods_dispatch; WEBD_NOT_MINE for other names. */
-int webd_dispatch(struct conn *c, struct proto_req *req, struct proto_val **result,
-                  struct ag_err *err);
 void webd_conn_gone(struct conn *c);
 int webd_in_flight(struct agentd *d);
+/* Fetches url (the daemon's --fetch-allow ranges added to o); done gets the result on the loop
+ * (res is the callee's to release). Returns the fetch's id for webd_cancel, 0 when the web client
+ * is not running (done is not called then). */
+uint64_t webd_fetch(struct agentd *d, const char *url, const struct fetch_opts *o, fetch_cb done,
+                    void *ud);
+/* Cancels fetch id: its callback follows with AG_ECANCELLED. */
+void webd_cancel(struct agentd *d, uint64_t id);
 
-/* ---- agent runs (runner.c) ---- */
+/* ---- agent runs (runner.c, run_methods.c) ---- */
+struct run;
 struct runner;
+struct ev;
+
+/* The model a runner thinks with: the engine service (engd_generate), or a scripted double in
+ * tests/test_runner.c. generate follows engd_generate's contract; cancel engd_cancel's. */
+struct run_model {
+    int (*generate)(void *ctx, struct eng_gen_req *req, const char *name,
+                    const struct engd_gen_cb *cb, void *ud, uint64_t *id, struct ag_err *err);
+    void (*cancel)(void *ctx, uint64_t id);
+    void *ctx;
+};
+
+/* What a run's creator hears, on the loop thread. */
+struct run_watch {
+    /* The run exists (its run.created event is stored next), or could not start (err: the
+     * agent or session is unknown, the store failed); after an error r is gone. */
+    void (*started)(void *ud, struct run *r, const struct ag_err *err);
+    /* One event, once stored. May be NULL. */
+    void (*event)(void *ud, const struct run *r, const struct ev *e);
+    /* Every event is stored: r's final state is readable until this returns. */
+    void (*ended)(void *ud, struct run *r);
+};
+
+struct run_opts {
+    const char *agent;       /* a new session with this agent, or NULL with session */
+    const char *session;     /* continue this session, or NULL */
+    const char *input;       /* the user's message, non-empty */
+    const char *tool_choice; /* first step: "auto", "required", "none" or a tool name; NULL */
+    int max_steps;           /* 0: the agent's limits.max_steps */
+    int max_tool_calls;      /* < 0: the agent's limits.max_tool_calls */
+    bool no_grammar;         /* tool calls unconstrained */
+};
+
 void runner_start(struct agentd *d);
 /* Ends every live run (reason "shutdown"); they finish storing their events. */
 void runner_drain(struct agentd *d);
 void runner_stop(struct agentd *d);
-#define RUNNER_NOT_MINE 2
-/* Handles run.* like methods_dispatch; RUNNER_NOT_MINE for other names. */
-int runner_dispatch(struct conn *c, struct proto_req *req, struct proto_val **result,
-                    struct ag_err *err);
+/* Starts a run; NULL with err set when it cannot (a busy session, too many runs, no model).
+ * Otherwise w->started follows, then events, then w->ended. */
+struct run *runner_create(struct runner *R, const struct run_opts *o, const struct run_watch *w,
+                          void *ud, struct ag_err *err);
+/* Cancels a live run; AG_ENOTFOUND when none is in progress under that id. */
+int runner_cancel(struct runner *R, const char *run_id, struct ag_err *err);
 /* c is closing: its subscriptions end and its foreground runs are cancelled. */
 void runner_conn_gone(struct conn *c);
 /* Runs not yet finished. */

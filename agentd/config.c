@@ -53,6 +53,7 @@ static void usage(FILE *f)
                "                      are loopback, private or link-local, comma-separated\n"
                "                      (e.g. 127.0.0.1/32,10.1.0.0/16; default: none)\n"
                "  -h, --help          show this help and exit\n"
+               "      --methods       print the method table (markdown) and exit\n"
                "  -V, --version       show the version and exit\n"
                "\n"
                "example:\n"

@@ -12,34 +12,41 @@
  */
 #include "agentd.h"
 
-#include "../engine/serve.h"
-
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* One engine.generate in flight (loop thread, except the fields the callback reads). */
+/* One generation in flight (loop thread, except what the engine thread's callback reads:
+ * g->e, which never changes). */
 struct greq {
     struct greq *prev, *next; /* list of requests in flight */
     struct engd *e;
-    struct conn *c;       /* who asked (referenced until the response) */
-    struct proto_req req; /* owned: its id answers */
-    uint64_t eid;         /* the engine's id */
-    char request_id[80];  /* the client's name for it (engine.cancel, engine.delta) */
-    bool stream;          /* send engine.delta */
-    bool chat;            /* messages, not a prompt */
-    bool cancel_sent;     /* eng_serve_cancel was called */
+    uint64_t eid;                 /* the engine's id */
+    char request_id[80];          /* the caller's name for it (engine.cancel, engine.delta) */
+    const struct engd_gen_cb *cb; /* where the result goes */
+    void *ud;                     /* the caller's */
+    const void *owner;            /* the connection it is for, or NULL (engd_conn_gone) */
+    bool cancel_sent;             /* eng_serve_cancel was called */
 };
 
-/* An event on its way to the loop. */
+/* An event on its way to the loop: a copy of what the engine thread's callback saw. */
 struct gout {
     struct gout *next;
     struct greq *g;
     enum eng_ev_type type;
-    struct proto_val *payload; /* DELTA: params; DONE: result; ERROR: error data */
-    struct ag_err err;         /* ERROR */
+    char *text;                  /* DELTA: new text; DONE: the content (chat) or whole text */
+    size_t len;                  /* bytes of text */
+    char *raw;                   /* DONE: the whole generated text */
+    size_t raw_len;              /* bytes of raw */
+    struct eng_chat_reply reply; /* DONE for a chat: the calls (copied) */
+    bool chat;                   /* reply is set */
+    char *parse_error;           /* DONE: why the calls did not parse, or NULL */
+    char finish_reason[16];      /* DONE */
+    struct eng_gen_usage usage;  /* DONE, ERROR */
+    struct ag_err err;           /* ERROR */
+    int n_ctx, max_tokens;       /* ERROR AG_ECTXOVERFLOW */
 };
 
 struct engd {
@@ -53,15 +60,211 @@ struct engd {
     uint64_t next_name; /* for generated request ids */
 };
 
+void engd_call_id(char *buf, size_t n, uint64_t eid, size_t i)
+{
+    snprintf(buf, n, "call_%llu_%zu", (unsigned long long)eid, i);
+}
+
 /* ---- events (engine thread) ---- */
 
-static struct proto_val *str_n(const char *s, size_t n)
+static void on_event(void *ud, const struct eng_gen_event *ev)
 {
-    char *t = ag_strndup(s, n);
-    struct proto_val *v = proto_new_str(t);
-    free(t);
-    return v;
+    struct greq *g = ud;
+    struct gout *o = ag_calloc(1, sizeof(*o));
+    o->g = g;
+    o->type = ev->type;
+    o->usage = ev->usage;
+    if (ev->type == ENG_EV_DELTA) {
+        o->text = ag_strndup(ev->text, ev->len);
+        o->len = ev->len;
+    } else if (ev->type == ENG_EV_DONE) {
+        o->raw = ag_strndup(ev->text, ev->len);
+        o->raw_len = ev->len;
+        if (ev->reply) {
+            const char *content = ev->reply->content ? ev->reply->content : "";
+            o->chat = true;
+            o->text = ag_strdup(content);
+            o->len = strlen(content);
+            o->reply.n_calls = ev->reply->n_calls;
+            o->reply.calls = ag_calloc(ev->reply->n_calls + 1, sizeof(*o->reply.calls));
+            for (size_t i = 0; i < ev->reply->n_calls; i++) {
+                o->reply.calls[i].name = ag_strdup(ev->reply->calls[i].name);
+                o->reply.calls[i].arguments = ag_strdup(ev->reply->calls[i].arguments);
+            }
+        } else {
+            o->text = ag_strndup(ev->text, ev->len);
+            o->len = ev->len;
+        }
+        if (ev->parse_error) o->parse_error = ag_strdup(ev->parse_error);
+        snprintf(o->finish_reason, sizeof(o->finish_reason), "%s",
+                 ev->finish_reason ? ev->finish_reason : "stop");
+    } else {
+        o->err = *ev->err;
+        o->n_ctx = ev->n_ctx;
+        o->max_tokens = ev->max_tokens;
+    }
+    struct engd *e = g->e;
+    pthread_mutex_lock(&e->mu);
+    if (e->out_tail)
+        e->out_tail->next = o;
+    else
+        e->out_head = o;
+    e->out_tail = o;
+    pthread_mutex_unlock(&e->mu);
+    uv_async_send(&e->async);
 }
+
+/* ---- the loop's side ---- */
+
+static void greq_unlink(struct engd *e, struct greq *g)
+{
+    if (g->prev)
+        g->prev->next = g->next;
+    else
+        e->live = g->next;
+    if (g->next) g->next->prev = g->prev;
+    e->n_live--;
+}
+
+static void gout_free(struct gout *o)
+{
+    free(o->text);
+    free(o->raw);
+    free(o->parse_error);
+    eng_chat_reply_release(&o->reply);
+    free(o);
+}
+
+static void deliver(struct gout *o)
+{
+    struct greq *g = o->g;
+    if (o->type == ENG_EV_DELTA) {
+        if (g->cb->delta) g->cb->delta(g->ud, o->text, o->len);
+        return;
+    }
+    struct engd_result res = {
+        .id = g->eid,
+        .request_id = g->request_id,
+        .text = o->text ? o->text : "",
+        .len = o->len,
+        .raw = o->raw ? o->raw : "",
+        .raw_len = o->raw_len,
+        .chat = o->chat,
+        .calls = o->reply.calls,
+        .n_calls = o->reply.n_calls,
+        .parse_error = o->parse_error,
+        .finish_reason = o->finish_reason,
+        .usage = o->usage,
+        .n_ctx = o->n_ctx,
+        .max_tokens = o->max_tokens,
+    };
+    greq_unlink(g->e, g);
+    g->cb->done(g->ud, &res, o->type == ENG_EV_DONE ? NULL : &o->err);
+    free(g);
+}
+
+static void drain(struct engd *e)
+{
+    pthread_mutex_lock(&e->mu);
+    struct gout *o = e->out_head;
+    e->out_head = e->out_tail = NULL;
+    pthread_mutex_unlock(&e->mu);
+    while (o) {
+        struct gout *next = o->next;
+        deliver(o);
+        gout_free(o);
+        o = next;
+    }
+}
+
+static void on_async(uv_async_t *h)
+{
+    drain(h->data);
+}
+
+static int no_engine(struct ag_err *err)
+{
+    return ag_err_set(err, AG_EUNSUPPORTED,
+                      "no model loaded: start agentd with --model PATH (make model fetches "
+                      "models/SmolLM2-135M-Instruct.Q4_1.gguf)");
+}
+
+static struct greq *submit(struct engd *e, struct eng_gen_req *r, const char *name,
+                           const void *owner, const struct engd_gen_cb *cb, void *ud,
+                           struct ag_err *err)
+{
+    if (!e || !e->srv) {
+        no_engine(err);
+        return NULL;
+    }
+    if (name) {
+        if (!*name || strlen(name) >= sizeof(((struct greq *)0)->request_id))
+            return ag_err_set(err, AG_EPARAMS, "params.request_id: 1 to %zu bytes",
+                              sizeof(((struct greq *)0)->request_id) - 1),
+                   NULL;
+        for (struct greq *o = e->live; o; o = o->next)
+            if (strcmp(o->request_id, name) == 0)
+                return ag_err_set(err, AG_EEXISTS, "params.request_id: '%s' is already running",
+                                  name),
+                       NULL;
+    }
+    struct greq *g = ag_calloc(1, sizeof(*g));
+    g->e = e;
+    g->cb = cb;
+    g->ud = ud;
+    g->owner = owner;
+    if (name)
+        snprintf(g->request_id, sizeof(g->request_id), "%s", name);
+    else
+        snprintf(g->request_id, sizeof(g->request_id), "gen-%llu",
+                 (unsigned long long)++e->next_name);
+    g->next = e->live;
+    if (e->live) e->live->prev = g;
+    e->live = g;
+    e->n_live++;
+    if (eng_serve_submit(e->srv, r, on_event, g, &g->eid, err) < 0) {
+        greq_unlink(e, g);
+        free(g);
+        return NULL;
+    }
+    return g;
+}
+
+int engd_generate(struct agentd *d, struct eng_gen_req *r, const char *name, const void *owner,
+                  const struct engd_gen_cb *cb, void *ud, uint64_t *id, struct ag_err *err)
+{
+    struct greq *g = submit(d->eng, r, name, owner, cb, ud, err);
+    if (!g) return err && err->code ? err->code : AG_EINTERNAL;
+    if (id) *id = g->eid;
+    return 0;
+}
+
+uint64_t engd_random_seed(struct agentd *d)
+{
+    struct engd *e = d->eng;
+    return (uint64_t)ag_now_ms() ^ ((uint64_t)(e ? ++e->next_name : 0) << 32);
+}
+
+void engd_cancel(struct agentd *d, uint64_t id)
+{
+    struct engd *e = d->eng;
+    if (!e || !e->srv) return;
+    for (struct greq *g = e->live; g; g = g->next)
+        if (g->eid == id && !g->cancel_sent) {
+            eng_serve_cancel(e->srv, g->eid);
+            g->cancel_sent = true;
+        }
+}
+
+/* ---- engine.generate: the JSON-RPC adapter ---- */
+
+/* One engine.generate request: the client and how to answer it. */
+struct rgen {
+    struct conn *c;       /* who asked (referenced until the response) */
+    struct proto_req req; /* owned: its id answers */
+    bool stream;          /* send engine.delta */
+    char request_id[80];  /* for engine.delta */
+};
 
 static struct proto_val *usage_val(const struct eng_gen_usage *u)
 {
@@ -85,119 +288,80 @@ static struct proto_val *timings_val(const struct eng_gen_usage *u)
     return v;
 }
 
-static struct proto_val *done_val(const struct greq *g, const struct eng_gen_event *ev)
+static struct proto_val *str_n(const char *s, size_t n)
+{
+    char *t = ag_strndup(s, n);
+    struct proto_val *v = proto_new_str(t);
+    free(t);
+    return v;
+}
+
+static struct proto_val *done_val(const struct engd_result *res)
 {
     struct proto_val *r = proto_obj();
-    proto_add_str(r, "request_id", g->request_id);
-    if (ev->reply) {
-        proto_add_str(r, "text", ev->reply->content ? ev->reply->content : "");
-        struct proto_val *calls = proto_arr();
-        for (size_t i = 0; i < ev->reply->n_calls; i++) {
-            struct proto_val *c = proto_obj(), *f = proto_obj();
-            char id[48];
-            snprintf(id, sizeof(id), "call_%llu_%zu", (unsigned long long)g->eid, i);
-            proto_add_str(c, "id", id);
-            proto_add_str(c, "type", "function");
-            proto_add_str(f, "name", ev->reply->calls[i].name);
-            proto_add_str(f, "arguments", ev->reply->calls[i].arguments);
-            proto_add(c, "function", f);
-            proto_push(calls, c);
-        }
-        proto_add(r, "tool_calls", calls);
-    } else {
-        proto_add(r, "text", str_n(ev->text, ev->len));
-        proto_add(r, "tool_calls", proto_arr());
+    proto_add_str(r, "request_id", res->request_id);
+    proto_add(r, "text", str_n(res->text, res->len));
+    struct proto_val *calls = proto_add(r, "tool_calls", proto_arr());
+    for (size_t i = 0; i < res->n_calls; i++) {
+        struct proto_val *c = proto_obj(), *f = proto_obj();
+        char id[48];
+        engd_call_id(id, sizeof(id), res->id, i);
+        proto_add_str(c, "id", id);
+        proto_add_str(c, "type", "function");
+        proto_add_str(f, "name", res->calls[i].name);
+        proto_add_str(f, "arguments", res->calls[i].arguments);
+        proto_add(c, "function", f);
+        proto_push(calls, c);
     }
-    if (ev->parse_error) {
-        proto_add(r, "raw_text", str_n(ev->text, ev->len));
-        proto_add_str(r, "tool_call_error", ev->parse_error);
+    if (res->parse_error) {
+        proto_add(r, "raw_text", str_n(res->raw, res->raw_len));
+        proto_add_str(r, "tool_call_error", res->parse_error);
     }
-    proto_add_str(r, "finish_reason", ev->finish_reason);
-    proto_add(r, "usage", usage_val(&ev->usage));
-    proto_add(r, "timings", timings_val(&ev->usage));
+    proto_add_str(r, "finish_reason", res->finish_reason);
+    proto_add(r, "usage", usage_val(&res->usage));
+    proto_add(r, "timings", timings_val(&res->usage));
     return r;
 }
 
-static void on_event(void *ud, const struct eng_gen_event *ev)
+static void rgen_delta(void *ud, const char *text, size_t n)
 {
-    struct greq *g = ud;
-    struct gout *o = ag_calloc(1, sizeof(*o));
-    o->g = g;
-    o->type = ev->type;
-    if (ev->type == ENG_EV_DELTA) {
-        o->payload = proto_obj();
-        proto_add_str(o->payload, "request_id", g->request_id);
-        proto_add(o->payload, "text", str_n(ev->text, ev->len));
-    } else if (ev->type == ENG_EV_DONE) {
-        o->payload = done_val(g, ev);
-    } else {
-        o->err = *ev->err;
-        o->payload = proto_obj();
-        proto_add_str(o->payload, "request_id", g->request_id);
-        if (ev->err->code == AG_ECTXOVERFLOW) {
-            proto_add_int(o->payload, "prompt_tokens", ev->usage.prompt_tokens);
-            proto_add_int(o->payload, "n_ctx", ev->n_ctx);
-            if (ev->max_tokens > 0) proto_add_int(o->payload, "max_tokens", ev->max_tokens);
-        }
-        proto_add(o->payload, "usage", usage_val(&ev->usage));
-    }
-    struct engd *e = g->e;
-    pthread_mutex_lock(&e->mu);
-    if (e->out_tail)
-        e->out_tail->next = o;
-    else
-        e->out_head = o;
-    e->out_tail = o;
-    pthread_mutex_unlock(&e->mu);
-    uv_async_send(&e->async);
+    struct rgen *q = ud;
+    if (!q->stream || q->c->closing) return;
+    struct proto_val *p = proto_obj();
+    proto_add_str(p, "request_id", q->request_id);
+    proto_add(p, "text", str_n(text, n));
+    conn_notify(q->c, "engine.delta", p);
+    proto_val_free(p);
 }
 
-/* ---- the loop's side ---- */
-
-static void greq_free(struct engd *e, struct greq *g)
+static void rgen_done(void *ud, const struct engd_result *res, const struct ag_err *err)
 {
-    if (g->prev)
-        g->prev->next = g->next;
-    else
-        e->live = g->next;
-    if (g->next) g->next->prev = g->prev;
-    e->n_live--;
-    proto_req_release(&g->req);
-    free(g);
-}
-
-static void drain(struct engd *e)
-{
-    pthread_mutex_lock(&e->mu);
-    struct gout *o = e->out_head;
-    e->out_head = e->out_tail = NULL;
-    pthread_mutex_unlock(&e->mu);
-    while (o) {
-        struct gout *next = o->next;
-        struct greq *g = o->g;
-        struct conn *c = g->c;
-        if (o->type == ENG_EV_DELTA) {
-            if (g->stream && !c->closing) conn_notify(c, "engine.delta", o->payload);
+    struct rgen *q = ud;
+    struct conn *c = q->c;
+    if (!c->closing) {
+        if (!err) {
+            struct proto_val *v = done_val(res);
+            conn_reply(c, q->req.id, v);
+            proto_val_free(v);
         } else {
-            if (!c->closing) {
-                if (o->type == ENG_EV_DONE)
-                    conn_reply(c, g->req.id, o->payload);
-                else
-                    conn_reply_error_data(c, g->req.id, &o->err, o->payload);
+            struct proto_val *data = proto_obj();
+            proto_add_str(data, "request_id", res->request_id);
+            if (err->code == AG_ECTXOVERFLOW) {
+                proto_add_int(data, "prompt_tokens", res->usage.prompt_tokens);
+                proto_add_int(data, "n_ctx", res->n_ctx);
+                if (res->max_tokens > 0) proto_add_int(data, "max_tokens", res->max_tokens);
             }
-            conn_end_async(c);
-            greq_free(e, g);
+            proto_add(data, "usage", usage_val(&res->usage));
+            conn_reply_error_data(c, q->req.id, err, data);
+            proto_val_free(data);
         }
-        proto_val_free(o->payload);
-        free(o);
-        o = next;
     }
+    proto_req_release(&q->req);
+    free(q);
+    conn_end_async(c);
 }
 
-static void on_async(uv_async_t *h)
-{
-    drain(h->data);
-}
+static const struct engd_gen_cb rgen_cb = {rgen_delta, rgen_done};
 
 /* ---- parameters ---- */
 
@@ -346,38 +510,11 @@ static int num_param(const struct proto_val *p, const char *key, double lo, doub
 }
 
 static int parse_generate(struct engd *e, const struct proto_val *p, struct eng_gen_req *r,
-                          struct greq *g, struct ag_err *err)
+                          struct rgen *q, const char **rid, struct ag_err *err)
 {
-    static const char *const keys[] = {"messages",
-                                       "prompt",
-                                       "tools",
-                                       "tool_choice",
-                                       "response_format",
-                                       "max_tokens",
-                                       "max_completion_tokens",
-                                       "temperature",
-                                       "top_p",
-                                       "top_k",
-                                       "min_p",
-                                       "seed",
-                                       "stop",
-                                       "stream",
-                                       "frequency_penalty",
-                                       "presence_penalty",
-                                       "repeat_penalty",
-                                       "request_id",
-                                       "grammar",
-                                       "model",
-                                       "n",
-                                       "user",
-                                       "stream_options",
-                                       "parallel_tool_calls",
-                                       "ignore_eos",
-                                       NULL};
     int rc;
     if (proto_type(p) != PROTO_OBJECT)
         return ag_err_set(err, AG_EPARAMS, "params: expected an object with messages or prompt");
-    if ((rc = proto_param_known(p, keys, err)) != 0) return rc;
     const struct proto_val *msgs = proto_get(p, "messages");
     const char *prompt = NULL;
     if ((rc = proto_param_str(p, "prompt", false, &prompt, err)) != 0) return rc;
@@ -385,7 +522,6 @@ static int parse_generate(struct engd *e, const struct proto_val *p, struct eng_
         return ag_err_set(err, AG_EPARAMS, "params: give exactly one of messages or prompt");
     if (msgs && (rc = parse_messages(msgs, r, err)) != 0) return rc;
     r->prompt = eng_gen_req_strdup(r, prompt);
-    g->chat = msgs != NULL;
 
     const struct proto_val *tc = proto_get(p, "tool_choice");
     const char *choice = proto_get_str(p, "tool_choice");
@@ -466,7 +602,7 @@ static int parse_generate(struct engd *e, const struct proto_val *p, struct eng_
         if ((rc = proto_param_int(p, "seed", false, INT64_MIN, INT64_MAX, &n, err)) != 0) return rc;
         r->sampling.seed = (uint64_t)n;
     } else {
-        r->sampling.seed = (uint64_t)ag_now_ms() ^ ((uint64_t)e->next_name << 32);
+        r->sampling.seed = engd_random_seed(e->d);
     }
 
     const struct proto_val *stop = proto_get(p, "stop");
@@ -489,75 +625,37 @@ static int parse_generate(struct engd *e, const struct proto_val *p, struct eng_
         return ag_err_set(err, AG_EPARAMS, "params.stop: expected a non-empty string");
 
     if ((rc = proto_param_bool(p, "ignore_eos", false, &r->ignore_eos, err)) != 0) return rc;
-    if ((rc = proto_param_bool(p, "stream", false, &g->stream, err)) != 0) return rc;
-    r->stream = g->stream;
-    const char *rid = NULL;
-    if ((rc = proto_param_str(p, "request_id", false, &rid, err)) != 0) return rc;
-    if (rid) {
-        if (!*rid || strlen(rid) >= sizeof(g->request_id))
-            return ag_err_set(err, AG_EPARAMS, "params.request_id: 1 to %zu bytes",
-                              sizeof(g->request_id) - 1);
-        for (struct greq *o = e->live; o; o = o->next)
-            if (strcmp(o->request_id, rid) == 0)
-                return ag_err_set(err, AG_EEXISTS, "params.request_id: '%s' is already running",
-                                  rid);
-        snprintf(g->request_id, sizeof(g->request_id), "%s", rid);
-    } else {
-        snprintf(g->request_id, sizeof(g->request_id), "gen-%llu",
-                 (unsigned long long)++e->next_name);
-    }
-    return 0;
-}
-
-static int no_engine(struct engd *e, struct ag_err *err)
-{
-    (void)e;
-    return ag_err_set(err, AG_EUNSUPPORTED,
-                      "no model loaded: start agentd with --model PATH (make model fetches "
-                      "models/SmolLM2-135M-Instruct.Q4_1.gguf)");
+    if ((rc = proto_param_bool(p, "stream", false, &q->stream, err)) != 0) return rc;
+    r->stream = q->stream;
+    return proto_param_str(p, "request_id", false, rid, err);
 }
 
 static int m_generate(struct engd *e, struct conn *c, struct proto_req *req, struct ag_err *err)
 {
-    if (!e->srv) return no_engine(e, err);
-    struct greq *g = ag_calloc(1, sizeof(*g));
+    if (!e || !e->srv) return no_engine(err);
+    struct rgen *q = ag_calloc(1, sizeof(*q));
     struct eng_gen_req r = {0};
-    int rc = parse_generate(e, req->params, &r, g, err);
-    if (rc < 0) {
+    const char *rid = NULL;
+    int rc = parse_generate(e, req->params, &r, q, &rid, err);
+    struct greq *g = rc < 0 ? NULL : submit(e, &r, rid, c, &rgen_cb, q, err);
+    if (!g) {
         eng_gen_req_release(&r);
-        free(g);
-        return rc;
+        free(q);
+        return rc < 0 ? rc : err->code;
     }
-    g->e = e;
-    g->c = c;
-    g->req = *req;
+    snprintf(q->request_id, sizeof(q->request_id), "%s", g->request_id);
+    q->c = c;
+    q->req = *req;
     memset(req, 0, sizeof(*req));
-    g->next = e->live;
-    if (e->live) e->live->prev = g;
-    e->live = g;
-    e->n_live++;
     conn_begin_async(c);
-    if ((rc = eng_serve_submit(e->srv, &r, on_event, g, &g->eid, err)) < 0) {
-        eng_gen_req_release(&r);
-        *req = g->req; /* back to the caller, who answers the error */
-        memset(&g->req, 0, sizeof(g->req));
-        greq_free(e, g);
-        conn_end_async(c);
-        return rc;
-    }
     return METHOD_ASYNC;
 }
 
 static int m_cancel(struct engd *e, const struct proto_val *p, struct proto_val **result,
                     struct ag_err *err)
 {
-    static const char *const keys[] = {"request_id", NULL};
-    const char *rid;
-    int rc;
-    if ((rc = proto_param_known(p, keys, err)) != 0 ||
-        (rc = proto_param_str(p, "request_id", true, &rid, err)) != 0)
-        return rc;
-    for (struct greq *g = e->live; g; g = g->next)
+    const char *rid = proto_get_str(p, "request_id");
+    for (struct greq *g = e ? e->live : NULL; g; g = g->next)
         if (strcmp(g->request_id, rid) == 0) {
             if (!g->cancel_sent && e->srv) eng_serve_cancel(e->srv, g->eid);
             g->cancel_sent = true;
@@ -571,15 +669,10 @@ static int m_cancel(struct engd *e, const struct proto_val *p, struct proto_val 
 static int m_tokenize(struct engd *e, const struct proto_val *p, struct proto_val **result,
                       struct ag_err *err)
 {
-    static const char *const keys[] = {"text", "special", NULL};
-    const char *text;
-    bool special = true;
+    const char *text = proto_get_str(p, "text");
+    bool special = proto_bool(proto_get(p, "special"), true);
     int rc;
-    if ((rc = proto_param_known(p, keys, err)) != 0 ||
-        (rc = proto_param_str(p, "text", true, &text, err)) != 0 ||
-        (rc = proto_param_bool(p, "special", false, &special, err)) != 0)
-        return rc;
-    if (!e->srv) return no_engine(e, err);
+    if (!e || !e->srv) return no_engine(err);
     int32_t *ids = NULL;
     size_t n = 0;
     if ((rc = eng_serve_tokenize(e->srv, text, strlen(text), special, &ids, &n, err)) < 0)
@@ -634,43 +727,84 @@ static struct proto_val *status_val(struct engd *e)
     return v;
 }
 
-int engd_dispatch(struct conn *c, struct proto_req *req, struct proto_val **result,
-                  struct ag_err *err)
+static int m_generate_row(struct conn *c, struct proto_req *req, struct proto_val **result,
+                          struct ag_err *err)
 {
-    struct engd *e = c->d->eng;
-    const char *m = req->method;
-    static const char *const none[] = {NULL};
-    int rc;
-    if (strcmp(m, "engine.generate") == 0) return m_generate(e, c, req, err);
-    if (strcmp(m, "engine.cancel") == 0) return m_cancel(e, req->params, result, err);
-    if (strcmp(m, "engine.tokenize") == 0) return m_tokenize(e, req->params, result, err);
-    if (strcmp(m, "model.status") == 0) {
-        if ((rc = proto_param_known(req->params, none, err)) != 0) return rc;
-        if (!e->srv) return no_engine(e, err);
-        *result = status_val(e);
-        return 0;
-    }
-    if (strcmp(m, "model.list") == 0) {
-        if ((rc = proto_param_known(req->params, none, err)) != 0) return rc;
-        *result = proto_obj();
-        struct proto_val *arr = proto_arr();
-        if (e->srv) {
-            struct proto_val *mv = status_val(e);
-            proto_add_bool(mv, "loaded", true);
-            proto_push(arr, mv);
-        }
-        proto_add(*result, "models", arr);
-        return 0;
-    }
-    return ENGD_NOT_MINE;
+    (void)result;
+    return m_generate(c->d->eng, c, req, err);
 }
+
+static int m_cancel_row(struct conn *c, struct proto_req *req, struct proto_val **result,
+                        struct ag_err *err)
+{
+    return m_cancel(c->d->eng, req->params, result, err);
+}
+
+static int m_tokenize_row(struct conn *c, struct proto_req *req, struct proto_val **result,
+                          struct ag_err *err)
+{
+    return m_tokenize(c->d->eng, req->params, result, err);
+}
+
+static int m_model_status(struct conn *c, struct proto_req *req, struct proto_val **result,
+                          struct ag_err *err)
+{
+    (void)req;
+    struct engd *e = c->d->eng;
+    if (!e || !e->srv) return no_engine(err);
+    *result = status_val(e);
+    return 0;
+}
+
+static int m_model_list(struct conn *c, struct proto_req *req, struct proto_val **result,
+                        struct ag_err *err)
+{
+    (void)req, (void)err;
+    struct engd *e = c->d->eng;
+    *result = proto_obj();
+    struct proto_val *arr = proto_arr();
+    if (e && e->srv) {
+        struct proto_val *mv = status_val(e);
+        proto_add_bool(mv, "loaded", true);
+        proto_push(arr, mv);
+    }
+    proto_add(*result, "models", arr);
+    return 0;
+}
+
+/* engine.generate's members; their values are checked by parse_generate, which knows how they
+ * depend on each other (messages or prompt, tools with tool_choice, ...). */
+#define ANY(k) "\"" k "\":{}"
+#define GENERATE_PARAMS                                                                                                                                                                                                                                                                                                                                                     \
+    "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{" ANY("messages") "," ANY("prompt") "," ANY("tools") "," ANY("tool_choice") "," ANY("response_format") "," ANY("max_tokens") "," ANY("max_completion_tokens") "," ANY("temperature") "," ANY("top_p") "," ANY("top_k") "," ANY("min_p") "," ANY("seed") "," ANY("stop") "," ANY("stream") "," ANY( \
+        "frequency_penalty") "," ANY("presence_penalty") "," ANY("repeat_penalty") "," ANY("reque"                                                                                                                                                                                                                                                                          \
+                                                                                           "st_"                                                                                                                                                                                                                                                                            \
+                                                                                           "id") "," ANY("grammar") "," ANY("model") "," ANY("n") "," ANY("user") "," ANY("stream_options") "," ANY("parallel_tool_calls") "," ANY("ignore_eos") "}}"
+#define ID_PARAMS                                                                                  \
+    "{\"type\":\"object\",\"properties\":{\"request_id\":{\"type\":\"string\"}},\"required\":["    \
+    "\"request_id\"],\"additionalProperties\":false}"
+
+static const struct method rows[] = {
+    {"engine.generate", m_generate_row, GENERATE_PARAMS, METHOD_LATER | METHOD_NOTIFIES,
+     "generate text or a chat reply (OpenAI chat-completions parameters)"},
+    {"engine.cancel", m_cancel_row, ID_PARAMS, METHOD_DRAINING,
+     "cancel a running engine.generate by its request_id"},
+    {"engine.tokenize", m_tokenize_row,
+     "{\"type\":\"object\",\"properties\":{\"text\":{\"type\":\"string\"},\"special\":{\"type\":"
+     "\"boolean\"}},\"required\":[\"text\"],\"additionalProperties\":false}",
+     0, "token ids of a text with the loaded model"},
+    {"model.list", m_model_list, NULL, 0, "list models"},
+    {"model.status", m_model_status, NULL, 0,
+     "loaded model and engine state: KV pages, batch, tokens/s"},
+};
+METHOD_GROUP(engd_methods, rows);
 
 void engd_conn_gone(struct conn *c)
 {
     struct engd *e = c->d->eng;
     if (!e || !e->srv) return;
     for (struct greq *g = e->live; g; g = g->next)
-        if (g->c == c && !g->cancel_sent) {
+        if (g->owner == c && !g->cancel_sent) {
             eng_serve_cancel(e->srv, g->eid);
             g->cancel_sent = true;
         }

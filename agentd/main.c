@@ -117,6 +117,7 @@ static int start(struct agentd *d, struct ag_err *err)
     struct mem_store *st = NULL;
     int rc, n_loaded = 0;
 
+    if ((rc = methods_init(err)) != 0) return rc;
     if ((rc = ag_mkdir_p(d->cfg.data_dir, 0700, err)) != 0) return rc;
     if ((rc = lock_data_dir(d, err)) != 0) return rc;
     snprintf(d->db_path, sizeof(d->db_path), "%s/%s", d->cfg.data_dir, MEM_DB_FILE);
@@ -145,7 +146,6 @@ static int start(struct agentd *d, struct ag_err *err)
         return rc;
     }
     sbxd_start(d);
-    runner_start(d);
     if ((rc = webd_start(d, err)) != 0) {
         sbxd_stop(d);
         storeq_stop(d->sq);
@@ -159,7 +159,9 @@ static int start(struct agentd *d, struct ag_err *err)
         uv_run(d->loop, UV_RUN_DEFAULT);
         return rc;
     }
+    runner_start(d);
     if ((rc = server_start(d, err)) != 0) {
+        runner_stop(d);
         engd_stop(d);
         webd_stop(d);
         sbxd_stop(d);
@@ -180,12 +182,31 @@ static int start(struct agentd *d, struct ag_err *err)
     return 0;
 }
 
+/* agentd --methods: the method table as the README's markdown list. */
+static int print_methods(void)
+{
+    struct ag_err err = {0};
+    if (methods_init(&err) != 0) {
+        fprintf(stderr, "agentd: %s\n", err.msg);
+        return 1;
+    }
+    size_t n;
+    const struct method *const *all = methods_all(&n);
+    printf("| method | what it does |\n|---|---|\n");
+    for (size_t i = 0; i < n; i++)
+        printf("| `%s` | %s%s |\n", all[i]->name, all[i]->summary,
+               all[i]->fn ? "" : " (not built yet: answers `unsupported`)");
+    methods_release();
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static struct agentd d;
     struct ag_err err = {0};
     int rc;
 
+    if (argc == 2 && strcmp(argv[1], "--methods") == 0) return print_methods();
     rc = agentd_config_load(&d.cfg, argc, argv, &err);
     if (rc == 1) return 0;
     if (rc != 0) {
@@ -204,6 +225,7 @@ int main(int argc, char **argv)
     }
     uv_run(d.loop, UV_RUN_DEFAULT);
     free(d.sbx_mem);
+    methods_release();
     uv_loop_close(d.loop);
     close(d.lock_fd);
     ag_info("agentd stopped");

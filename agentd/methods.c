@@ -1,5 +1,14 @@
 /*
- * methods.c - the JSON-RPC methods served by the daemon.
+ * methods.c - the daemon's one method table, and the methods of the store (agent.*, session.*,
+ * memory.*) and of the daemon itself (initialize, ping, status, tools.list).
+ *
+ * The table. Every subsystem exports its rows (struct method: name, handler, parameter schema,
+ * flags, summary) as a group; methods_init() gathers them with the catalogued methods that are
+ * not built yet (rows without a handler) into one table sorted by name, and parses each row's
+ * JSON Schema once. Dispatch is one binary search, then a declarative check of params against
+ * the schema (protocol/jsonschema.c, whose messages name the field: "params.name: required"),
+ * then the handler. initialize's capabilities, agentctl's `methods` and the README's method
+ * list all come from this table.
  *
  * Cheap methods (initialize, ping, status) answer on the loop thread. Methods that touch the
  * store become a job for the storage thread: their params are checked here first (so a typo
@@ -279,57 +288,125 @@ static int start_job(struct conn *c, struct proto_req *req, enum job_kind kind)
     return METHOD_ASYNC;
 }
 
-/* ---- parameter checks on the loop thread ---- */
+/* ---- the store's methods ---- */
 
-static int check_spec_params(const struct proto_val *p, bool update, struct ag_err *err)
+static int m_agent_write(struct conn *c, struct proto_req *req, bool update, struct ag_err *err)
 {
-    static const char *const create_keys[] = {"spec", "text", "filename", "path", NULL};
-    static const char *const update_keys[] = {"spec",           "text", "filename", "path",
-                                              "expect_version", "name", NULL};
-    const struct proto_val *spec = NULL;
-    const char *text = NULL, *path = NULL, *filename = NULL, *name = NULL;
-    int64_t v = 0;
-    int rc;
-
-    if ((rc = proto_param_known(p, update ? update_keys : create_keys, err)) != 0) return rc;
-    if ((rc = proto_param_obj(p, "spec", false, &spec, err)) != 0) return rc;
-    if ((rc = proto_param_str(p, "text", false, &text, err)) != 0) return rc;
-    if ((rc = proto_param_str(p, "path", false, &path, err)) != 0) return rc;
-    if ((rc = proto_param_str(p, "filename", false, &filename, err)) != 0) return rc;
-    if (update && (rc = proto_param_int(p, "expect_version", false, 1, INT64_MAX, &v, err)) != 0)
-        return rc;
-    if (update && (rc = proto_param_str(p, "name", false, &name, err)) != 0) return rc;
-    int given = (spec != NULL) + (text != NULL) + (path != NULL);
+    const struct proto_val *p = req->params;
+    const char *path = proto_get_str(p, "path");
+    int given = (proto_get(p, "spec") != NULL) + (proto_get(p, "text") != NULL) + (path != NULL);
     if (given != 1)
         return ag_err_set(err, AG_EPARAMS,
                           "params: give exactly one of 'spec' (an object), 'text' (a definition "
                           "file's contents) or 'path' (an absolute file path)");
     if (path && path[0] != '/')
         return ag_err_set(err, AG_EPARAMS, "params.path: '%s' is not an absolute path", path);
+    return start_job(c, req, update ? JOB_AGENT_UPDATE : JOB_AGENT_CREATE);
+}
+
+static int m_agent_create(struct conn *c, struct proto_req *req, struct proto_val **result,
+                          struct ag_err *err)
+{
+    (void)result;
+    return m_agent_write(c, req, false, err);
+}
+
+static int m_agent_update(struct conn *c, struct proto_req *req, struct proto_val **result,
+                          struct ag_err *err)
+{
+    (void)result;
+    return m_agent_write(c, req, true, err);
+}
+
+/* Handlers whose whole work is a storage job. */
+#define STORE_METHOD(fname, kind)                                                                  \
+    static int fname(struct conn *c, struct proto_req *req, struct proto_val **result,             \
+                     struct ag_err *err)                                                           \
+    {                                                                                              \
+        (void)result, (void)err;                                                                   \
+        return start_job(c, req, kind);                                                            \
+    }
+STORE_METHOD(m_agent_list, JOB_AGENT_LIST)
+STORE_METHOD(m_agent_get, JOB_AGENT_GET)
+STORE_METHOD(m_agent_delete, JOB_AGENT_DELETE)
+STORE_METHOD(m_session_create, JOB_SESSION_CREATE)
+STORE_METHOD(m_session_list, JOB_SESSION_LIST)
+STORE_METHOD(m_session_get, JOB_SESSION_GET)
+STORE_METHOD(m_session_delete, JOB_SESSION_DELETE)
+STORE_METHOD(m_memory_add, JOB_MEMORY_ADD)
+STORE_METHOD(m_memory_search, JOB_MEMORY_SEARCH)
+#undef STORE_METHOD
+
+#define SPEC_PARAMS                                                                                \
+    "\"spec\":{\"type\":\"object\"},\"text\":{\"type\":\"string\"},"                               \
+    "\"filename\":{\"type\":\"string\"},\"path\":{\"type\":\"string\"}"
+#define OBJ(props, req)                                                                            \
+    "{\"type\":\"object\",\"properties\":{" props "},\"required\":[" req                           \
+    "],\"additionalProperties\":false}"
+#define STR "{\"type\":\"string\"}"
+
+static const struct method store_rows[] = {
+    {"agent.create", m_agent_create, OBJ(SPEC_PARAMS, ""), METHOD_LATER,
+     "create an agent from a spec, a definition file's text, or a path"},
+    {"agent.list", m_agent_list, NULL, METHOD_LATER, "list agents"},
+    {"agent.get", m_agent_get, OBJ("\"name\":" STR, "\"name\""), METHOD_LATER,
+     "one agent with its full normalized spec"},
+    {"agent.update", m_agent_update,
+     OBJ(SPEC_PARAMS ",\"expect_version\":{\"type\":\"integer\",\"minimum\":1},\"name\":" STR, ""),
+     METHOD_LATER, "replace an agent's spec; bumps its version"},
+    {"agent.delete", m_agent_delete, OBJ("\"name\":" STR, "\"name\""), METHOD_LATER,
+     "delete an agent with its sessions and messages"},
+    {"session.create", m_session_create, OBJ("\"agent\":" STR ",\"title\":" STR, "\"agent\""),
+     METHOD_LATER, "start a conversation with an agent"},
+    {"session.list", m_session_list, OBJ("\"agent\":" STR, ""), METHOD_LATER,
+     "list sessions, optionally of one agent"},
+    {"session.get", m_session_get,
+     OBJ("\"session\":" STR ",\"messages\":{\"type\":\"boolean\"}", "\"session\""), METHOD_LATER,
+     "one session with its messages"},
+    {"session.delete", m_session_delete, OBJ("\"session\":" STR, "\"session\""), METHOD_LATER,
+     "delete a session and its messages"},
+    {"memory.add", m_memory_add,
+     OBJ("\"agent\":" STR ",\"text\":{\"type\":\"string\",\"minLength\":1}", "\"agent\",\"text\""),
+     METHOD_LATER, "store a memory"},
+    {"memory.search", m_memory_search,
+     OBJ("\"agent\":" STR ",\"query\":" STR
+         ",\"limit\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":100}",
+         "\"agent\""),
+     METHOD_LATER, "search an agent's memories"},
+};
+METHOD_GROUP(store_methods, store_rows);
+
+/* ---- the daemon's own methods ---- */
+
+static int m_ping(struct conn *c, struct proto_req *req, struct proto_val **result,
+                  struct ag_err *err)
+{
+    (void)c, (void)req, (void)result, (void)err;
     return 0;
 }
 
-static int check_name_param(const struct proto_val *p, const char *key, struct ag_err *err)
+/* One catalogue entry: {name, summary, served}. */
+static struct proto_val *catalog_json(void)
 {
-    const char *const keys[] = {key, NULL};
-    const char *v = NULL;
-    int rc;
-    if ((rc = proto_param_known(p, keys, err)) != 0) return rc;
-    return proto_param_str(p, key, true, &v, err);
+    size_t n;
+    const struct method *const *all = methods_all(&n);
+    struct proto_val *arr = proto_arr();
+    for (size_t i = 0; i < n; i++) {
+        struct proto_val *o = proto_obj();
+        proto_add_str(o, "name", all[i]->name);
+        proto_add_str(o, "summary", all[i]->summary);
+        proto_add_bool(o, "served", all[i]->fn != NULL);
+        proto_push(arr, o);
+    }
+    return arr;
 }
 
-/* ---- sync methods ---- */
-
-static int m_initialize(struct conn *c, const struct proto_val *p, struct proto_val **result,
+static int m_initialize(struct conn *c, struct proto_req *req, struct proto_val **result,
                         struct ag_err *err)
 {
-    static const char *const keys[] = {"protocol_version", "client", "capabilities", NULL};
-    const char *version = NULL;
-    int rc;
-    size_t n;
-
-    if ((rc = proto_param_known(p, keys, err)) != 0) return rc;
-    if ((rc = proto_param_str(p, "protocol_version", false, &version, err)) != 0) return rc;
+    (void)err;
+    const struct proto_val *p = req->params;
+    const char *version = proto_get_str(p, "protocol_version");
     const char *client = proto_get_str(proto_get(p, "client"), "name");
     ag_debug("client %llu: initialize from %s (protocol %s)", (unsigned long long)c->id,
              client ? client : "unnamed client", version ? version : "unspecified");
@@ -342,9 +419,11 @@ static int m_initialize(struct conn *c, const struct proto_val *p, struct proto_
     proto_add_str(server, "version", AGENTD_VERSION);
     struct proto_val *caps = proto_add(r, "capabilities", proto_obj());
     struct proto_val *ms = proto_add(caps, "methods", proto_arr());
-    const struct proto_method_info *mi = proto_methods(&n);
+    size_t n;
+    const struct method *const *all = methods_all(&n);
     for (size_t i = 0; i < n; i++)
-        if (mi[i].implemented) proto_push(ms, proto_new_str(mi[i].name));
+        if (all[i]->fn) proto_push(ms, proto_new_str(all[i]->name));
+    proto_add(caps, "catalog", catalog_json());
     struct proto_val *es = proto_add(caps, "events", proto_arr());
     const struct proto_event_info *ei = proto_events(&n);
     for (size_t i = 0; i < n; i++) proto_push(es, proto_new_str(ei[i].name));
@@ -355,27 +434,28 @@ static int m_initialize(struct conn *c, const struct proto_val *p, struct proto_
 }
 
 /* The built-in tools an agent definition may list, as the model sees them. */
-static int m_tools_list(const struct proto_val *p, struct proto_val **result, struct ag_err *err)
+static int m_tools_list(struct conn *c, struct proto_req *req, struct proto_val **result,
+                        struct ag_err *err)
 {
-    static const char *const none[] = {NULL};
-    int rc = proto_param_known(p, none, err);
-    if (rc != 0) return rc;
+    (void)c, (void)req, (void)err;
     size_t n;
-    const struct tool_def *t = tools_all(&n);
+    const struct tool_def *const *t = tools_all(&n);
     *result = proto_obj();
     struct proto_val *arr = proto_add(*result, "tools", proto_arr());
     for (size_t i = 0; i < n; i++) {
         struct proto_val *o = proto_obj();
-        proto_add_str(o, "name", t[i].name);
-        proto_add_str(o, "description", t[i].description);
-        proto_add_raw(o, "parameters", t[i].parameters);
+        proto_add_str(o, "name", t[i]->name);
+        proto_add_str(o, "description", t[i]->description);
+        proto_add_raw(o, "parameters", t[i]->parameters);
         proto_push(arr, o);
     }
     return 0;
 }
 
-static int m_status(struct conn *c, struct proto_val **result)
+static int m_status(struct conn *c, struct proto_req *req, struct proto_val **result,
+                    struct ag_err *err)
 {
+    (void)req, (void)err;
     struct agentd *d = c->d;
     struct proto_val *r = proto_obj();
     proto_add_str(r, "version", AGENTD_VERSION);
@@ -393,21 +473,126 @@ static int m_status(struct conn *c, struct proto_val **result)
     return 0;
 }
 
+static const struct method core_rows[] = {
+    {"initialize", m_initialize,
+     OBJ("\"protocol_version\":" STR ",\"client\":{},\"capabilities\":{}", ""), METHOD_DRAINING,
+     "handshake: protocol version and capabilities"},
+    {"ping", m_ping, "{}", METHOD_DRAINING, "liveness check; answers {}"},
+    {"status", m_status, "{}", METHOD_DRAINING,
+     "daemon version, uptime, connections, agents, data dir"},
+    {"tools.list", m_tools_list, NULL, 0,
+     "the built-in tools: names, descriptions, argument schemas"},
+    /* Catalogued, not built yet. */
+    {"agent.export", NULL, NULL, 0, "an agent's definition as JSON"},
+    {"agent.import", NULL, NULL, 0, "create or update an agent from an export"},
+    {"run.input", NULL, NULL, 0, "answer a run waiting for input or approval"},
+    {"task.submit", NULL, NULL, 0, "queue a background task"},
+    {"task.list", NULL, NULL, 0, "list background tasks"},
+    {"task.get", NULL, NULL, 0, "one task"},
+    {"task.cancel", NULL, NULL, 0, "cancel a task"},
+    {"task.wait", NULL, NULL, 0, "wait for a task to finish"},
+    {"tools.call", NULL, NULL, 0, "call a tool directly"},
+    {"agent.send", NULL, NULL, 0, "send a message to another agent"},
+};
+METHOD_GROUP(core_methods, core_rows);
+
+/* ---- the table ---- */
+
+struct row {
+    const struct method *m;
+    struct proto_val *schema; /* parsed params; NULL: none accepted */
+};
+
+static struct row *table;
+static const struct method **sorted;
+static size_t n_table;
+
+static int cmp_row(const void *a, const void *b)
+{
+    return strcmp(((const struct row *)a)->m->name, ((const struct row *)b)->m->name);
+}
+
+int methods_init(struct ag_err *err)
+{
+    static const struct method_group *const groups[] = {
+        &core_methods, &store_methods, &sbxd_methods, &engd_methods, &webd_methods, &run_methods,
+    };
+    if (table) return 0;
+    size_t n = 0;
+    for (size_t g = 0; g < sizeof(groups) / sizeof(groups[0]); g++) n += groups[g]->n;
+    table = ag_calloc(n, sizeof(*table));
+    for (size_t g = 0; g < sizeof(groups) / sizeof(groups[0]); g++)
+        for (size_t i = 0; i < groups[g]->n; i++) {
+            const struct method *m = &groups[g]->rows[i];
+            table[n_table].m = m;
+            if (m->params) {
+                int rc = proto_schema_parse(m->params, &table[n_table].schema, err);
+                if (rc != 0) {
+                    ag_err_prefix(err, "method %s: ", m->name);
+                    n_table++;
+                    methods_release();
+                    return rc;
+                }
+            }
+            n_table++;
+        }
+    qsort(table, n_table, sizeof(*table), cmp_row);
+    sorted = ag_calloc(n_table, sizeof(*sorted));
+    for (size_t i = 0; i < n_table; i++) {
+        sorted[i] = table[i].m;
+        if (i && strcmp(table[i - 1].m->name, table[i].m->name) == 0) {
+            int rc = ag_err_set(err, AG_EINVAL, "method %s: listed twice", table[i].m->name);
+            methods_release();
+            return rc;
+        }
+    }
+    return 0;
+}
+
+void methods_release(void)
+{
+    for (size_t i = 0; i < n_table; i++) proto_val_free(table[i].schema);
+    free(table);
+    free(sorted);
+    table = NULL;
+    sorted = NULL;
+    n_table = 0;
+}
+
+static const struct row *find_row(const char *name)
+{
+    size_t lo = 0, hi = n_table;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(name, table[mid].m->name);
+        if (c == 0) return &table[mid];
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
+const struct method *methods_find(const char *name)
+{
+    const struct row *r = find_row(name);
+    return r ? r->m : NULL;
+}
+
+const struct method *const *methods_all(size_t *n)
+{
+    *n = n_table;
+    return sorted;
+}
+
 static int unknown_method(const char *name, struct ag_err *err)
 {
-    const struct proto_method_info *mi = proto_method_find(name);
-    size_t n;
-    if (mi)
-        return ag_err_set(err, AG_EUNSUPPORTED,
-                          "method '%s' is not implemented by this agentd "
-                          "version yet",
-                          name);
-    mi = proto_methods(&n);
     const char *best = NULL;
     int best_d = 3;
-    for (size_t i = 0; i < n; i++) {
-        int dist = ag_levenshtein(name, mi[i].name);
-        if (mi[i].implemented && dist < best_d) best_d = dist, best = mi[i].name;
+    for (size_t i = 0; i < n_table; i++) {
+        int dist = ag_levenshtein(name, table[i].m->name);
+        if (table[i].m->fn && dist < best_d) best_d = dist, best = table[i].m->name;
     }
     if (best)
         return ag_err_set(err, AG_ENOMETHOD, "unknown method '%s' (did you mean '%s'?)", name,
@@ -418,84 +603,19 @@ static int unknown_method(const char *name, struct ag_err *err)
 int methods_dispatch(struct conn *c, struct proto_req *req, struct proto_val **result,
                      struct ag_err *err)
 {
-    const char *m = req->method;
-    const struct proto_val *p = req->params;
-    int rc;
-
-    if (strcmp(m, "ping") == 0) return 0;
-    if (strcmp(m, "status") == 0) return m_status(c, result);
-    if (strcmp(m, "initialize") == 0) return m_initialize(c, p, result, err);
-    /* Internal callers (runs being stopped) may still cancel and kill while draining. */
-    if (c->d->draining && !c->sink) return ag_err_set(err, AG_ESHUTDOWN, "agentd is shutting down");
-
-    if (strncmp(m, "sandbox.", 8) == 0 &&
-        (rc = sbxd_dispatch(c, req, result, err)) != SBXD_NOT_MINE)
-        return rc;
-    if ((strncmp(m, "engine.", 7) == 0 || strncmp(m, "model.", 6) == 0) &&
-        (rc = engd_dispatch(c, req, result, err)) != ENGD_NOT_MINE)
-        return rc;
-    if (strcmp(m, "agent.create") == 0 || strcmp(m, "agent.update") == 0) {
-        bool update = m[6] == 'u';
-        if ((rc = check_spec_params(p, update, err)) != 0) return rc;
-        return start_job(c, req, update ? JOB_AGENT_UPDATE : JOB_AGENT_CREATE);
-    }
-    if (strcmp(m, "agent.list") == 0) {
-        static const char *const none[] = {NULL};
-        if ((rc = proto_param_known(p, none, err)) != 0) return rc;
-        return start_job(c, req, JOB_AGENT_LIST);
-    }
-    if (strcmp(m, "agent.get") == 0 || strcmp(m, "agent.delete") == 0) {
-        if ((rc = check_name_param(p, "name", err)) != 0) return rc;
-        return start_job(c, req, m[6] == 'g' ? JOB_AGENT_GET : JOB_AGENT_DELETE);
-    }
-    if (strcmp(m, "session.create") == 0) {
-        static const char *const keys[] = {"agent", "title", NULL};
-        const char *s = NULL;
-        if ((rc = proto_param_known(p, keys, err)) != 0) return rc;
-        if ((rc = proto_param_str(p, "agent", true, &s, err)) != 0) return rc;
-        if ((rc = proto_param_str(p, "title", false, &s, err)) != 0) return rc;
-        return start_job(c, req, JOB_SESSION_CREATE);
-    }
-    if (strcmp(m, "session.list") == 0) {
-        static const char *const keys[] = {"agent", NULL};
-        const char *s = NULL;
-        if ((rc = proto_param_known(p, keys, err)) != 0) return rc;
-        if ((rc = proto_param_str(p, "agent", false, &s, err)) != 0) return rc;
-        return start_job(c, req, JOB_SESSION_LIST);
-    }
-    if (strcmp(m, "session.get") == 0) {
-        static const char *const keys[] = {"session", "messages", NULL};
-        const char *s = NULL;
-        bool b;
-        if ((rc = proto_param_known(p, keys, err)) != 0) return rc;
-        if ((rc = proto_param_str(p, "session", true, &s, err)) != 0) return rc;
-        if ((rc = proto_param_bool(p, "messages", false, &b, err)) != 0) return rc;
-        return start_job(c, req, JOB_SESSION_GET);
-    }
-    if (strcmp(m, "session.delete") == 0) {
-        if ((rc = check_name_param(p, "session", err)) != 0) return rc;
-        return start_job(c, req, JOB_SESSION_DELETE);
-    }
-    if (strcmp(m, "memory.add") == 0 || strcmp(m, "memory.search") == 0) {
-        static const char *const add_keys[] = {"agent", "text", NULL};
-        static const char *const search_keys[] = {"agent", "query", "limit", NULL};
-        bool add = m[7] == 'a';
-        const char *s = NULL;
-        int64_t n;
-        if ((rc = proto_param_known(p, add ? add_keys : search_keys, err)) != 0) return rc;
-        if ((rc = proto_param_str(p, "agent", true, &s, err)) != 0) return rc;
-        if ((rc = proto_param_str(p, add ? "text" : "query", add, &s, err)) != 0) return rc;
-        if (add && !*s) return ag_err_set(err, AG_EPARAMS, "params.text: must not be empty");
-        if (!add && (rc = proto_param_int(p, "limit", false, 1, 100, &n, err)) != 0) return rc;
-        return start_job(c, req, add ? JOB_MEMORY_ADD : JOB_MEMORY_SEARCH);
-    }
-    if (strcmp(m, "tools.list") == 0) return m_tools_list(p, result, err);
-    if (strncmp(m, "web.", 4) == 0 && (rc = webd_dispatch(c, req, result, err)) != WEBD_NOT_MINE)
-        return rc;
-    if (strncmp(m, "run.", 4) == 0 &&
-        (rc = runner_dispatch(c, req, result, err)) != RUNNER_NOT_MINE)
-        return rc;
-    return unknown_method(m, err);
+    const struct row *row = find_row(req->method);
+    if (!row) return unknown_method(req->method, err);
+    const struct method *m = row->m;
+    if (!m->fn)
+        return ag_err_set(err, AG_EUNSUPPORTED,
+                          "method '%s' is not implemented by this agentd version yet", m->name);
+    if (c->d->draining && !(m->flags & METHOD_DRAINING))
+        return ag_err_set(err, AG_ESHUTDOWN, "agentd is shutting down");
+    static const char empty_schema[] = "{\"type\":\"object\",\"additionalProperties\":false}";
+    int rc = row->schema ? proto_schema_check_params(row->schema, req->params, err)
+                         : proto_schema_check_params_text(empty_schema, req->params, err);
+    if (rc != 0) return rc;
+    return m->fn(c, req, result, err);
 }
 
 /* ---- start-up ---- */

@@ -75,7 +75,7 @@ struct proto_val *run__event_params(const char *run_id, int64_t seq, const char 
 void run__purge_subs(struct run *r)
 {
     for (struct sub **pp = &r->subs; *pp;)
-        if (!(*pp)->c) {
+        if (!(*pp)->c && !(*pp)->ud) {
             struct sub *s = *pp;
             *pp = s->next;
             free(s);
@@ -86,13 +86,19 @@ void run__purge_subs(struct run *r)
 
 void run__send_event(struct run *r, const struct ev *e)
 {
+    if (r->watch && r->watch->event) r->watch->event(r->watch_ud, r, e);
     if (!r->subs) return;
-    struct proto_val *p = run__event_params(r->uid, e->seq, e->type, e->payload);
+    struct proto_val *p = NULL;
     /* A failed write closes its connection, which unsubscribes it: the list only gets
      * tombstones while we walk it. */
     r->notifying++;
     for (struct sub *s = r->subs; s; s = s->next)
-        if (s->c) conn_notify(s->c, "run.event", p);
+        if (s->c) {
+            if (!p) p = run__event_params(r->uid, e->seq, e->type, e->payload);
+            conn_notify(s->c, "run.event", p);
+        } else if (s->ud) {
+            s->fn(s->ud, r, e);
+        }
     r->notifying--;
     if (!r->notifying) run__purge_subs(r);
     proto_val_free(p);
@@ -103,6 +109,15 @@ void run__unsubscribe(struct run *r, struct conn *c)
     for (struct sub *s = r->subs; s; s = s->next)
         if (s->c == c) s->c = NULL;
     if (!r->notifying) run__purge_subs(r);
+}
+
+void run__watch(struct run *r, void (*fn)(void *, const struct run *, const struct ev *), void *ud)
+{
+    struct sub *s = ag_calloc(1, sizeof(*s));
+    s->fn = fn;
+    s->ud = ud;
+    s->next = r->subs;
+    r->subs = s;
 }
 
 void run__subscribe(struct run *r, struct conn *c)
@@ -184,7 +199,7 @@ void run__flush(struct run *r)
         .n_events = n,
         .msgs = j->msgs,
         .n_msgs = j->n_msgs,
-        .state = final ? r->end_state : NULL,
+        .state = final ? run_end_name(r->end) : NULL,
         .output = final ? r->output : NULL,
         .error = final ? r->end_error : NULL,
         .reason = final ? r->end_reason : NULL,
@@ -249,7 +264,7 @@ struct proto_val *run__json(const struct run *r)
         .uid = (char *)r->uid,
         .session = (char *)r->session,
         .agent = (char *)r->agent,
-        .state = over ? (char *)r->end_state : "running",
+        .state = (char *)run_end_name(over ? r->end : RUN_RUNNING),
         .reason = r->end_reason[0] ? (char *)r->end_reason : NULL,
         .output = r->output,
         .error = r->end_error,

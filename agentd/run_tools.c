@@ -1,336 +1,194 @@
 /*
- * run_tools.c - a run's tool calls (runner_int.h): each call's arguments are checked against the
- * tool's schema, then the tool runs as a call of the daemon's own method (sandbox.exec for
- * python, shell and the file tools, which all run in the agent session's interpreter; web.fetch;
- * memory.add and memory.search), and its answer becomes the observation the model reads. Any
- * failure is an observation too (ok false): the run goes on.
+ * run_tools.c - the services the daemon lends to tools (struct tool_env, tools/tools.h): a cell
+ * in the agent session's sandboxed interpreter (sandboxes.c), a web fetch with the daemon's SSRF
+ * exceptions (web.c), and the agent's archival memory (a job for the storage thread). Each
+ * adapts a tool's request to the daemon's typed service and brings the answer back to the tool
+ * on the loop thread. The call in flight is recorded on its run (env_kind, env_id), so a cancel
+ * reaches the right service.
  */
 #include "runner_int.h"
 
-#include "../tools/tools.h"
-
-#include <cjson/cJSON.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define TOOL_OUT_MAX  16000    /* bytes of a tool's output shown to the model */
-#define READ_FILE_MAX "262144" /* bytes read_file returns */
+enum { ENV_NONE, ENV_CELL, ENV_FETCH, ENV_MEMORY };
 
-/* The spec's entry for tool name (bare names are normalized to objects), or NULL. */
-static const struct proto_val *spec_tool(const struct run *r, const char *name)
+/* The run a tool call belongs to. */
+static struct run *run_of(struct tool_call *call)
 {
-    const struct proto_val *tools = proto_get(r->spec, "tools");
-    for (size_t i = 0; i < proto_len(tools); i++) {
-        const struct proto_val *t = proto_at(tools, i);
-        const char *n = proto_str(t) ? proto_str(t) : proto_get_str(t, "name");
-        if (n && strcmp(n, name) == 0 && proto_bool(proto_get(t, "enabled"), true)) return t;
-    }
-    return NULL;
+    return call->ud;
 }
 
-static char *json_quote(const char *s)
+static struct agentd *daemon_of(struct tool_call *call)
 {
-    struct ag_buf b;
-    ag_buf_init(&b);
-    proto_buf_quote(&b, s ? s : "");
-    ag_buf_putc(&b, '\0');
-    return b.data;
+    return call->ctx->env->ud;
 }
 
-/* ---- tools ---- */
+/* ---- cells ---- */
 
-/* The tool's result joins the conversation and the log; then the next call, or a new step. */
-static void tool_done(struct run *r, bool ok, const char *output)
+struct cell_wait {
+    struct tool_call *call;
+    tool_cell_fn done;
+};
+
+static void cell_done(void *ud, const struct sbx_result *res, const struct ag_err *err)
 {
-    char *cut = NULL;
-    size_t n = strlen(output);
-    if (n > TOOL_OUT_MAX) {
-        size_t k = TOOL_OUT_MAX;
-        while (k > 0 && ((unsigned char)output[k] & 0xC0) == 0x80) k--;
-        cut = ag_asprintf("%.*s\n[... %zu more bytes not shown]", (int)k, output, n - k);
-        output = cut;
+    struct cell_wait *w = ud;
+    struct tool_call *call = w->call;
+    tool_cell_fn done = w->done;
+    free(w);
+    run_of(call)->env_kind = ENV_NONE;
+    if (err && err->code == AG_ESANDBOX) {
+        /* A dead interpreter: drop the session so the next call makes a fresh one. */
+        sbxd_kill(daemon_of(call), call->ctx->session);
     }
-    double ms = (double)((ag_now_ns() / 1000) - r->tool_started_us) / 1000.0;
-    r->tool_ms += ms;
-    struct proto_val *tm = proto_obj();
-    proto_add_str(tm, "role", "tool");
-    proto_add_str(tm, "tool_call_id", r->call_id);
-    proto_add_str(tm, "name", r->call_name);
-    proto_add_str(tm, "content", output);
-    proto_push(r->messages, tm);
-    run__add_msg(r, "tool", output, NULL, r->call_id, r->call_name, 0);
-    struct proto_val *ev = proto_obj();
-    proto_add_str(ev, "call_id", r->call_id);
-    proto_add_str(ev, "name", r->call_name);
-    proto_add_bool(ev, "ok", ok);
-    proto_add_str(ev, "output", output);
-    proto_add_num(ev, "duration_ms", ms);
-    run__event(r, "tool.result", ev);
-    free(cut);
-    run__flush_soon(r, true);
-    r->tool = NULL;
-    r->st = RS_STARTING;
-    r->call_i++;
-    run__next_tool(r);
+    done(call, res, err);
 }
 
-static void tool_error(struct run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void tool_error(struct run *r, const char *fmt, ...)
+static int env_cell(struct tool_call *call, const char *code, int64_t timeout_ms, tool_cell_fn done,
+                    struct ag_err *err)
 {
-    struct ag_buf b;
-    ag_buf_init(&b);
-    va_list ap;
-    va_start(ap, fmt);
-    ag_buf_vprintf(&b, fmt, ap);
-    va_end(ap);
-    ag_buf_putc(&b, '\0');
-    char *m = b.data;
-    char *out = ag_asprintf("error: %s", m);
-    tool_done(r, false, out);
-    free(out);
-    free(m);
+    const struct proto_val *sb = proto_get(call->ctx->spec, "sandbox");
+    struct sbx_limits lim;
+    sbx_limits_default(&lim);
+    lim.memory_bytes = proto_int(proto_get(sb, "memory_mb"), 512) << 20;
+    lim.pids = proto_int(proto_get(sb, "pids"), 64);
+    lim.workspace_bytes = proto_int(proto_get(sb, "disk_mb"), 256) << 20;
+    struct cell_wait *w = ag_calloc(1, sizeof(*w));
+    w->call = call;
+    w->done = done;
+    int rc =
+        sbxd_cell(daemon_of(call), call->ctx->session, code, timeout_ms, &lim, cell_done, w, err);
+    if (rc < 0) {
+        free(w);
+        return rc;
+    }
+    run_of(call)->env_kind = ENV_CELL;
+    return 0;
 }
 
-/* The python code a shell, list or file tool runs in the session's interpreter. */
-static char *tool_code(const struct tool_def *t, const cJSON *args)
+/* ---- fetches ---- */
+
+struct fetch_wait {
+    struct tool_call *call;
+    tool_fetch_fn done;
+};
+
+static void fetch_done(void *ud, struct fetch_result *res)
 {
-    const cJSON *a1 = cJSON_GetObjectItemCaseSensitive(args, t->kind == TOOL_SHELL    ? "command"
-                                                             : t->kind == TOOL_PYTHON ? "code"
-                                                                                      : "path");
-    const char *s1 = cJSON_IsString(a1) ? a1->valuestring : ".";
-    if (t->kind == TOOL_PYTHON) return ag_strdup(s1);
-    char *q1 = json_quote(s1), *code = NULL;
-    switch (t->kind) {
-    case TOOL_SHELL:
-        code = ag_asprintf(
-            "import subprocess as _sp, sys as _sys\n"
-            "_r = _sp.run(%s, shell=True, capture_output=True, text=True, errors='replace')\n"
-            "print(_r.stdout, end='')\n"
-            "print(_r.stderr, end='', file=_sys.stderr)\n"
-            "print('[exit status %%d]' %% _r.returncode)\n",
-            q1);
-        break;
-    case TOOL_READ_FILE:
-        code = ag_asprintf("with open(%s, errors='replace') as _f:\n"
-                           "    print(_f.read(" READ_FILE_MAX "), end='')\n",
-                           q1);
-        break;
-    case TOOL_WRITE_FILE: {
-        const cJSON *c = cJSON_GetObjectItemCaseSensitive(args, "content");
-        char *q2 = json_quote(cJSON_IsString(c) ? c->valuestring : "");
-        code = ag_asprintf("import os as _os\n"
-                           "_p = %s\n"
-                           "if _os.path.dirname(_p): _os.makedirs(_os.path.dirname(_p), "
-                           "exist_ok=True)\n"
-                           "with open(_p, 'w') as _f:\n"
-                           "    _n = _f.write(%s)\n"
-                           "print('wrote %%d characters to %%s' %% (_n, _p))\n",
-                           q1, q2);
-        free(q2);
-        break;
-    }
-    case TOOL_LIST_FILES:
-        code = ag_asprintf("import os as _os\n"
-                           "_p = %s\n"
-                           "for _n in sorted(_os.listdir(_p)):\n"
-                           "    _q = _os.path.join(_p, _n)\n"
-                           "    print(_n + '/' if _os.path.isdir(_q) else '%%s  %%d bytes' %% "
-                           "(_n, _os.path.getsize(_q)))\n",
-                           q1);
-        break;
-    default:
-        break;
-    }
-    free(q1);
-    return code;
+    struct fetch_wait *w = ud;
+    struct tool_call *call = w->call;
+    tool_fetch_fn done = w->done;
+    free(w);
+    run_of(call)->env_kind = ENV_NONE;
+    done(call, res);
+    fetch_result_release(res);
 }
 
-void run__next_tool(struct run *r)
+static int env_fetch(struct tool_call *call, const char *url, const struct fetch_opts *o,
+                     tool_fetch_fn done, struct ag_err *err)
 {
-    if (run__stopped(r)) return;
-    if (r->call_i >= proto_len(r->calls)) {
-        run__step(r);
-        return;
+    struct fetch_wait *w = ag_calloc(1, sizeof(*w));
+    w->call = call;
+    w->done = done;
+    uint64_t id = webd_fetch(daemon_of(call), url, o, fetch_done, w);
+    if (!id) {
+        free(w);
+        return ag_err_set(err, AG_EUNSUPPORTED, "the web client is not running");
     }
-    const struct proto_val *c = proto_at(r->calls, r->call_i), *f = proto_get(c, "function");
-    r->call_id = proto_get_str(c, "id");
-    r->call_name = proto_get_str(f, "name");
-    if (!r->call_id) r->call_id = "";
-    if (!r->call_name) r->call_name = "";
-    r->tool_started_us = (ag_now_ns() / 1000);
-    r->st = RS_TOOL;
-    if (r->n_tool_calls >= r->max_tool_calls) {
-        char msg[112];
-        snprintf(msg, sizeof(msg), "the run made %d tool calls (limits.max_tool_calls)",
-                 r->n_tool_calls);
-        r->st = RS_STARTING;
-        run__end(r, "failed", "max_tool_calls", msg);
-        return;
-    }
-    r->n_tool_calls++;
-    const struct tool_def *t = tools_find(r->call_name);
-    const struct proto_val *st = t ? spec_tool(r, t->name) : NULL;
-    if (!t || !st) {
-        struct ag_buf names;
-        ag_buf_init(&names);
-        for (size_t i = 0; i < proto_len(r->tools); i++)
-            ag_buf_printf(&names, "%s%s", i ? ", " : "",
-                          proto_get_str(proto_get(proto_at(r->tools, i), "function"), "name"));
-        ag_buf_putc(&names, '\0');
-        tool_error(r, "there is no tool named '%s'; the tools are: %s", r->call_name,
-                   names.data ? names.data : "(none)");
-        ag_buf_release(&names);
-        return;
-    }
-    void *argsv = NULL;
-    struct ag_err err = {0};
-    if (tools_check_args(t, proto_get_str(f, "arguments"), &argsv, &err) != 0) {
-        tool_error(r, "%s", err.msg);
-        return;
-    }
-    cJSON *args = argsv;
-    r->tool = t;
-    int64_t timeout_ms = proto_int(proto_get(st, "timeout_ms"), 30000);
-    struct proto_val *p = proto_obj();
-    const char *method = NULL;
-    if (t->kind <= TOOL_LIST_FILES) {
-        char *code = tool_code(t, args);
-        proto_add_str(p, "session", r->session);
-        proto_add_str(p, "code", code);
-        proto_add_int(p, "timeout_ms", timeout_ms);
-        const struct proto_val *sb = proto_get(r->spec, "sandbox");
-        struct proto_val *lim = proto_add(p, "limits", proto_obj());
-        proto_add_int(lim, "memory_mb", proto_int(proto_get(sb, "memory_mb"), 512));
-        proto_add_int(lim, "pids", proto_int(proto_get(sb, "pids"), 64));
-        proto_add_int(lim, "workspace_mb", proto_int(proto_get(sb, "disk_mb"), 256));
-        free(code);
-        method = "sandbox.exec";
-    } else if (t->kind == TOOL_REMEMBER) {
-        proto_add_str(p, "agent", r->agent);
-        proto_add_str(p, "text", cJSON_GetObjectItemCaseSensitive(args, "text")->valuestring);
-        method = "memory.add";
-    } else if (t->kind == TOOL_RECALL) {
-        proto_add_str(p, "agent", r->agent);
-        proto_add_str(p, "query", cJSON_GetObjectItemCaseSensitive(args, "query")->valuestring);
-        proto_add_int(
-            p, "limit",
-            proto_int(proto_get(proto_get(proto_get(r->spec, "memory"), "recall"), "top_k"), 5));
-        method = "memory.search";
-    } else if (t->kind == TOOL_FETCH_URL) {
-        const struct proto_val *b = proto_get(r->spec, "browse");
-        proto_add_str(p, "url", cJSON_GetObjectItemCaseSensitive(args, "url")->valuestring);
-        proto_add_int(p, "max_bytes", proto_int(proto_get(b, "max_bytes"), 2097152));
-        int64_t browse_ms = proto_int(proto_get(b, "timeout_s"), 20) * 1000;
-        proto_add_int(p, "timeout_ms", proto_get(st, "timeout_ms") ? timeout_ms : browse_ms);
-        proto_add_bool(p, "robots", proto_bool(proto_get(b, "robots"), true));
-        if (proto_len(proto_get(b, "allow")))
-            proto_add(p, "allow", proto_val_dup(proto_get(b, "allow")));
-        if (proto_len(proto_get(b, "deny")))
-            proto_add(p, "deny", proto_val_dup(proto_get(b, "deny")));
-        proto_add_str(p, "request_id", r->step_id);
-        method = "web.fetch";
-    } else {
-        cJSON_Delete(args);
-        proto_val_free(p);
-        r->tool = NULL;
-        tool_error(r, "the tool '%s' is not available in this build", t->name);
-        return;
-    }
-    cJSON_Delete(args);
-    conn_call(&r->ic, method, p);
+    run_of(call)->env_kind = ENV_FETCH;
+    run_of(call)->env_id = id;
+    return 0;
 }
 
-/* The observation the model reads for a sandbox.exec result. */
-static char *exec_text(const struct tool_def *t, const struct proto_val *res, bool *ok)
+/* ---- memory ---- */
+
+struct memjob {
+    struct storeq_job base;
+    struct tool_call *call;
+    tool_memory_fn done;
+    bool search;
+    char *agent, *text;
+    int limit;
+    char **texts;
+    size_t n;
+    int64_t id;
+    int rc;
+    struct ag_err err;
+};
+
+static void memjob_work(struct storeq_job *base, struct mem_store *st)
 {
-    struct ag_buf b;
-    ag_buf_init(&b);
-    const char *out = proto_get_str(res, "stdout"), *err = proto_get_str(res, "stderr");
-    const char *stop = proto_get_str(res, "stop");
-    *ok = proto_bool(proto_get(res, "ok"), true);
-    if (out && *out) ag_buf_puts(&b, out);
-    if (proto_bool(proto_get(res, "stdout_truncated"), false)) ag_buf_puts(&b, "\n[output cut]");
-    if (err && *err) {
-        if (b.len && b.data[b.len - 1] != '\n') ag_buf_putc(&b, '\n');
-        ag_buf_puts(&b, err);
-    }
-    const struct proto_val *e = proto_get(res, "error");
-    if (!*ok && e) {
-        const char *tb = proto_get_str(e, "traceback");
-        if (b.len && b.data[b.len - 1] != '\n') ag_buf_putc(&b, '\n');
-        if (tb && *tb)
-            ag_buf_puts(&b, tb);
-        else
-            ag_buf_printf(&b, "%s: %s", proto_get_str(e, "name"), proto_get_str(e, "message"));
-    }
-    const char *value = proto_get_str(res, "value");
-    if (*ok && t->kind == TOOL_PYTHON && value && *value) {
-        if (b.len && b.data[b.len - 1] != '\n') ag_buf_putc(&b, '\n');
-        ag_buf_puts(&b, value);
-    }
-    if (stop && strcmp(stop, "exit") != 0) {
-        if (b.len && b.data[b.len - 1] != '\n') ag_buf_putc(&b, '\n');
-        ag_buf_printf(&b, "[stopped: %s]", stop);
-        *ok = false;
-    }
-    if (proto_bool(proto_get(res, "session_lost"), false)) {
-        ag_buf_puts(&b, "\n[the interpreter died; the next call starts a fresh one]");
-        *ok = false;
-    }
-    if (!b.len) ag_buf_puts(&b, "(no output)");
-    ag_buf_putc(&b, '\0');
-    return b.data;
+    struct memjob *j = (struct memjob *)base;
+    if (j->search)
+        j->rc =
+            mem_memory_search(st, j->agent, j->text, (size_t)j->limit, &j->texts, &j->n, &j->err);
+    else
+        j->rc = mem_memory_add(st, j->agent, j->text, &j->id, &j->err);
 }
 
-void run__tool_reply(struct run *r, const struct proto_val *res, const struct ag_err *err)
+static void memjob_done(struct storeq_job *base)
 {
-    const struct tool_def *t = r->tool;
-    if (run__stopped(r)) return;
-    if (err) {
-        if (t && t->kind <= TOOL_LIST_FILES && err->code == AG_ESANDBOX) {
-            /* A dead interpreter: drop the session so the next call makes a fresh one. */
-            struct conn tmp;
-            conn_init_internal(&tmp, r->R->d, &run__ignore_sink, NULL);
-            struct proto_val *p = proto_obj();
-            proto_add_str(p, "session", r->session);
-            conn_call(&tmp, "sandbox.kill", p);
-        }
-        tool_error(r, "%s", err->msg);
-        return;
-    }
-    if (t->kind <= TOOL_LIST_FILES) {
-        bool ok;
-        char *text = exec_text(t, res, &ok);
-        tool_done(r, ok, text);
-        free(text);
-    } else if (t->kind == TOOL_FETCH_URL) {
-        struct ag_buf b;
-        ag_buf_init(&b);
-        const char *title = proto_get_str(res, "title");
-        if (title && *title) ag_buf_printf(&b, "Title: %s\n", title);
-        ag_buf_printf(&b, "URL: %s (HTTP %lld)\n\n%s", proto_get_str(res, "url"),
-                      (long long)proto_int(proto_get(res, "status"), 0),
-                      proto_get_str(res, "text") ? proto_get_str(res, "text") : "");
-        if (proto_bool(proto_get(res, "truncated"), false))
-            ag_buf_printf(&b, "\n[the page was cut at %lld bytes]",
-                          (long long)proto_int(proto_get(res, "bytes"), 0));
-        ag_buf_putc(&b, '\0');
-        int64_t status = proto_int(proto_get(res, "status"), 0);
-        tool_done(r, status >= 200 && status < 300, b.data);
-        ag_buf_release(&b);
-    } else if (t->kind == TOOL_REMEMBER) {
-        tool_done(r, true, "Stored in long-term memory.");
-    } else if (t->kind == TOOL_RECALL) {
-        const struct proto_val *m = proto_get(res, "memories");
-        struct ag_buf b;
-        ag_buf_init(&b);
-        for (size_t i = 0; i < proto_len(m); i++)
-            ag_buf_printf(&b, "- %s\n", proto_str(proto_at(m, i)));
-        if (!b.len) ag_buf_puts(&b, "No stored memory matches.");
-        ag_buf_putc(&b, '\0');
-        tool_done(r, true, b.data);
-        ag_buf_release(&b);
-    }
+    struct memjob *j = (struct memjob *)base;
+    run_of(j->call)->env_kind = ENV_NONE;
+    j->done(j->call, j->texts, j->n, j->rc ? &j->err : NULL);
+    mem_strings_free(j->texts, j->n);
+    free(j->agent);
+    free(j->text);
+    free(j);
+}
+
+static int memory_job(struct tool_call *call, bool search, const char *text, int limit,
+                      tool_memory_fn done, struct ag_err *err)
+{
+    if (!*text) return ag_err_set(err, AG_EPARAMS, "the text must not be empty");
+    struct memjob *j = ag_calloc(1, sizeof(*j));
+    j->base.work = memjob_work;
+    j->base.done = memjob_done;
+    j->call = call;
+    j->done = done;
+    j->search = search;
+    j->agent = ag_strdup(call->ctx->agent);
+    j->text = ag_strdup(text);
+    j->limit = limit < 1 ? 1 : limit > 100 ? 100 : limit;
+    run_of(call)->env_kind = ENV_MEMORY;
+    storeq_submit(daemon_of(call)->sq, &j->base);
+    return 0;
+}
+
+static int env_memory_add(struct tool_call *call, const char *text, tool_memory_fn done,
+                          struct ag_err *err)
+{
+    return memory_job(call, false, text, 0, done, err);
+}
+
+static int env_memory_search(struct tool_call *call, const char *query, int limit,
+                             tool_memory_fn done, struct ag_err *err)
+{
+    return memory_job(call, true, query, limit, done, err);
+}
+
+/* ---- cancel ---- */
+
+static void env_cancel(struct tool_call *call)
+{
+    struct run *r = run_of(call);
+    if (r->env_kind == ENV_CELL)
+        /* The sandbox session dies with what runs in it; the next call starts a fresh one. */
+        sbxd_kill(daemon_of(call), call->ctx->session);
+    else if (r->env_kind == ENV_FETCH)
+        webd_cancel(daemon_of(call), r->env_id);
+    /* A memory job is one short transaction: it finishes. */
+}
+
+void run__env_init(struct tool_env *env, struct agentd *d)
+{
+    *env = (struct tool_env){
+        .cell = env_cell,
+        .fetch = env_fetch,
+        .memory_add = env_memory_add,
+        .memory_search = env_memory_search,
+        .cancel = env_cancel,
+        .ud = d,
+    };
 }

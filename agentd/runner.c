@@ -1,50 +1,46 @@
 /*
- * runner.c - agent runs: the run.* methods and the loop that makes an agent act (DESIGN.md §3).
+ * runner.c - agent runs: the state machine that makes an agent act (DESIGN.md §3).
  *
  * A run is one user input to an agent's session and everything the agent does in reply. It is a
- * state machine on the loop thread: generate (engine.generate, streaming) -> for each tool call:
- * check the arguments, run the tool -> generate again ... until the model answers without a call
- * or a budget ends the run. The runner does no blocking work itself: it calls the daemon's own
- * methods through an internal connection (conn_call), so a tool is engine.generate,
- * sandbox.exec, memory.add ... exactly as a client would call them, and their replies come back
- * as callbacks on the loop.
+ * state machine on the loop thread: generate (the model, streaming) -> for each tool call: check
+ * the arguments, run the tool -> generate again ... until the model answers without a call or a
+ * budget ends the run. The runner does no blocking work and knows no JSON-RPC: it thinks through
+ * an injectable model interface (struct run_model: the engine service in the daemon, a scripted
+ * double in tests/test_runner.c) and acts through the tools' ops table (tools/tools.h) with the
+ * services of run_tools.c. The conversation stays typed (struct run_msg) from step to step.
  *
  * Events. Everything a run does is an event with a per-run seq, kept in memory while the run is
- * live and written to the store by the storage thread: one transaction per flush carries the
- * new events with the session messages they imply and the run's counters. An event is sent to
- * subscribers only after its transaction committed, so a client that resubscribes with after_seq
- * gets exactly what it missed, and kill -9 loses nothing that was sent. Text deltas are merged
- * while a flush is in flight or for up to FLUSH_MS, so streaming does not wait on an fsync per
- * token.
+ * live and written to the store by the storage thread (run_log.c); an event reaches listeners
+ * only after its transaction committed, so a client that resubscribes with after_seq gets
+ * exactly what it missed, and kill -9 loses nothing that was sent.
  *
- * Sessions. One run at a time per session: run.create on a session with a live run fails with
- * AG_EBUSY naming the run (no queue; the client decides to wait or cancel). The session's tools
- * share one sandbox session named after the agent session, so python variables and workspace
- * files persist across the runs of a conversation.
+ * Sessions. One run at a time per session: a second one fails with AG_EBUSY naming the run. The
+ * session's tools share one sandbox session named after the agent session, so python variables
+ * and workspace files persist across the runs of a conversation.
  *
- * Foreground and background. run.create answers when the run ends (with stream, its events
- * arrive as run.event notifications first); a client that disconnects cancels a foreground run.
- * With background the answer is immediate and the run goes on whoever listens; anyone can
- * run.subscribe to it, from any seq.
+ * Stopping. A cancel, the wall clock or shutdown interrupts what runs now (the generation, or the
+ * tool through its ops row); its callback then ends the run with the right reason.
  */
 #include "runner_int.h"
 
-#include "../tools/tools.h"
-
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define RUNNER_MAX_LIVE 1024 /* runs at once */
+#define RUNNER_MAX_LIVE 1024  /* runs at once */
+#define TOOL_OUT_MAX    16000 /* bytes of a tool's output shown to the model */
 
-/* ---- helpers ---- */
+static void run_step(struct run *r);
+static void next_tool(struct run *r);
 
-static struct runner *runner_of(struct agentd *d)
+const char *run_end_name(enum run_end e)
 {
-    return d->runner;
+    static const char *const names[] = {"running", "completed", "failed", "cancelled"};
+    return names[e];
 }
 
-static struct run *find_live(struct runner *R, const char *uid)
+struct run *run__find_live(struct runner *R, const char *uid)
 {
     for (struct run *r = R->live; r; r = r->next)
         if (strcmp(r->uid, uid) == 0) return r;
@@ -58,6 +54,46 @@ static struct run *find_session(struct runner *R, const char *session)
     return NULL;
 }
 
+/* ---- the conversation ---- */
+
+static struct run_msg *conv_push(struct run *r, enum eng_chat_role role, const char *content)
+{
+    if (r->n_conv == r->cap_conv) {
+        r->cap_conv = r->cap_conv ? r->cap_conv * 2 : 16;
+        r->conv = ag_realloc(r->conv, r->cap_conv * sizeof(*r->conv));
+    }
+    struct run_msg *m = &r->conv[r->n_conv++];
+    memset(m, 0, sizeof(*m));
+    m->role = role;
+    m->content = ag_strdup(content ? content : "");
+    return m;
+}
+
+static void msg_release(struct run_msg *m)
+{
+    free(m->content);
+    for (size_t i = 0; i < m->n_calls; i++) {
+        free((char *)m->calls[i].id);
+        free((char *)m->calls[i].name);
+        free((char *)m->calls[i].arguments);
+    }
+    free(m->calls);
+    free(m->tool_call_id);
+    free(m->name);
+}
+
+static void calls_free(struct run *r)
+{
+    for (size_t i = 0; i < r->n_calls; i++) {
+        free(r->calls[i].id);
+        free(r->calls[i].name);
+        free(r->calls[i].arguments);
+    }
+    free(r->calls);
+    r->calls = NULL;
+    r->n_calls = r->call_i = 0;
+}
+
 /* ---- the end ---- */
 
 static void on_handle_closed(uv_handle_t *h)
@@ -65,9 +101,12 @@ static void on_handle_closed(uv_handle_t *h)
     struct run *r = h->data;
     if (--r->handles_open > 0) return;
     proto_val_free(r->spec);
-    proto_val_free(r->messages);
-    proto_val_free(r->tools);
-    proto_val_free(r->calls);
+    for (size_t i = 0; i < r->n_conv; i++) msg_release(&r->conv[i]);
+    free(r->conv);
+    free(r->tools);
+    calls_free(r);
+    proto_val_free(r->args);
+    free(r->call_output);
     for (size_t i = 0; i < r->n_evs; i++) {
         free(r->evs[i].type);
         free(r->evs[i].payload);
@@ -81,36 +120,35 @@ static void on_handle_closed(uv_handle_t *h)
     free(r);
 }
 
-/* Every event is stored and sent: answer the foreground caller, drop subscribers, free. */
-void run__finish(struct run *r)
+static void unlink_live(struct run *r)
 {
     struct runner *R = r->R;
-    r->st = RS_DONE;
-    if (r->owner) {
-        struct conn *c = r->owner;
-        r->owner = NULL;
-        if (!c->closing) {
-            struct proto_val *res = run__json(r);
-            conn_reply(c, r->req.id, res);
-            proto_val_free(res);
-        }
-        proto_req_release(&r->req);
-        conn_end_async(c);
-    }
-    for (struct sub *s = r->subs; s; s = s->next) s->c = NULL;
-    run__purge_subs(r);
     if (r->prev)
         r->prev->next = r->next;
     else
         R->live = r->next;
     if (r->next) r->next->prev = r->prev;
     R->n_live--;
-    ag_info("run %s: %s (%s) after %d steps, %d tool calls, %lld ms", r->uid, r->end_state,
-            r->end_reason, r->steps, r->n_tool_calls, (long long)(ag_now_ms() - r->started_ms));
+}
+
+static void close_handles(struct run *r)
+{
     uv_timer_stop(&r->flush_timer);
     uv_timer_stop(&r->wall_timer);
     uv_close((uv_handle_t *)&r->flush_timer, on_handle_closed);
     uv_close((uv_handle_t *)&r->wall_timer, on_handle_closed);
+}
+
+void run__finish(struct run *r)
+{
+    r->st = RS_DONE;
+    ag_info("run %s: %s (%s) after %d steps, %d tool calls, %lld ms", r->uid, run_end_name(r->end),
+            r->end_reason, r->steps, r->n_tool_calls, (long long)(ag_now_ms() - r->started_ms));
+    if (r->watch && r->watch->ended) r->watch->ended(r->watch_ud, r);
+    for (struct sub *s = r->subs; s; s = s->next) s->c = NULL, s->ud = NULL;
+    run__purge_subs(r);
+    unlink_live(r);
+    close_handles(r);
 }
 
 static struct proto_val *usage_payload(const struct run *r)
@@ -133,78 +171,53 @@ static struct proto_val *usage_payload(const struct run *r)
     return p;
 }
 
-void run__end(struct run *r, const char *state, const char *reason, const char *error)
+static void run_end(struct run *r, enum run_end end, const char *reason, const char *error)
 {
     if (r->st == RS_ENDING || r->st == RS_DONE) return;
-    snprintf(r->end_state, sizeof(r->end_state), "%s", state);
+    r->end = end;
     snprintf(r->end_reason, sizeof(r->end_reason), "%s", reason);
     if (error) r->end_error = ag_strdup(error);
     struct proto_val *p = usage_payload(r);
-    proto_add_str(p, "state", state);
+    proto_add_str(p, "state", run_end_name(end));
     proto_add_str(p, "reason", reason);
     if (r->output) proto_add_str(p, "output", r->output);
     if (error) proto_add_str(p, "error", error);
-    const char *type = strcmp(state, "completed") == 0   ? "run.completed"
-                       : strcmp(state, "cancelled") == 0 ? "run.cancelled"
-                                                         : "run.failed";
-    run__event(r, type, p);
+    run__event(r,
+               end == RUN_COMPLETED   ? "run.completed"
+               : end == RUN_CANCELLED ? "run.cancelled"
+                                      : "run.failed",
+               p);
     r->st = RS_ENDING;
     run__flush(r);
 }
 
-/* A call in flight was stopped for a cancel or the wall clock: end the run the right way. */
-bool run__stopped(struct run *r)
+/* Ends the run when a cancel, the wall clock or shutdown stopped it; true when it did. */
+static bool run_stopped(struct run *r)
 {
     if (r->shutdown) {
-        run__end(r, "failed", "shutdown", "agentd is shutting down");
+        run_end(r, RUN_FAILED, "shutdown", "agentd is shutting down");
         return true;
     }
     if (r->wall_hit) {
         char msg[96];
         snprintf(msg, sizeof(msg), "the run used its wall-clock budget (limits.max_wall_s = %lld)",
                  (long long)r->max_wall_s);
-        run__end(r, "failed", "max_wall_s", msg);
+        run_end(r, RUN_FAILED, "max_wall_s", msg);
         return true;
     }
     if (r->cancel) {
-        run__end(r, "cancelled", "cancelled", NULL);
+        run_end(r, RUN_CANCELLED, "cancelled", NULL);
         return true;
     }
     return false;
 }
 
-/* Stops what runs now (generation or a sandboxed tool); its reply then ends the run. */
-static void sink_ignore_reply(struct conn *c, const struct proto_val *result,
-                              const struct ag_err *err, const struct proto_val *data)
+void run__interrupt(struct run *r)
 {
-    (void)c, (void)result, (void)err, (void)data;
-}
-
-static void sink_ignore_notify(struct conn *c, const char *method, const struct proto_val *p)
-{
-    (void)c, (void)method, (void)p;
-}
-
-const struct conn_sink run__ignore_sink = {sink_ignore_reply, sink_ignore_notify};
-
-static void interrupt_work(struct run *r)
-{
-    struct conn tmp;
-    conn_init_internal(&tmp, r->R->d, &run__ignore_sink, NULL);
-    if (r->st == RS_GENERATING) {
-        struct proto_val *p = proto_obj();
-        proto_add_str(p, "request_id", r->step_id);
-        conn_call(&tmp, "engine.cancel", p);
-    } else if (r->st == RS_TOOL && r->tool && r->tool->kind == TOOL_FETCH_URL) {
-        struct proto_val *p = proto_obj();
-        proto_add_str(p, "request_id", r->step_id);
-        conn_call(&tmp, "web.cancel", p);
-    } else if (r->st == RS_TOOL && r->tool && r->tool->kind <= TOOL_LIST_FILES) {
-        /* The sandbox session dies with what runs in it; the next call starts a fresh one. */
-        struct proto_val *p = proto_obj();
-        proto_add_str(p, "session", r->session);
-        conn_call(&tmp, "sandbox.kill", p);
-    }
+    if (r->st == RS_GENERATING)
+        r->R->model.cancel(r->R->model.ctx, r->gen_id);
+    else if (r->st == RS_TOOL && r->call.def && !r->call_over)
+        tool_call_cancel(&r->call);
 }
 
 static void on_wall_timer(uv_timer_t *t)
@@ -212,56 +225,99 @@ static void on_wall_timer(uv_timer_t *t)
     struct run *r = t->data;
     if (r->st != RS_GENERATING && r->st != RS_TOOL) return;
     r->wall_hit = true;
-    interrupt_work(r);
+    run__interrupt(r);
 }
 
 /* ---- generation ---- */
 
-static void gen_reply(struct run *r, const struct proto_val *res, const struct ag_err *err);
-
-static void sink_reply(struct conn *c, const struct proto_val *result, const struct ag_err *err,
-                       const struct proto_val *data)
+static void gen_delta(void *ud, const char *text, size_t n)
 {
-    (void)data;
-    struct run *r = c->sink_ud;
-    if (r->st == RS_GENERATING)
-        gen_reply(r, result, err);
-    else if (r->st == RS_TOOL)
-        run__tool_reply(r, result, err);
-}
-
-static void sink_notify(struct conn *c, const char *method, const struct proto_val *params)
-{
-    struct run *r = c->sink_ud;
-    if (strcmp(method, "engine.delta") != 0 || r->st != RS_GENERATING) return;
-    const char *t = proto_get_str(params, "text");
-    if (!t || !*t) return;
-    ag_buf_puts(&r->delta, t);
+    struct run *r = ud;
+    if (r->st != RS_GENERATING || !n) return;
+    ag_buf_append(&r->delta, text, n);
     run__flush_soon(r, false);
 }
 
-static const struct conn_sink run_sink = {sink_reply, sink_notify};
+static void gen_done(void *ud, const struct engd_result *res, const struct ag_err *err);
+static const struct engd_gen_cb gen_cb = {gen_delta, gen_done};
 
-static void add_sampling(struct run *r, struct proto_val *p)
+/* The model's sampling settings from the definition (model.temperature, ...). */
+static void sampling_of(struct run *r, struct eng_sampler_params *sp)
 {
     const struct proto_val *m = proto_get(r->spec, "model");
-    static const char *const keys[] = {
-        "temperature",       "top_p",           "top_k", "min_p", "seed", "repeat_penalty",
-        "frequency_penalty", "presence_penalty"};
-    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-        const struct proto_val *v = proto_get(m, keys[i]);
-        if (v && proto_type(v) == PROTO_NUMBER) proto_add(p, keys[i], proto_val_dup(v));
-    }
+    *sp = eng_sampler_params_default();
+#define NUM(key, field)                                                                            \
+    if (proto_type(proto_get(m, key)) == PROTO_NUMBER)                                             \
+    sp->field = (float)proto_num(proto_get(m, key), 0)
+    NUM("temperature", temperature);
+    NUM("top_p", top_p);
+    NUM("min_p", min_p);
+    NUM("repeat_penalty", repeat_penalty);
+    NUM("frequency_penalty", frequency_penalty);
+    NUM("presence_penalty", presence_penalty);
+#undef NUM
+    if (proto_type(proto_get(m, "top_k")) == PROTO_NUMBER)
+        sp->top_k = (int)proto_int(proto_get(m, "top_k"), 0);
+    if (proto_type(proto_get(m, "seed")) == PROTO_NUMBER)
+        sp->seed = (uint64_t)proto_int(proto_get(m, "seed"), 0);
+    else
+        sp->seed = (uint64_t)ag_now_ns() ^ ((uint64_t)++r->R->n_seeds << 40);
 }
 
-void run__step(struct run *r)
+/* The step's request: the conversation and tools, copied into the request's own memory. */
+static void build_request(struct run *r, struct eng_gen_req *q, int64_t max_tokens)
 {
-    if (run__stopped(r)) return;
+    struct eng_chat_msg *m = eng_gen_req_alloc(q, (r->n_conv ? r->n_conv : 1) * sizeof(*m));
+    for (size_t i = 0; i < r->n_conv; i++) {
+        const struct run_msg *c = &r->conv[i];
+        m[i].role = c->role;
+        m[i].content = eng_gen_req_strdup(q, c->content);
+        m[i].tool_call_id = eng_gen_req_strdup(q, c->tool_call_id);
+        m[i].name = eng_gen_req_strdup(q, c->name);
+        if (c->n_calls) {
+            struct eng_chat_call *cc = eng_gen_req_alloc(q, c->n_calls * sizeof(*cc));
+            for (size_t k = 0; k < c->n_calls; k++) {
+                cc[k].id = eng_gen_req_strdup(q, c->calls[k].id);
+                cc[k].name = eng_gen_req_strdup(q, c->calls[k].name);
+                cc[k].arguments = eng_gen_req_strdup(q, c->calls[k].arguments);
+            }
+            m[i].calls = cc;
+            m[i].n_calls = c->n_calls;
+        }
+    }
+    q->chat.msgs = m;
+    q->chat.n_msgs = r->n_conv;
+    bool none = r->tool_choice[0] && r->n_tool_calls == 0 && strcmp(r->tool_choice, "none") == 0;
+    if (r->n_tools && !none) {
+        struct eng_chat_tool *t = eng_gen_req_alloc(q, r->n_tools * sizeof(*t));
+        for (size_t i = 0; i < r->n_tools; i++) {
+            t[i].name = eng_gen_req_strdup(q, r->tools[i]->name);
+            t[i].description = eng_gen_req_strdup(q, r->tools[i]->description);
+            t[i].parameters = eng_gen_req_strdup(q, r->tools[i]->parameters);
+        }
+        q->chat.tools = t;
+        q->chat.n_tools = r->n_tools;
+        if (r->tool_choice[0] && r->n_tool_calls == 0 && strcmp(r->tool_choice, "auto") != 0 &&
+            !none) {
+            q->tool_required = true;
+            if (strcmp(r->tool_choice, "required") != 0)
+                q->tool_name = eng_gen_req_strdup(q, r->tool_choice);
+        }
+    }
+    q->max_tokens = (int)max_tokens;
+    sampling_of(r, &q->sampling);
+    q->stream = true;
+    q->tool_grammar = !r->no_grammar;
+}
+
+static void run_step(struct run *r)
+{
+    if (run_stopped(r)) return;
     if (r->steps >= r->max_steps) {
         char msg[96];
         snprintf(msg, sizeof(msg), "the run took %d steps without an answer (limits.max_steps)",
                  r->steps);
-        run__end(r, "failed", "max_steps", msg);
+        run_end(r, RUN_FAILED, "max_steps", msg);
         return;
     }
     int64_t left = r->max_tokens - r->completion_tokens;
@@ -269,35 +325,29 @@ void run__step(struct run *r)
         char msg[96];
         snprintf(msg, sizeof(msg), "the run generated %lld tokens (limits.max_tokens)",
                  (long long)r->completion_tokens);
-        run__end(r, "failed", "max_tokens", msg);
+        run_end(r, RUN_FAILED, "max_tokens", msg);
         return;
     }
     r->steps++;
     int64_t per = proto_int(run__spec_get(r, "model", "max_tokens"), 1024);
-    struct proto_val *p = proto_obj();
-    proto_add(p, "messages", proto_val_dup(r->messages));
-    if (proto_len(r->tools)) {
-        proto_add(p, "tools", proto_val_dup(r->tools));
-        if (r->tool_choice[0] && r->n_tool_calls == 0) {
-            if (strcmp(r->tool_choice, "required") == 0 || strcmp(r->tool_choice, "none") == 0) {
-                proto_add_str(p, "tool_choice", r->tool_choice);
-            } else if (strcmp(r->tool_choice, "auto") != 0) {
-                struct proto_val *tc = proto_add(p, "tool_choice", proto_obj());
-                proto_add_str(tc, "type", "function");
-                proto_add_str(proto_add(tc, "function", proto_obj()), "name", r->tool_choice);
-            }
-        }
+    struct eng_gen_req q = {0};
+    build_request(r, &q, per < left ? per : left);
+    struct ag_err err = {0};
+    if (q.tool_required && r->no_grammar) {
+        eng_gen_req_release(&q);
+        run_end(r, RUN_FAILED, "engine", "params.tool_choice: a required call needs grammar");
+        return;
     }
-    proto_add_int(p, "max_tokens", per < left ? per : left);
-    add_sampling(r, p);
-    proto_add_bool(p, "stream", true);
-    if (r->no_grammar) proto_add_bool(p, "grammar", false);
     /* Unique per attempt: a retried step's failed request may not be gone from the engine's
      * books yet when the retry starts. */
     snprintf(r->step_id, sizeof(r->step_id), "%s.%d", r->uid, ++r->attempts);
-    proto_add_str(p, "request_id", r->step_id);
     r->st = RS_GENERATING;
-    conn_call(&r->ic, "engine.generate", p);
+    int rc = r->R->model.generate(r->R->model.ctx, &q, r->step_id, &gen_cb, r, &r->gen_id, &err);
+    eng_gen_req_release(&q);
+    if (rc < 0) {
+        r->st = RS_STARTING;
+        run_end(r, RUN_FAILED, rc == AG_ESHUTDOWN ? "shutdown" : "engine", err.msg);
+    }
 }
 
 /* The prompt does not fit the context: leaves out the oldest earlier turn (a user message and
@@ -305,107 +355,276 @@ void run__step(struct run *r)
 static bool drop_oldest_turn(struct run *r)
 {
     if (r->hist_to <= r->hist_from) return false;
-    int end = r->hist_from + 1;
-    while (end < r->hist_to &&
-           strcmp(proto_get_str(proto_at(r->messages, (size_t)end), "role"), "user") != 0)
-        end++;
-    struct proto_val *kept = proto_arr();
-    for (int i = 0; i < (int)proto_len(r->messages); i++)
-        if (i < r->hist_from || i >= end)
-            proto_push(kept, proto_val_dup(proto_at(r->messages, (size_t)i)));
-    proto_val_free(r->messages);
-    r->messages = kept;
-    r->dropped += end - r->hist_from;
-    r->hist_to -= end - r->hist_from;
+    size_t end = r->hist_from + 1;
+    while (end < r->hist_to && r->conv[end].role != ENG_CHAT_USER) end++;
+    size_t n = end - r->hist_from;
+    for (size_t i = r->hist_from; i < end; i++) msg_release(&r->conv[i]);
+    memmove(&r->conv[r->hist_from], &r->conv[end], (r->n_conv - end) * sizeof(*r->conv));
+    r->n_conv -= n;
+    r->dropped += (int)n;
+    r->hist_to -= n;
     return true;
 }
 
-static void gen_reply(struct run *r, const struct proto_val *res, const struct ag_err *err)
+/* The calls as stored with the assistant message: [{id, type, function: {name, arguments}}]. */
+static char *calls_json(const struct run *r)
 {
+    struct proto_val *a = proto_arr();
+    for (size_t i = 0; i < r->n_calls; i++) {
+        struct proto_val *c = proto_obj(), *f = proto_obj();
+        proto_add_str(c, "id", r->calls[i].id);
+        proto_add_str(c, "type", "function");
+        proto_add_str(f, "name", r->calls[i].name);
+        proto_add_str(f, "arguments", r->calls[i].arguments);
+        proto_add(c, "function", f);
+        proto_push(a, c);
+    }
+    char *s = proto_print(a);
+    proto_val_free(a);
+    return s;
+}
+
+/* The model wrote a call that does not parse (constrained decoding off): tell it. */
+static void bad_call(struct run *r, const struct engd_result *res, int64_t gen)
+{
+    char *raw = ag_strndup(res->raw, res->raw_len);
+    conv_push(r, ENG_CHAT_ASSISTANT, raw);
+    run__add_msg(r, "assistant", raw, NULL, NULL, NULL, gen);
+    char *msg = ag_asprintf("Your tool call could not be parsed: %s. Write the call again as "
+                            "valid JSON, or answer without a tool.",
+                            res->parse_error);
+    conv_push(r, ENG_CHAT_USER, msg);
+    run__add_msg(r, "user", msg, NULL, NULL, NULL, 0);
+    struct proto_val *ev = proto_obj();
+    proto_add_str(ev, "call_id", "");
+    proto_add_str(ev, "name", "");
+    proto_add_bool(ev, "ok", false);
+    proto_add_str(ev, "output", msg);
+    run__event(r, "tool.result", ev);
+    free(msg);
+    free(raw);
+    run__flush_soon(r, true);
+    run_step(r);
+}
+
+static void gen_done(void *ud, const struct engd_result *res, const struct ag_err *err)
+{
+    struct run *r = ud;
     r->st = RS_STARTING; /* between calls */
     if (err) {
-        if (run__stopped(r)) return;
+        if (run_stopped(r)) return;
         if (err->code == AG_ECTXOVERFLOW && drop_oldest_turn(r)) {
             /* The policy for now, summarize included: the oldest turns make room. */
             ag_info("run %s: context full, %d earlier messages left out", r->uid, r->dropped);
             r->steps--; /* that step never ran */
-            run__step(r);
+            run_step(r);
             return;
         }
         const char *reason = err->code == AG_ECTXOVERFLOW ? "context_overflow"
                              : err->code == AG_ESHUTDOWN  ? "shutdown"
                                                           : "engine";
-        run__end(r, "failed", reason, err->msg);
+        run_end(r, RUN_FAILED, reason, err->msg);
         return;
     }
-    const struct proto_val *u = proto_get(res, "usage"), *tm = proto_get(res, "timings");
-    r->prompt_tokens += proto_int(proto_get(u, "prompt_tokens"), 0);
-    int64_t gen = proto_int(proto_get(u, "completion_tokens"), 0);
+    r->prompt_tokens += res->usage.prompt_tokens;
+    int64_t gen = res->usage.completion_tokens;
     r->completion_tokens += gen;
-    r->gen_ms += proto_num(proto_get(tm, "total_ms"), 0);
-    r->ttft_ms += proto_num(proto_get(tm, "ttft_ms"), 0);
+    r->gen_ms += res->usage.total_ms;
+    r->ttft_ms += res->usage.ttft_ms;
     run__take_delta(r);
-    const char *text = proto_get_str(res, "text");
-    const struct proto_val *calls = proto_get(res, "tool_calls");
-    const char *call_err = proto_get_str(res, "tool_call_error");
 
-    if (proto_len(calls) == 0 && call_err) {
-        /* The model wrote a call that does not parse (constrained decoding off): tell it. */
-        const char *raw = proto_get_str(res, "raw_text");
-        struct proto_val *am = proto_obj();
-        proto_add_str(am, "role", "assistant");
-        proto_add_str(am, "content", raw ? raw : "");
-        proto_push(r->messages, am);
-        run__add_msg(r, "assistant", raw, NULL, NULL, NULL, gen);
-        char *msg = ag_asprintf("Your tool call could not be parsed: %s. Write the call again as "
-                                "valid JSON, or answer without a tool.",
-                                call_err);
-        struct proto_val *um = proto_obj();
-        proto_add_str(um, "role", "user");
-        proto_add_str(um, "content", msg);
-        proto_push(r->messages, um);
-        run__add_msg(r, "user", msg, NULL, NULL, NULL, 0);
-        struct proto_val *ev = proto_obj();
-        proto_add_str(ev, "call_id", "");
-        proto_add_str(ev, "name", "");
-        proto_add_bool(ev, "ok", false);
-        proto_add_str(ev, "output", msg);
-        run__event(r, "tool.result", ev);
-        free(msg);
-        run__flush_soon(r, true);
-        run__step(r);
+    if (res->n_calls == 0 && res->parse_error) {
+        bad_call(r, res, gen);
         return;
     }
-    if (proto_len(calls) == 0) {
+    if (res->n_calls == 0) {
         free(r->output);
-        r->output = ag_strdup(text ? text : "");
+        r->output = ag_strndup(res->text, res->len);
         run__add_msg(r, "assistant", r->output, NULL, NULL, NULL, gen);
-        if (run__stopped(r)) return;
-        run__end(r, "completed", "answer", NULL);
+        if (run_stopped(r)) return;
+        run_end(r, RUN_COMPLETED, "answer", NULL);
         return;
     }
     /* The assistant turn with its calls joins the conversation, then each call runs. */
-    struct proto_val *am = proto_obj();
-    proto_add_str(am, "role", "assistant");
-    proto_add_str(am, "content", text ? text : "");
-    proto_add(am, "tool_calls", proto_val_dup(calls));
-    proto_push(r->messages, am);
-    char *cj = proto_print(calls);
+    calls_free(r);
+    r->calls = ag_calloc(res->n_calls, sizeof(*r->calls));
+    r->n_calls = res->n_calls;
+    char *text = ag_strndup(res->text, res->len);
+    struct run_msg *am = conv_push(r, ENG_CHAT_ASSISTANT, text);
+    am->calls = ag_calloc(res->n_calls, sizeof(*am->calls));
+    am->n_calls = res->n_calls;
+    for (size_t i = 0; i < res->n_calls; i++) {
+        char id[48];
+        engd_call_id(id, sizeof(id), res->id, i);
+        const char *args = res->calls[i].arguments ? res->calls[i].arguments : "{}";
+        r->calls[i] =
+            (struct run_call){ag_strdup(id), ag_strdup(res->calls[i].name), ag_strdup(args)};
+        am->calls[i] =
+            (struct eng_chat_call){ag_strdup(id), ag_strdup(res->calls[i].name), ag_strdup(args)};
+    }
+    char *cj = calls_json(r);
     run__add_msg(r, "assistant", text, cj, NULL, NULL, gen);
     free(cj);
-    proto_val_free(r->calls);
-    r->calls = proto_val_dup(calls);
-    r->call_i = 0;
-    for (size_t i = 0; i < proto_len(calls); i++) {
-        const struct proto_val *c = proto_at(calls, i), *f = proto_get(c, "function");
+    free(text);
+    for (size_t i = 0; i < r->n_calls; i++) {
         struct proto_val *ev = proto_obj();
-        proto_add_str(ev, "call_id", proto_get_str(c, "id"));
-        proto_add_str(ev, "name", proto_get_str(f, "name"));
-        proto_add_str(ev, "arguments", proto_get_str(f, "arguments"));
+        proto_add_str(ev, "call_id", r->calls[i].id);
+        proto_add_str(ev, "name", r->calls[i].name);
+        proto_add_str(ev, "arguments", r->calls[i].arguments);
         run__event(r, "tool_call.done", ev);
     }
     run__flush_soon(r, true);
-    run__next_tool(r);
+    next_tool(r);
+}
+
+/* ---- tool calls ---- */
+
+/* The tool's result joins the conversation and the log; then the next call, or a new step. */
+static void tool_result(struct run *r, bool ok, const char *output)
+{
+    const struct run_call *c = &r->calls[r->call_i];
+    char *cut = NULL;
+    size_t n = strlen(output);
+    if (n > TOOL_OUT_MAX) {
+        size_t k = TOOL_OUT_MAX;
+        while (k > 0 && ((unsigned char)output[k] & 0xC0) == 0x80) k--;
+        cut = ag_asprintf("%.*s\n[... %zu more bytes not shown]", (int)k, output, n - k);
+        output = cut;
+    }
+    double ms = (double)((ag_now_ns() / 1000) - r->tool_started_us) / 1000.0;
+    r->tool_ms += ms;
+    struct run_msg *tm = conv_push(r, ENG_CHAT_TOOL, output);
+    tm->tool_call_id = ag_strdup(c->id);
+    tm->name = ag_strdup(c->name);
+    run__add_msg(r, "tool", output, NULL, c->id, c->name, 0);
+    struct proto_val *ev = proto_obj();
+    proto_add_str(ev, "call_id", c->id);
+    proto_add_str(ev, "name", c->name);
+    proto_add_bool(ev, "ok", ok);
+    proto_add_str(ev, "output", output);
+    proto_add_num(ev, "duration_ms", ms);
+    run__event(r, "tool.result", ev);
+    free(cut);
+    run__flush_soon(r, true);
+    r->st = RS_STARTING;
+    r->call_i++;
+    next_tool(r);
+}
+
+static void tool_errorf(struct run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void tool_errorf(struct run *r, const char *fmt, ...)
+{
+    struct ag_buf b;
+    ag_buf_init(&b);
+    ag_buf_puts(&b, "error: ");
+    va_list ap;
+    va_start(ap, fmt);
+    ag_buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    ag_buf_putc(&b, '\0');
+    tool_result(r, false, b.data);
+    ag_buf_release(&b);
+}
+
+/* The running call's end: reported by the tool (possibly from inside its start()). */
+static void call_finished(struct run *r)
+{
+    bool ok = r->call_ok;
+    char *out = r->call_output;
+    r->call_output = NULL;
+    r->call.def = NULL;
+    proto_val_free(r->args);
+    r->args = NULL;
+    if (!run_stopped(r)) tool_result(r, ok, out ? out : "");
+    free(out);
+}
+
+static void on_tool_done(struct tool_call *call, bool ok, const char *output)
+{
+    struct run *r = call->ud;
+    if (r->call_over) return; /* a tool must report once; a second report is ignored */
+    r->call_over = true;
+    r->call_ok = ok;
+    r->call_output = ag_strdup(output ? output : "");
+    if (!r->in_start) call_finished(r);
+}
+
+/* The agent's entry for the tool called name (bare names are normalized to objects). */
+static const struct proto_val *spec_entry(const struct run *r, const char *name)
+{
+    const struct proto_val *tools = proto_get(r->spec, "tools");
+    for (size_t i = 0; i < proto_len(tools); i++) {
+        const struct proto_val *t = proto_at(tools, i);
+        const char *n = proto_str(t) ? proto_str(t) : proto_get_str(t, "name");
+        if (n && strcmp(n, name) == 0 && proto_bool(proto_get(t, "enabled"), true)) return t;
+    }
+    return NULL;
+}
+
+static const struct tool_def *run_tool(const struct run *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_tools; i++)
+        if (strcmp(r->tools[i]->name, name) == 0) return r->tools[i];
+    return NULL;
+}
+
+static void next_tool(struct run *r)
+{
+    if (run_stopped(r)) return;
+    if (r->call_i >= r->n_calls) {
+        run_step(r);
+        return;
+    }
+    const struct run_call *c = &r->calls[r->call_i];
+    r->tool_started_us = (ag_now_ns() / 1000);
+    r->st = RS_TOOL;
+    if (r->n_tool_calls >= r->max_tool_calls) {
+        char msg[112];
+        snprintf(msg, sizeof(msg), "the run made %d tool calls (limits.max_tool_calls)",
+                 r->n_tool_calls);
+        r->st = RS_STARTING;
+        run_end(r, RUN_FAILED, "max_tool_calls", msg);
+        return;
+    }
+    r->n_tool_calls++;
+    const struct tool_def *t = run_tool(r, c->name);
+    if (!t) {
+        struct ag_buf names;
+        ag_buf_init(&names);
+        for (size_t i = 0; i < r->n_tools; i++)
+            ag_buf_printf(&names, "%s%s", i ? ", " : "", r->tools[i]->name);
+        ag_buf_putc(&names, '\0');
+        tool_errorf(r, "there is no tool named '%s'; the tools are: %s", c->name,
+                    r->n_tools ? names.data : "(none)");
+        ag_buf_release(&names);
+        return;
+    }
+    struct ag_err err = {0};
+    if (tools_check_args(t, c->arguments, &r->args, &err) != 0) {
+        tool_errorf(r, "%s", err.msg);
+        return;
+    }
+    r->tctx = (struct tool_ctx){
+        .agent = r->agent,
+        .session = r->session,
+        .run_id = r->uid,
+        .spec = r->spec,
+        .entry = spec_entry(r, t->name),
+        .env = &r->R->env,
+    };
+    r->call = (struct tool_call){
+        .def = t, .ctx = &r->tctx, .args = r->args, .done = on_tool_done, .ud = r};
+    r->call_over = false;
+    r->env_kind = 0;
+    r->in_start = true;
+    int rc = t->ops->start(&r->call, &err);
+    r->in_start = false;
+    if (rc < 0 && !r->call_over) {
+        r->call_over = true;
+        r->call_ok = false;
+        r->call_output = ag_asprintf("error: %s", err.msg);
+    }
+    if (r->call_over) call_finished(r);
 }
 
 /* ---- starting a run ---- */
@@ -458,37 +677,67 @@ static char *system_prompt(const struct proto_val *spec)
     return b.data;
 }
 
-static struct proto_val *history_msg(const struct mem_message *m)
+static enum eng_chat_role role_of(const char *role)
 {
-    struct proto_val *o = proto_obj();
-    proto_add_str(o, "role", m->role);
-    proto_add_str(o, "content", m->content ? m->content : "");
-    if (m->tool_calls) proto_add_raw(o, "tool_calls", m->tool_calls);
-    if (m->tool_call_id) proto_add_str(o, "tool_call_id", m->tool_call_id);
-    if (m->name) proto_add_str(o, "name", m->name);
-    return o;
+    if (strcmp(role, "system") == 0) return ENG_CHAT_SYSTEM;
+    if (strcmp(role, "assistant") == 0) return ENG_CHAT_ASSISTANT;
+    if (strcmp(role, "tool") == 0) return ENG_CHAT_TOOL;
+    return ENG_CHAT_USER;
+}
+
+/* A stored message back in the conversation (its calls from their stored JSON). */
+static void history_msg(struct run *r, const struct mem_message *m)
+{
+    struct run_msg *c = conv_push(r, role_of(m->role), m->content);
+    if (m->tool_call_id) c->tool_call_id = ag_strdup(m->tool_call_id);
+    if (m->name) c->name = ag_strdup(m->name);
+    if (!m->tool_calls) return;
+    struct proto_val *calls = proto_parse(m->tool_calls, strlen(m->tool_calls), NULL);
+    size_t n = proto_len(calls);
+    c->calls = ag_calloc(n ? n : 1, sizeof(*c->calls));
+    for (size_t i = 0; i < n; i++) {
+        const struct proto_val *call = proto_at(calls, i), *f = proto_get(call, "function");
+        const char *id = proto_get_str(call, "id"), *name = proto_get_str(f, "name");
+        const struct proto_val *args = proto_get(f, "arguments");
+        char *a = proto_type(args) == PROTO_STRING ? ag_strdup(proto_str(args))
+                  : args                           ? proto_print(args)
+                                                   : NULL;
+        c->calls[c->n_calls++] =
+            (struct eng_chat_call){id ? ag_strdup(id) : NULL, ag_strdup(name ? name : ""), a};
+    }
+    proto_val_free(calls);
+}
+
+/* The agent's tools that this daemon has (built-ins, then the runner's extra rows). */
+static void pick_tools(struct run *r)
+{
+    const struct proto_val *tl = proto_get(r->spec, "tools");
+    r->tools = ag_calloc(proto_len(tl) + 1, sizeof(*r->tools));
+    for (size_t i = 0; i < proto_len(tl); i++) {
+        const struct proto_val *t = proto_at(tl, i);
+        const char *n = proto_str(t) ? proto_str(t) : proto_get_str(t, "name");
+        if (!n || !proto_bool(proto_get(t, "enabled"), true)) continue;
+        const struct tool_def *def = tools_find(n);
+        for (size_t k = 0; !def && k < r->R->n_extra; k++)
+            if (strcmp(r->R->extra[k]->name, n) == 0) def = r->R->extra[k];
+        if (!def) {
+            ag_warn("run %s: agent %s lists tool '%s', which this build lacks", r->uid, r->agent,
+                    n);
+            continue;
+        }
+        r->tools[r->n_tools++] = def;
+    }
 }
 
 static void cjob_done(struct storeq_job *base)
 {
     struct cjob *j = (struct cjob *)base;
     struct run *r = j->r;
-    struct runner *R = r->R;
     if (j->rc != 0) {
-        struct conn *c = r->owner;
-        if (!c->closing) conn_reply_error(c, r->req.id, &j->err);
-        proto_req_release(&r->req);
-        conn_end_async(c);
-        if (r->prev)
-            r->prev->next = r->next;
-        else
-            R->live = r->next;
-        if (r->next) r->next->prev = r->prev;
-        R->n_live--;
+        unlink_live(r);
         r->st = RS_DONE;
-        r->owner = NULL;
-        uv_close((uv_handle_t *)&r->flush_timer, on_handle_closed);
-        uv_close((uv_handle_t *)&r->wall_timer, on_handle_closed);
+        if (r->watch && r->watch->started) r->watch->started(r->watch_ud, r, &j->err);
+        close_handles(r);
         goto out;
     }
     snprintf(r->uid, sizeof(r->uid), "%s", j->run.uid);
@@ -506,44 +755,14 @@ static void cjob_done(struct storeq_job *base)
     r->max_wall_s = proto_int(proto_get(lim, "max_wall_s"), 600);
 
     /* The conversation: system prompt, the session so far, the new input. */
-    r->messages = proto_arr();
     char *sys = system_prompt(r->spec);
-    if (*sys) {
-        struct proto_val *m = proto_obj();
-        proto_add_str(m, "role", "system");
-        proto_add_str(m, "content", sys);
-        proto_push(r->messages, m);
-    }
+    if (*sys) conv_push(r, ENG_CHAT_SYSTEM, sys);
     free(sys);
-    r->hist_from = (int)proto_len(r->messages);
-    for (size_t i = 0; i < j->n_hist; i++) proto_push(r->messages, history_msg(&j->hist[i]));
-    r->hist_to = (int)proto_len(r->messages);
-    struct proto_val *um = proto_obj();
-    proto_add_str(um, "role", "user");
-    proto_add_str(um, "content", j->input);
-    proto_push(r->messages, um);
-
-    /* The agent's tools that this build has. */
-    r->tools = proto_arr();
-    const struct proto_val *tl = proto_get(r->spec, "tools");
-    for (size_t i = 0; i < proto_len(tl); i++) {
-        const struct proto_val *t = proto_at(tl, i);
-        const char *n = proto_str(t) ? proto_str(t) : proto_get_str(t, "name");
-        const struct tool_def *def = tools_find(n);
-        if (!def || !proto_bool(proto_get(t, "enabled"), true)) {
-            if (!def)
-                ag_warn("run %s: agent %s lists tool '%s', which this build lacks", r->uid,
-                        r->agent, n ? n : "?");
-            continue;
-        }
-        struct proto_val *o = proto_obj(), *f = proto_obj();
-        proto_add_str(o, "type", "function");
-        proto_add_str(f, "name", def->name);
-        proto_add_str(f, "description", def->description);
-        proto_add_raw(f, "parameters", def->parameters);
-        proto_add(o, "function", f);
-        proto_push(r->tools, o);
-    }
+    r->hist_from = r->n_conv;
+    for (size_t i = 0; i < j->n_hist; i++) history_msg(r, &j->hist[i]);
+    r->hist_to = r->n_conv;
+    conv_push(r, ENG_CHAT_USER, j->input);
+    pick_tools(r);
 
     /* Event 1 is stored with the run. */
     struct proto_val *created = proto_obj();
@@ -553,23 +772,12 @@ static void cjob_done(struct storeq_job *base)
     proto_add_str(created, "input", j->input);
     run__event(r, "run.created", created);
     r->persisted = 1;
-    if (r->stream) run__subscribe(r, r->owner);
+    if (r->watch && r->watch->started) r->watch->started(r->watch_ud, r, NULL);
     run__send_event(r, &r->evs[0]);
-    if (!proto_bool(proto_get(r->req.params, "background"), false)) {
-        /* Foreground: the answer waits for the end. */
-    } else {
-        struct conn *c = r->owner;
-        r->owner = NULL;
-        struct proto_val *res = run__json(r);
-        if (!c->closing) conn_reply(c, r->req.id, res);
-        proto_val_free(res);
-        proto_req_release(&r->req);
-        conn_end_async(c);
-    }
     uv_timer_start(&r->wall_timer, on_wall_timer, (uint64_t)r->max_wall_s * 1000, 0);
     ag_info("run %s: agent %s, session %s, %zu earlier messages", r->uid, r->agent, r->session,
             j->n_hist);
-    run__step(r);
+    run_step(r);
 out:
     mem_agent_release(&j->a);
     mem_run_release(&j->run);
@@ -580,299 +788,142 @@ out:
     free(j);
 }
 
-static int m_create(struct runner *R, struct conn *c, struct proto_req *req, struct ag_err *err)
+struct run *runner_create(struct runner *R, const struct run_opts *o, const struct run_watch *w,
+                          void *ud, struct ag_err *err)
 {
-    static const char *const keys[] = {"agent",      "session",     "input",     "stream",
-                                       "background", "tool_choice", "max_steps", "max_tool_calls",
-                                       "grammar",    NULL};
-    const struct proto_val *p = req->params;
-    const char *agent = NULL, *session = NULL, *input = NULL, *tc = NULL;
-    bool stream = false, bg = false, grammar = true;
-    int64_t ms = 0, mt = 0;
-    int rc;
-    if ((rc = proto_param_known(p, keys, err)) != 0 ||
-        (rc = proto_param_str(p, "agent", false, &agent, err)) != 0 ||
-        (rc = proto_param_str(p, "session", false, &session, err)) != 0 ||
-        (rc = proto_param_str(p, "input", true, &input, err)) != 0 ||
-        (rc = proto_param_str(p, "tool_choice", false, &tc, err)) != 0 ||
-        (rc = proto_param_bool(p, "stream", false, &stream, err)) != 0 ||
-        (rc = proto_param_bool(p, "background", false, &bg, err)) != 0 ||
-        (rc = proto_param_bool(p, "grammar", false, &grammar, err)) != 0 ||
-        (rc = proto_param_int(p, "max_steps", false, 1, 1000, &ms, err)) != 0 ||
-        (rc = proto_param_int(p, "max_tool_calls", false, 0, 10000, &mt, err)) != 0)
-        return rc;
-    if (!agent && !session)
-        return ag_err_set(err, AG_EPARAMS, "params: give agent (a new session) or session");
-    if (!*input) return ag_err_set(err, AG_EPARAMS, "params.input: must not be empty");
-    if (tc && (!*tc || strlen(tc) >= 64))
-        return ag_err_set(err, AG_EPARAMS,
-                          "params.tool_choice: \"auto\", \"required\", \"none\" or a tool name");
-    if (session) {
-        struct run *o = find_session(R, session);
-        if (o)
-            return ag_err_set(err, AG_EBUSY,
-                              "session %s has a run in progress (%s); wait for it to end or "
-                              "run.cancel it",
-                              session, o->uid[0] ? o->uid : "starting");
+    if (!o->agent && !o->session) {
+        ag_err_set(err, AG_EPARAMS, "params: give agent (a new session) or session");
+        return NULL;
     }
-    if (R->n_live >= RUNNER_MAX_LIVE)
-        return ag_err_set(err, AG_EQUOTA, "too many runs in progress (%d)", RUNNER_MAX_LIVE);
-    if (!c->d->eng || !c->d->cfg.model_path[0])
-        return ag_err_set(err, AG_EUNSUPPORTED,
-                          "no model loaded: start agentd with --model PATH to run agents");
-
+    if (!o->input || !*o->input) {
+        ag_err_set(err, AG_EPARAMS, "params.input: must not be empty");
+        return NULL;
+    }
+    const char *tc = o->tool_choice;
+    if (tc && (!*tc || strlen(tc) >= 64)) {
+        ag_err_set(err, AG_EPARAMS,
+                   "params.tool_choice: \"auto\", \"required\", \"none\" or a tool name");
+        return NULL;
+    }
+    if (o->session) {
+        struct run *other = find_session(R, o->session);
+        if (other) {
+            ag_err_set(err, AG_EBUSY,
+                       "session %s has a run in progress (%s); wait for it to end or run.cancel "
+                       "it",
+                       o->session, other->uid[0] ? other->uid : "starting");
+            return NULL;
+        }
+    }
+    if (R->n_live >= RUNNER_MAX_LIVE) {
+        ag_err_set(err, AG_EQUOTA, "too many runs in progress (%d)", RUNNER_MAX_LIVE);
+        return NULL;
+    }
+    if (!R->model.generate) {
+        ag_err_set(err, AG_EUNSUPPORTED,
+                   "no model loaded: start agentd with --model PATH to run agents");
+        return NULL;
+    }
     struct run *r = ag_calloc(1, sizeof(*r));
     r->R = R;
     r->st = RS_STARTING;
-    r->owner = c;
-    r->req = *req;
-    memset(req, 0, sizeof(*req));
-    r->stream = stream;
-    r->no_grammar = !grammar;
-    r->max_steps = (int)ms; /* 0: the agent's limit */
-    r->max_tool_calls = proto_get(p, "max_tool_calls") ? (int)mt : -1;
+    r->watch = w;
+    r->watch_ud = ud;
+    r->no_grammar = o->no_grammar;
+    r->max_steps = o->max_steps; /* 0: the agent's limit */
+    r->max_tool_calls = o->max_tool_calls;
     if (tc) snprintf(r->tool_choice, sizeof(r->tool_choice), "%s", tc);
-    if (session) snprintf(r->session, sizeof(r->session), "%s", session);
+    if (o->session) snprintf(r->session, sizeof(r->session), "%s", o->session);
     r->started_ms = ag_now_ms();
     ag_buf_init(&r->delta);
-    conn_init_internal(&r->ic, c->d, &run_sink, r);
-    uv_timer_init(c->d->loop, &r->flush_timer);
-    uv_timer_init(c->d->loop, &r->wall_timer);
+    uv_timer_init(R->d->loop, &r->flush_timer);
+    uv_timer_init(R->d->loop, &r->wall_timer);
     r->flush_timer.data = r->wall_timer.data = r;
     r->handles_open = 2;
     r->next = R->live;
     if (R->live) R->live->prev = r;
     R->live = r;
     R->n_live++;
-    conn_begin_async(c);
 
     struct cjob *j = ag_calloc(1, sizeof(*j));
     j->base.work = cjob_work;
     j->base.done = cjob_done;
     j->r = r;
-    j->agent = agent ? ag_strdup(agent) : NULL;
-    j->session = session ? ag_strdup(session) : NULL;
-    j->input = ag_strdup(input);
-    storeq_submit(c->d->sq, &j->base);
-    return METHOD_ASYNC;
+    j->agent = o->agent ? ag_strdup(o->agent) : NULL;
+    j->session = o->session ? ag_strdup(o->session) : NULL;
+    j->input = ag_strdup(o->input);
+    storeq_submit(R->d->sq, &j->base);
+    return r;
 }
 
-/* ---- reading runs ---- */
-
-enum qkind { Q_GET, Q_LIST, Q_EVENTS };
-
-struct qjob {
-    struct storeq_job base;
-    enum qkind kind;
-    struct conn *c;
-    struct proto_req req;
-    struct mem_run run;
-    struct mem_run *list;
-    size_t n_list;
-    struct mem_event *evs;
-    size_t n_evs;
-    int rc;
-    struct ag_err err;
-};
-
-static void qjob_work(struct storeq_job *base, struct mem_store *st)
+int runner_cancel(struct runner *R, const char *run_id, struct ag_err *err)
 {
-    struct qjob *j = (struct qjob *)base;
-    const struct proto_val *p = j->req.params;
-    const char *id = proto_get_str(p, "run_id");
-    switch (j->kind) {
-    case Q_GET:
-        j->rc = mem_run_get(st, id, &j->run, &j->err);
-        break;
-    case Q_LIST:
-        j->rc = mem_run_list(st, proto_get_str(p, "agent"), proto_get_str(p, "session"),
-                             (size_t)proto_int(proto_get(p, "limit"), 0), &j->list, &j->n_list,
-                             &j->err);
-        break;
-    case Q_EVENTS:
-        j->rc = mem_run_get(st, id, &j->run, &j->err);
-        if (j->rc == 0)
-            j->rc = mem_run_events(st, id, proto_int(proto_get(p, "after_seq"), 0), 0, &j->evs,
-                                   &j->n_evs, &j->err);
-        break;
+    struct run *r = run__find_live(R, run_id);
+    if (!r || r->st == RS_DONE)
+        return ag_err_set(err, AG_ENOTFOUND,
+                          "no run '%s' is in progress (run.get shows how it ended)", run_id);
+    if (!r->cancel && r->st != RS_ENDING) {
+        r->cancel = true;
+        run__interrupt(r);
     }
-}
-
-static void qjob_done(struct storeq_job *base)
-{
-    struct qjob *j = (struct qjob *)base;
-    struct conn *c = j->c;
-    struct proto_val *res = NULL;
-    if (j->rc == 0 && !c->closing) {
-        if (j->kind == Q_GET) {
-            res = run__json_stored(&j->run);
-        } else if (j->kind == Q_LIST) {
-            res = proto_obj();
-            struct proto_val *arr = proto_add(res, "runs", proto_arr());
-            for (size_t i = 0; i < j->n_list; i++) proto_push(arr, run__json_stored(&j->list[i]));
-        } else {
-            for (size_t i = 0; i < j->n_evs; i++) {
-                struct proto_val *p =
-                    run__event_params(j->run.uid, j->evs[i].seq, j->evs[i].type, j->evs[i].payload);
-                conn_notify(c, "run.event", p);
-                proto_val_free(p);
-            }
-            res = proto_obj();
-            proto_add_str(res, "run_id", j->run.uid);
-            proto_add_str(res, "state", j->run.state);
-            proto_add_int(res, "last_seq", j->run.last_seq);
-            proto_add_int(res, "sent", (int64_t)j->n_evs);
-            proto_add_bool(res, "live", false);
-        }
-    }
-    if (!c->closing) {
-        if (j->rc == 0)
-            conn_reply(c, j->req.id, res);
-        else
-            conn_reply_error(c, j->req.id, &j->err);
-    }
-    proto_val_free(res);
-    mem_run_release(&j->run);
-    mem_run_list_free(j->list, j->n_list);
-    mem_event_list_free(j->evs, j->n_evs);
-    proto_req_release(&j->req);
-    free(j);
-    conn_end_async(c);
-}
-
-static int start_query(struct conn *c, struct proto_req *req, enum qkind kind)
-{
-    struct qjob *j = ag_calloc(1, sizeof(*j));
-    j->base.work = qjob_work;
-    j->base.done = qjob_done;
-    j->kind = kind;
-    j->c = c;
-    j->req = *req;
-    memset(req, 0, sizeof(*req));
-    conn_begin_async(c);
-    storeq_submit(c->d->sq, &j->base);
-    return METHOD_ASYNC;
-}
-
-static int m_subscribe(struct runner *R, struct conn *c, struct proto_req *req,
-                       struct proto_val **result, struct ag_err *err)
-{
-    static const char *const keys[] = {"run_id", "after_seq", NULL};
-    const char *id;
-    int64_t after = 0;
-    int rc;
-    if ((rc = proto_param_known(req->params, keys, err)) != 0 ||
-        (rc = proto_param_str(req->params, "run_id", true, &id, err)) != 0 ||
-        (rc = proto_param_int(req->params, "after_seq", false, 0, INT64_MAX, &after, err)) != 0)
-        return rc;
-    struct run *r = find_live(R, id);
-    if (!r || r->st == RS_DONE) return start_query(c, req, Q_EVENTS);
-    /* Stored events now, the rest as they are stored. */
-    int64_t sent = 0;
-    for (int64_t s = after; s < r->persisted; s++, sent++) {
-        struct proto_val *p =
-            run__event_params(r->uid, r->evs[s].seq, r->evs[s].type, r->evs[s].payload);
-        conn_notify(c, "run.event", p);
-        proto_val_free(p);
-    }
-    run__subscribe(r, c);
-    *result = proto_obj();
-    proto_add_str(*result, "run_id", r->uid);
-    proto_add_str(*result, "state", "running");
-    proto_add_int(*result, "last_seq", r->persisted);
-    proto_add_int(*result, "sent", sent);
-    proto_add_bool(*result, "live", true);
     return 0;
 }
 
-int runner_dispatch(struct conn *c, struct proto_req *req, struct proto_val **result,
-                    struct ag_err *err)
+/* ---- the runner ---- */
+
+static int engine_generate(void *ctx, struct eng_gen_req *req, const char *name,
+                           const struct engd_gen_cb *cb, void *ud, uint64_t *id, struct ag_err *err)
 {
-    struct runner *R = runner_of(c->d);
-    const char *m = req->method + 4;
-    const struct proto_val *p = req->params;
-    const char *s = NULL;
-    int64_t n;
-    int rc;
-    if (strcmp(m, "create") == 0) return m_create(R, c, req, err);
-    if (strcmp(m, "subscribe") == 0) return m_subscribe(R, c, req, result, err);
-    if (strcmp(m, "get") == 0 || strcmp(m, "cancel") == 0) {
-        static const char *const keys[] = {"run_id", NULL};
-        if ((rc = proto_param_known(p, keys, err)) != 0 ||
-            (rc = proto_param_str(p, "run_id", true, &s, err)) != 0)
-            return rc;
-        struct run *r = find_live(R, s);
-        if (m[0] == 'g') {
-            if (r && r->st != RS_DONE && r->uid[0]) {
-                *result = run__json(r);
-                return 0;
-            }
-            return start_query(c, req, Q_GET);
-        }
-        if (!r || r->st == RS_DONE)
-            return ag_err_set(err, AG_ENOTFOUND,
-                              "no run '%s' is in progress (run.get shows how it ended)", s);
-        if (!r->cancel && r->st != RS_ENDING) {
-            r->cancel = true;
-            interrupt_work(r);
-        }
-        *result = proto_obj();
-        proto_add_str(*result, "run_id", r->uid);
-        proto_add_bool(*result, "cancelled", true);
-        return 0;
-    }
-    if (strcmp(m, "list") == 0) {
-        static const char *const keys[] = {"agent", "session", "limit", NULL};
-        if ((rc = proto_param_known(p, keys, err)) != 0 ||
-            (rc = proto_param_str(p, "agent", false, &s, err)) != 0 ||
-            (rc = proto_param_str(p, "session", false, &s, err)) != 0 ||
-            (rc = proto_param_int(p, "limit", false, 1, 1000, &n, err)) != 0)
-            return rc;
-        return start_query(c, req, Q_LIST);
-    }
-    return RUNNER_NOT_MINE;
+    return engd_generate(ctx, req, name, NULL, cb, ud, id, err);
 }
 
-void runner_conn_gone(struct conn *c)
+static void engine_cancel(void *ctx, uint64_t id)
 {
-    struct runner *R = runner_of(c->d);
-    if (!R) return;
-    for (struct run *r = R->live; r; r = r->next) {
-        run__unsubscribe(r, c);
-        if (r->owner == c && !r->cancel && r->st != RS_ENDING && r->st != RS_DONE) {
-            r->cancel = true;
-            interrupt_work(r);
-        }
-    }
-}
-
-int runner_in_flight(struct agentd *d)
-{
-    struct runner *R = runner_of(d);
-    return R ? R->n_live : 0;
+    engd_cancel(ctx, id);
 }
 
 void runner_start(struct agentd *d)
 {
     struct runner *R = ag_calloc(1, sizeof(*R));
     R->d = d;
+    if (d->eng && d->cfg.model_path[0])
+        R->model = (struct run_model){engine_generate, engine_cancel, d};
+    run__env_init(&R->env, d);
     d->runner = R;
+}
+
+void runner_conn_gone(struct conn *c)
+{
+    struct runner *R = c->d->runner;
+    if (!R) return;
+    for (struct run *r = R->live; r; r = r->next) {
+        run__unsubscribe(r, c);
+        if (r->owner == c && !r->cancel && r->st != RS_ENDING && r->st != RS_DONE) {
+            r->cancel = true;
+            run__interrupt(r);
+        }
+    }
+}
+
+int runner_in_flight(struct agentd *d)
+{
+    return d->runner ? d->runner->n_live : 0;
 }
 
 void runner_drain(struct agentd *d)
 {
-    struct runner *R = runner_of(d);
+    struct runner *R = d->runner;
     if (!R) return;
     for (struct run *r = R->live; r; r = r->next)
         if (!r->shutdown && r->st != RS_ENDING && r->st != RS_DONE) {
             r->shutdown = true;
-            interrupt_work(r);
+            run__interrupt(r);
         }
 }
 
 void runner_stop(struct agentd *d)
 {
-    struct runner *R = runner_of(d);
+    struct runner *R = d->runner;
     if (!R || R->n_live) return; /* a run cut off by the drain timeout keeps it; exit follows */
     d->runner = NULL;
     free(R);

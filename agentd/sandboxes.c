@@ -72,6 +72,10 @@ struct sjob {
     size_t len;               /* bytes of data */
     int stream_no;            /* SJ_OUTPUT: 1 or 2 */
     struct sjob *parent;      /* SJ_OUTPUT: the job that produced it */
+    char *code;               /* SJ_CELL / SJ_CREATE with then_cell: the cell (owned) */
+    int64_t timeout_ms;       /* SJ_CELL / then_cell: 0 for none */
+    sbxd_cell_fn cell_done;   /* typed caller (sbxd_cell) instead of a connection */
+    void *cell_ud;            /* its argument */
     struct proto_val *result; /* built on the loop */
     struct ag_err err;        /* failure detail */
     int rc;                   /* 0 or AG_E... */
@@ -151,13 +155,10 @@ static void job_work(struct sjob *j)
         j->rc = sbx_session_new(ctx, j->has_lim ? &j->lim : NULL, &j->ses, &j->err);
         if (j->rc == 0) atomic_store(&j->sess->live, j->ses);
         if (j->rc == 0 && j->then_cell)
-            j->rc =
-                sbx_session_exec(j->ses, proto_get_str(p, "code"),
-                                 proto_int(proto_get(p, "timeout_ms"), 0), fn, j, &j->res, &j->err);
+            j->rc = sbx_session_exec(j->ses, j->code, j->timeout_ms, fn, j, &j->res, &j->err);
         break;
     case SJ_CELL:
-        j->rc = sbx_session_exec(j->sess->s, proto_get_str(p, "code"),
-                                 proto_int(proto_get(p, "timeout_ms"), 0), fn, j, &j->res, &j->err);
+        j->rc = sbx_session_exec(j->sess->s, j->code, j->timeout_ms, fn, j, &j->res, &j->err);
         break;
     case SJ_RESTART:
         j->rc = sbx_session_restart(j->sess->s, &j->err);
@@ -245,6 +246,26 @@ static struct proto_val *utf8_val(const char *s, size_t n)
     struct proto_val *v = proto_new_str(b.data ? b.data : "");
     ag_buf_release(&b);
     return v;
+}
+
+/* A result's texts made valid UTF-8 in place, for typed callers. */
+static void utf8_fix(char **s, size_t *n)
+{
+    if (!*s) return;
+    struct proto_val *v = utf8_val(*s, n ? *n : strlen(*s));
+    free(*s);
+    *s = ag_strdup(proto_str(v));
+    if (n) *n = strlen(*s);
+    proto_val_free(v);
+}
+
+static void result_fix(struct sbx_result *r)
+{
+    utf8_fix(&r->out, &r->out_len);
+    utf8_fix(&r->err, &r->err_len);
+    utf8_fix(&r->value, NULL);
+    utf8_fix(&r->error_message, NULL);
+    utf8_fix(&r->traceback, NULL);
 }
 
 static bool is_text(const char *s, size_t n)
@@ -454,7 +475,10 @@ static void job_done(struct sjob *j)
         s->last_ms = ag_now_ms();
         if (s->dying) free_later(x, s);
     }
-    if (c) {
+    if (j->cell_done) {
+        if (j->rc == 0) result_fix(&j->res);
+        j->cell_done(j->cell_ud, &j->res, j->rc == 0 ? NULL : &j->err);
+    } else if (c) {
         if (!c->closing) {
             if (j->rc == 0)
                 conn_reply(c, j->req.id, j->result);
@@ -463,6 +487,7 @@ static void job_done(struct sjob *j)
         }
         conn_end_async(c);
     }
+    free(j->code);
     proto_val_free(j->result);
     proto_req_release(&j->req);
     sbx_result_release(&j->res);
@@ -551,44 +576,26 @@ static int start(struct sbxd *x, struct conn *c, struct sjob *j)
     return METHOD_ASYNC;
 }
 
-/* params.limits -> lim (defaults for what is not given). */
-static int parse_limits(const struct proto_val *p, struct sbx_limits *lim, bool *given,
-                        struct ag_err *err)
+/* params.limits -> lim (defaults for what is not given; the schema checked the ranges). */
+static void parse_limits(const struct proto_val *p, struct sbx_limits *lim, bool *given)
 {
-    static const char *const keys[] = {"memory_mb",     "pids",       "cpu_percent",
-                                       "workspace_mb",  "timeout_ms", "output_bytes",
-                                       "kill_grace_ms", NULL};
-    const struct proto_val *l = NULL;
-    int64_t v;
-    int rc;
-
+    const struct proto_val *l = proto_get(p, "limits");
     sbx_limits_default(lim);
-    *given = false;
-    if ((rc = proto_param_obj(p, "limits", false, &l, err)) != 0 || !l) return rc;
-    if ((rc = proto_param_known(l, keys, err)) != 0) {
-        ag_err_prefix(err, "limits: ");
-        return rc;
-    }
-    *given = true;
-#define LIM(key, min, max, dst, mul)                                                               \
-    v = 0;                                                                                         \
-    if ((rc = proto_param_int(l, key, false, min, max, &v, err)) != 0) {                           \
-        ag_err_prefix(err, "limits: ");                                                            \
-        return rc;                                                                                 \
-    }                                                                                              \
-    if (proto_get(l, key)) dst = v * (mul);
-    LIM("memory_mb", 16, 65536, lim->memory_bytes, 1ll << 20);
-    LIM("pids", 1, 4096, lim->pids, 1);
-    LIM("cpu_percent", 1, 6400, lim->cpu_percent, 1);
-    LIM("workspace_mb", 1, 65536, lim->workspace_bytes, 1ll << 20);
-    LIM("timeout_ms", 0, 86400000, lim->timeout_ms, 1);
-    LIM("kill_grace_ms", 0, 600000, lim->kill_grace_ms, 1);
+    *given = l != NULL && proto_type(l) == PROTO_OBJECT;
+    if (!*given) return;
+#define LIM(key, dst, mul)                                                                         \
+    if (proto_get(l, key)) dst = proto_int(proto_get(l, key), 0) * (mul);
+    LIM("memory_mb", lim->memory_bytes, 1ll << 20);
+    LIM("pids", lim->pids, 1);
+    LIM("cpu_percent", lim->cpu_percent, 1);
+    LIM("workspace_mb", lim->workspace_bytes, 1ll << 20);
+    LIM("timeout_ms", lim->timeout_ms, 1);
+    LIM("kill_grace_ms", lim->kill_grace_ms, 1);
     if (proto_get(l, "output_bytes")) {
-        LIM("output_bytes", 1, 64 << 20, lim->stdout_max, 1);
+        LIM("output_bytes", lim->stdout_max, 1);
         lim->stderr_max = lim->stdout_max;
     }
 #undef LIM
-    return 0;
 }
 
 /* A session that exists, has an interpreter object and no job in flight. */
@@ -633,183 +640,323 @@ static bool name_ok(const char *n)
     return true;
 }
 
-int sbxd_dispatch(struct conn *c, struct proto_req *req, struct proto_val **result,
-                  struct ag_err *err)
+/* A job running a cell in session name, created with lim on first use (when create). NULL with
+ * *rc and err set when the session cannot take one now. */
+static struct sjob *cell_job(struct sbxd *x, const char *name, bool create, uint64_t owner,
+                             const struct sbx_limits *lim, bool given, int *rc, struct ag_err *err)
 {
-    struct sbxd *x = c->d->sbx;
-    const char *m = req->method + 8; /* after "sandbox." */
-    const struct proto_val *p = req->params;
-    const char *name = NULL, *s1 = NULL;
-    struct sess *s = NULL;
-    int64_t n = 0;
-    bool b = false;
-    int rc;
+    struct sess *s = find(x, name);
+    struct sjob *j;
+    if (!s) {
+        /* A named session is created on first use. */
+        if (!create) {
+            *rc = ag_err_set(err, AG_ENOTFOUND, "no sandbox named '%s'", name);
+            return NULL;
+        }
+        if (!name_ok(name)) {
+            *rc =
+                ag_err_set(err, AG_EPARAMS,
+                           "params.session: '%s': use 1-63 letters, digits, '-', '_' or '.'", name);
+            return NULL;
+        }
+        j = ag_calloc(1, sizeof(*j));
+        j->kind = SJ_CREATE;
+        j->x = x;
+        j->sess = add_session(x, name, owner);
+        j->lim = *lim;
+        j->has_lim = given;
+        j->then_cell = true;
+        return j;
+    }
+    if ((*rc = usable(x, name, &s, err)) != 0) return NULL;
+    if (!sbx_session_alive(s->s)) {
+        *rc = ag_err_set(err, AG_ESANDBOX, "sandbox '%s': its interpreter died; sandbox.restart it",
+                         name);
+        return NULL;
+    }
+    j = ag_calloc(1, sizeof(*j));
+    j->kind = SJ_CELL;
+    j->x = x;
+    j->sess = s;
+    s->busy = true;
+    return j;
+}
 
+int sbxd_cell(struct agentd *d, const char *session, const char *code, int64_t timeout_ms,
+              const struct sbx_limits *lim, sbxd_cell_fn done, void *ud, struct ag_err *err)
+{
+    struct sbxd *x = d->sbx;
+    int rc;
     if (!x || !x->ctx)
         return ag_err_set(err, AG_EUNSUPPORTED, "sandboxes are unavailable on this host: %s",
                           x ? x->why : "not started");
-    if (strcmp(m, "list") == 0) {
-        static const char *const none[] = {NULL};
-        if ((rc = proto_param_known(p, none, err)) != 0) return rc;
-        struct sbx_info in;
-        sbx_ctx_info(x->ctx, &in);
-        struct proto_val *r = proto_obj();
-        struct proto_val *arr = proto_add(r, "sandboxes", proto_arr());
-        for (s = x->sessions; s; s = s->next)
-            if (!s->dying) proto_push(arr, session_json(s));
-        struct proto_val *h = proto_add(r, "host", proto_obj());
-        proto_add_str(h, "memory", in.memory);
-        proto_add_str(h, "pids", in.pids);
-        proto_add_str(h, "cpu", in.cpu);
-        proto_add_int(h, "landlock_abi", in.landlock_abi);
-        proto_add_int(h, "alive", in.n_alive);
-        proto_add_int(h, "pool_ready", in.pool_ready);
-        *result = r;
-        return 0;
-    }
-    if (strcmp(m, "create") == 0) {
-        static const char *const keys[] = {"name", "limits", NULL};
-        struct sbx_limits lim;
-        bool given;
-        if ((rc = proto_param_known(p, keys, err)) != 0) return rc;
-        if ((rc = proto_param_str(p, "name", false, &name, err)) != 0) return rc;
-        if ((rc = parse_limits(p, &lim, &given, err)) != 0) return rc;
-        if (name && !name_ok(name))
-            return ag_err_set(err, AG_EPARAMS,
-                              "params.name: '%s': use 1-63 letters, digits, '-', '_' or '.'", name);
-        if (name && find(x, name))
-            return ag_err_set(err, AG_EEXISTS, "a sandbox named '%s' already exists", name);
-        if (x->n_sessions >= SBXD_MAX_SESSIONS)
-            return ag_err_set(err, AG_EQUOTA, "too many sandboxes (%d)", SBXD_MAX_SESSIONS);
-        struct sjob *j = new_job(x, c, req, SJ_CREATE);
-        j->lim = lim;
-        j->has_lim = given;
-        j->sess = add_session(x, name, c->id);
-        return start(x, c, j);
-    }
-    if (strcmp(m, "exec") == 0) {
-        static const char *const keys[] = {"session", "code",   "language", "timeout_ms", "stdin",
-                                           "stream",  "limits", "create",   NULL};
-        struct sbx_limits lim;
-        bool given, create = true;
-        const char *code = NULL, *lang = NULL;
-        if ((rc = proto_param_known(p, keys, err)) != 0) return rc;
-        if ((rc = proto_param_str(p, "session", false, &name, err)) != 0) return rc;
-        if ((rc = proto_param_str(p, "code", true, &code, err)) != 0) return rc;
-        if ((rc = proto_param_str(p, "language", false, &lang, err)) != 0) return rc;
-        if ((rc = proto_param_str(p, "stdin", false, &s1, err)) != 0) return rc;
-        if ((rc = proto_param_int(p, "timeout_ms", false, 0, 86400000, &n, err)) != 0) return rc;
-        if ((rc = proto_param_bool(p, "stream", false, &b, err)) != 0) return rc;
-        if ((rc = proto_param_bool(p, "create", false, &create, err)) != 0) return rc;
-        if ((rc = parse_limits(p, &lim, &given, err)) != 0) return rc;
-        if (lang && strcmp(lang, "python") != 0 && strcmp(lang, "shell") != 0)
-            return ag_err_set(err, AG_EPARAMS,
-                              "params.language: '%s': expected \"python\" or \"shell\"", lang);
-        if (!name) {
-            if (proto_get(p, "timeout_ms")) lim.timeout_ms = n;
-            struct sjob *j = new_job(x, c, req, SJ_EXEC);
-            j->lim = lim;
-            j->stream = b;
-            return start(x, c, j);
-        }
-        if (lang && strcmp(lang, "python") != 0)
-            return ag_err_set(err, AG_EPARAMS,
-                              "params.language: sessions run Python; use a one-shot exec (no "
-                              "'session') for shell commands");
-        if (s1) return ag_err_set(err, AG_EPARAMS, "params.stdin: only for one-shot runs");
-        s = find(x, name);
-        if (!s) {
-            /* A named session is created on first use. */
-            if (!create) return ag_err_set(err, AG_ENOTFOUND, "no sandbox named '%s'", name);
-            if (!name_ok(name))
-                return ag_err_set(err, AG_EPARAMS,
-                                  "params.session: '%s': use 1-63 letters, digits, '-', '_' or "
-                                  "'.'",
-                                  name);
-            struct sjob *j = new_job(x, c, req, SJ_CREATE);
-            j->sess = add_session(x, name, c->id);
-            j->lim = lim;
-            j->has_lim = given;
-            j->stream = b;
-            j->then_cell = true;
-            return start(x, c, j);
-        }
-        if ((rc = usable(x, name, &s, err)) != 0) return rc;
-        if (!sbx_session_alive(s->s))
-            return ag_err_set(err, AG_ESANDBOX,
-                              "sandbox '%s': its interpreter died; sandbox.restart it", name);
-        struct sjob *j = new_job(x, c, req, SJ_CELL);
-        j->sess = s;
-        j->stream = b;
-        s->busy = true;
-        return start(x, c, j);
-    }
-    if (strcmp(m, "interrupt") == 0 || strcmp(m, "kill") == 0 || strcmp(m, "restart") == 0) {
-        static const char *const keys[] = {"session", NULL};
-        if ((rc = proto_param_known(p, keys, err)) != 0) return rc;
-        if ((rc = proto_param_str(p, "session", true, &name, err)) != 0) return rc;
-        s = find(x, name);
-        if (!s || s->dying) return ag_err_set(err, AG_ENOTFOUND, "no sandbox named '%s'", name);
-        struct proto_val *r = proto_obj();
-        proto_add_str(r, "session", name);
-        struct sbx_session *ls = s->s ? s->s : atomic_load(&s->live);
-        if (m[0] == 'i') {
-            bool running = s->busy && ls;
-            if (running) sbx_session_interrupt(ls);
-            proto_add_bool(r, "interrupted", running);
-        } else if (m[0] == 'k') {
-            s->dying = true;
-            if (s->busy) {
-                if (ls) sbx_session_kill(ls); /* the running job returns, then it is freed */
-            } else {
-                free_later(x, s);
-            }
-            proto_add_bool(r, "killed", true);
-        } else {
-            proto_val_free(r);
-            if ((rc = usable(x, name, &s, err)) != 0) return rc;
-            struct sjob *j = new_job(x, c, req, SJ_RESTART);
-            j->sess = s;
-            s->busy = true;
-            return start(x, c, j);
-        }
-        *result = r;
-        return 0;
-    }
-    if (strcmp(m, "files.put") == 0 || strcmp(m, "files.get") == 0) {
-        bool put = m[6] == 'p';
-        static const char *const put_keys[] = {"session", "path", "data", "base64", NULL};
-        static const char *const get_keys[] = {"session", "path", "max_bytes", NULL};
-        const char *path = NULL, *data = NULL, *enc = NULL;
-        if ((rc = proto_param_known(p, put ? put_keys : get_keys, err)) != 0) return rc;
-        if ((rc = proto_param_str(p, "session", true, &name, err)) != 0) return rc;
-        if ((rc = proto_param_str(p, "path", true, &path, err)) != 0) return rc;
-        char *bin = NULL;
-        size_t bin_len = 0;
-        if (put) {
-            if ((rc = proto_param_str(p, "data", false, &data, err)) != 0) return rc;
-            if ((rc = proto_param_str(p, "base64", false, &enc, err)) != 0) return rc;
-            if (!data == !enc)
-                return ag_err_set(err, AG_EPARAMS,
-                                  "params: give exactly one of 'data' (text) or 'base64'");
-            if (enc && b64_decode(enc, &bin, &bin_len) != 0)
-                return ag_err_set(err, AG_EPARAMS, "params.base64: not valid base64");
-        } else if ((rc = proto_param_int(p, "max_bytes", false, 0, SBXD_MAX_FILE, &n, err)) != 0) {
-            return rc;
-        }
-        if ((rc = usable(x, name, &s, err)) != 0) {
-            free(bin);
-            return rc;
-        }
-        struct sjob *j = new_job(x, c, req, put ? SJ_PUT : SJ_GET);
-        j->sess = s;
-        j->data = bin;
-        j->len = bin_len;
-        s->busy = true;
-        return start(x, c, j);
-    }
-    return SBXD_NOT_MINE; /* the caller reports the unknown method */
+    struct sbx_limits l;
+    if (lim)
+        l = *lim;
+    else
+        sbx_limits_default(&l);
+    struct sjob *j = cell_job(x, session, true, 0, &l, lim != NULL, &rc, err);
+    if (!j) return rc;
+    j->code = ag_strdup(code);
+    j->timeout_ms = timeout_ms;
+    j->cell_done = done;
+    j->cell_ud = ud;
+    submit(x, j);
+    return 0;
 }
+
+void sbxd_kill(struct agentd *d, const char *session)
+{
+    struct sbxd *x = d->sbx;
+    struct sess *s = x ? find(x, session) : NULL;
+    if (!s || s->dying) return;
+    struct sbx_session *ls = s->s ? s->s : atomic_load(&s->live);
+    s->dying = true;
+    if (s->busy) {
+        if (ls) sbx_session_kill(ls); /* the running job returns, then it is freed */
+    } else {
+        free_later(x, s);
+    }
+}
+
+/* The manager, or AG_EUNSUPPORTED saying why this host has no sandboxes. */
+static struct sbxd *manager(struct conn *c, struct ag_err *err)
+{
+    struct sbxd *x = c->d->sbx;
+    if (!x || !x->ctx) {
+        ag_err_set(err, AG_EUNSUPPORTED, "sandboxes are unavailable on this host: %s",
+                   x ? x->why : "not started");
+        return NULL;
+    }
+    return x;
+}
+
+static int m_list(struct conn *c, struct proto_req *req, struct proto_val **result,
+                  struct ag_err *err)
+{
+    (void)req;
+    struct sbxd *x = manager(c, err);
+    if (!x) return err->code;
+    struct sbx_info in;
+    sbx_ctx_info(x->ctx, &in);
+    struct proto_val *r = proto_obj();
+    struct proto_val *arr = proto_add(r, "sandboxes", proto_arr());
+    for (struct sess *s = x->sessions; s; s = s->next)
+        if (!s->dying) proto_push(arr, session_json(s));
+    struct proto_val *h = proto_add(r, "host", proto_obj());
+    proto_add_str(h, "memory", in.memory);
+    proto_add_str(h, "pids", in.pids);
+    proto_add_str(h, "cpu", in.cpu);
+    proto_add_int(h, "landlock_abi", in.landlock_abi);
+    proto_add_int(h, "alive", in.n_alive);
+    proto_add_int(h, "pool_ready", in.pool_ready);
+    *result = r;
+    return 0;
+}
+
+static int m_create(struct conn *c, struct proto_req *req, struct proto_val **result,
+                    struct ag_err *err)
+{
+    (void)result;
+    struct sbxd *x = manager(c, err);
+    if (!x) return err->code;
+    const char *name = proto_get_str(req->params, "name");
+    struct sbx_limits lim;
+    bool given;
+    parse_limits(req->params, &lim, &given);
+    if (name && !name_ok(name))
+        return ag_err_set(err, AG_EPARAMS,
+                          "params.name: '%s': use 1-63 letters, digits, '-', '_' or '.'", name);
+    if (name && find(x, name))
+        return ag_err_set(err, AG_EEXISTS, "a sandbox named '%s' already exists", name);
+    if (x->n_sessions >= SBXD_MAX_SESSIONS)
+        return ag_err_set(err, AG_EQUOTA, "too many sandboxes (%d)", SBXD_MAX_SESSIONS);
+    struct sjob *j = new_job(x, c, req, SJ_CREATE);
+    j->lim = lim;
+    j->has_lim = given;
+    j->sess = add_session(x, name, c->id);
+    return start(x, c, j);
+}
+
+static int m_exec(struct conn *c, struct proto_req *req, struct proto_val **result,
+                  struct ag_err *err)
+{
+    (void)result;
+    struct sbxd *x = manager(c, err);
+    if (!x) return err->code;
+    const struct proto_val *p = req->params;
+    const char *name = proto_get_str(p, "session"), *code = proto_get_str(p, "code");
+    const char *lang = proto_get_str(p, "language"), *in = proto_get_str(p, "stdin");
+    int64_t timeout_ms = proto_int(proto_get(p, "timeout_ms"), 0);
+    bool stream = proto_bool(proto_get(p, "stream"), false);
+    bool create = proto_bool(proto_get(p, "create"), true);
+    struct sbx_limits lim;
+    bool given;
+    int rc;
+    parse_limits(p, &lim, &given);
+    if (!name) {
+        if (proto_get(p, "timeout_ms")) lim.timeout_ms = timeout_ms;
+        struct sjob *j = new_job(x, c, req, SJ_EXEC);
+        j->lim = lim;
+        j->stream = stream;
+        return start(x, c, j);
+    }
+    if (lang && strcmp(lang, "python") != 0)
+        return ag_err_set(err, AG_EPARAMS,
+                          "params.language: sessions run Python; use a one-shot exec (no "
+                          "'session') for shell commands");
+    if (in) return ag_err_set(err, AG_EPARAMS, "params.stdin: only for one-shot runs");
+    struct sjob *j = cell_job(x, name, create, c->id, &lim, given, &rc, err);
+    if (!j) return rc;
+    j->c = c;
+    j->req = *req; /* take ownership */
+    memset(req, 0, sizeof(*req));
+    j->code = ag_strdup(code);
+    j->timeout_ms = timeout_ms;
+    j->stream = stream;
+    return start(x, c, j);
+}
+
+/* interrupt, kill, restart: by session name. */
+static int session_op(struct conn *c, struct proto_req *req, struct proto_val **result,
+                      struct ag_err *err, char op)
+{
+    struct sbxd *x = manager(c, err);
+    if (!x) return err->code;
+    const char *name = proto_get_str(req->params, "session");
+    struct sess *s = find(x, name);
+    int rc;
+    if (!s || s->dying) return ag_err_set(err, AG_ENOTFOUND, "no sandbox named '%s'", name);
+    if (op == 'r') {
+        if ((rc = usable(x, name, &s, err)) != 0) return rc;
+        struct sjob *j = new_job(x, c, req, SJ_RESTART);
+        j->sess = s;
+        s->busy = true;
+        return start(x, c, j);
+    }
+    struct proto_val *r = proto_obj();
+    proto_add_str(r, "session", name);
+    if (op == 'i') {
+        struct sbx_session *ls = s->s ? s->s : atomic_load(&s->live);
+        bool running = s->busy && ls;
+        if (running) sbx_session_interrupt(ls);
+        proto_add_bool(r, "interrupted", running);
+    } else {
+        sbxd_kill(c->d, name);
+        proto_add_bool(r, "killed", true);
+    }
+    *result = r;
+    return 0;
+}
+
+static int m_interrupt(struct conn *c, struct proto_req *req, struct proto_val **result,
+                       struct ag_err *err)
+{
+    return session_op(c, req, result, err, 'i');
+}
+
+static int m_kill(struct conn *c, struct proto_req *req, struct proto_val **result,
+                  struct ag_err *err)
+{
+    return session_op(c, req, result, err, 'k');
+}
+
+static int m_restart(struct conn *c, struct proto_req *req, struct proto_val **result,
+                     struct ag_err *err)
+{
+    return session_op(c, req, result, err, 'r');
+}
+
+static int files_op(struct conn *c, struct proto_req *req, struct ag_err *err, bool put)
+{
+    struct sbxd *x = manager(c, err);
+    if (!x) return err->code;
+    const struct proto_val *p = req->params;
+    const char *name = proto_get_str(p, "session");
+    const char *data = proto_get_str(p, "data"), *enc = proto_get_str(p, "base64");
+    struct sess *s = NULL;
+    char *bin = NULL;
+    size_t bin_len = 0;
+    int rc;
+    if (put) {
+        if (!data == !enc)
+            return ag_err_set(err, AG_EPARAMS,
+                              "params: give exactly one of 'data' (text) or 'base64'");
+        if (enc && b64_decode(enc, &bin, &bin_len) != 0)
+            return ag_err_set(err, AG_EPARAMS, "params.base64: not valid base64");
+    }
+    if ((rc = usable(x, name, &s, err)) != 0) {
+        free(bin);
+        return rc;
+    }
+    struct sjob *j = new_job(x, c, req, put ? SJ_PUT : SJ_GET);
+    j->sess = s;
+    j->data = bin;
+    j->len = bin_len;
+    s->busy = true;
+    return start(x, c, j);
+}
+
+static int m_put(struct conn *c, struct proto_req *req, struct proto_val **result,
+                 struct ag_err *err)
+{
+    (void)result;
+    return files_op(c, req, err, true);
+}
+
+static int m_get(struct conn *c, struct proto_req *req, struct proto_val **result,
+                 struct ag_err *err)
+{
+    (void)result;
+    return files_op(c, req, err, false);
+}
+
+#define OBJ(props, req)                                                                            \
+    "{\"type\":\"object\",\"properties\":{" props "},\"required\":[" req                           \
+    "],\"additionalProperties\":false}"
+#define STR         "{\"type\":\"string\"}"
+#define INT(lo, hi) "{\"type\":\"integer\",\"minimum\":" #lo ",\"maximum\":" #hi "}"
+#define LIMITS                                                                                                               \
+    "\"limits\":" OBJ(                                                                                                       \
+        "\"memory_mb\":" INT(16, 65536) ",\"pids\":" INT(1, 4096) ",\"cpu_percent\":" INT(1, 6400) ",\"workspace_mb\":" INT( \
+            1,                                                                                                               \
+            65536) ",\"timeout_ms\":" INT(0,                                                                                 \
+                                          86400000) ",\"output_bytes\":" INT(1,                                              \
+                                                                             67108864) ",\"kill_"                            \
+                                                                                       "grace_"                              \
+                                                                                       "ms\""                                \
+                                                                                       ":" INT(0,                            \
+                                                                                               600000),                      \
+        "")
+
+static const struct method rows[] = {
+    {"sandbox.create", m_create, OBJ("\"name\":" STR "," LIMITS, ""), METHOD_LATER,
+     "start a named code-interpreter session (a sandboxed Python)"},
+    {"sandbox.exec", m_exec,
+     OBJ("\"session\":" STR ",\"code\":" STR
+         ",\"language\":{\"type\":\"string\",\"enum\":[\"python\",\"shell\"]},\"timeout_ms\":" INT(
+             0, 86400000) ",\"stdin\":" STR ",\"stream\":{\"type\":\"boolean\"}," LIMITS
+                          ",\"create\":{\"type\":\"boolean\"}",
+         "\"code\""),
+     METHOD_LATER | METHOD_NOTIFIES,
+     "run code: one-shot (python or shell) or a cell in a named session"},
+    {"sandbox.interrupt", m_interrupt, OBJ("\"session\":" STR, "\"session\""), METHOD_DRAINING,
+     "interrupt a session's running cell (KeyboardInterrupt)"},
+    {"sandbox.files.put", m_put,
+     OBJ("\"session\":" STR ",\"path\":" STR ",\"data\":" STR ",\"base64\":" STR,
+         "\"session\",\"path\""),
+     METHOD_LATER, "write a file into a session's workspace"},
+    {"sandbox.files.get", m_get,
+     OBJ("\"session\":" STR ",\"path\":" STR ",\"max_bytes\":" INT(0, 16777216),
+         "\"session\",\"path\""),
+     METHOD_LATER, "read a file from a session's workspace"},
+    {"sandbox.list", m_list, NULL, 0, "list sessions, and how this host enforces sandbox limits"},
+    {"sandbox.restart", m_restart, OBJ("\"session\":" STR, "\"session\""), METHOD_LATER,
+     "restart a session's interpreter (fresh state and workspace)"},
+    {"sandbox.kill", m_kill, OBJ("\"session\":" STR, "\"session\""), METHOD_DRAINING,
+     "destroy a session"},
+};
+METHOD_GROUP(sbxd_methods, rows);
 
 /* ---- start and stop ---- */
 

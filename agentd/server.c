@@ -179,20 +179,12 @@ static void conn_flush(struct conn *c)
 void conn_reply(struct conn *c, const struct proto_val *id, const struct proto_val *result)
 {
     c->d->n_requests++;
-    if (c->sink) {
-        c->sink->reply(c, result, NULL, NULL);
-        return;
-    }
     if (id) proto_write_result(&c->out, id, result);
 }
 
 void conn_reply_error(struct conn *c, const struct proto_val *id, const struct ag_err *err)
 {
     c->d->n_requests++;
-    if (c->sink) {
-        c->sink->reply(c, NULL, err, NULL);
-        return;
-    }
     proto_write_error(&c->out, id, err->code ? err->code : AG_EINTERNAL, err->msg, NULL);
 }
 
@@ -200,19 +192,11 @@ void conn_reply_error_data(struct conn *c, const struct proto_val *id, const str
                            const struct proto_val *data)
 {
     c->d->n_requests++;
-    if (c->sink) {
-        c->sink->reply(c, NULL, err, data);
-        return;
-    }
     proto_write_error(&c->out, id, err->code ? err->code : AG_EINTERNAL, err->msg, data);
 }
 
 void conn_notify(struct conn *c, const char *method, const struct proto_val *params)
 {
-    if (c->sink) {
-        c->sink->notify(c, method, params);
-        return;
-    }
     if (c->closing) return;
     proto_write_notification(&c->out, method, params);
     conn_flush(c);
@@ -227,10 +211,6 @@ void conn_begin_async(struct conn *c)
 void conn_end_async(struct conn *c)
 {
     c->busy = false;
-    if (c->sink) {
-        c->refs--;
-        return;
-    }
     if (!c->closing) {
         conn_process(c);
         conn_flush(c);
@@ -416,39 +396,4 @@ void server_stop_listening(struct agentd *d)
 void server_close_all(struct agentd *d)
 {
     for (struct conn *c = d->conns; c; c = c->next) conn_close(c);
-}
-
-/* ---- internal callers ---- */
-
-void conn_init_internal(struct conn *c, struct agentd *d, const struct conn_sink *sink, void *ud)
-{
-    memset(c, 0, sizeof(*c));
-    c->d = d;
-    c->sink = sink;
-    c->sink_ud = ud;
-    c->uid = getuid();
-    c->pid = getpid();
-    c->refs = 0;
-}
-
-int conn_call(struct conn *c, const char *method, struct proto_val *params)
-{
-    struct proto_req req = {0};
-    struct proto_val *result = NULL;
-    struct ag_err err = {0};
-    req.root = proto_obj();
-    req.id = proto_add_int(req.root, "id", 1);
-    req.method = proto_str(proto_add_str(req.root, "method", method));
-    req.params = proto_add(req.root, "params", params ? params : proto_obj());
-    int rc = methods_dispatch(c, &req, &result, &err);
-    if (rc == METHOD_ASYNC) return 0;
-    proto_req_release(&req);
-    if (rc == 0) {
-        if (!result) result = proto_obj();
-        c->sink->reply(c, result, NULL, NULL);
-    } else {
-        c->sink->reply(c, NULL, &err, NULL);
-    }
-    proto_val_free(result);
-    return rc;
 }

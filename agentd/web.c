@@ -107,20 +107,12 @@ static int patterns(const struct proto_val *p, const char *key, const char **out
 
 static int m_fetch(struct webd *w, struct conn *c, struct proto_req *req, struct ag_err *err)
 {
-    static const char *const keys[] = {"url",  "max_bytes", "timeout_ms", "allow",
-                                       "deny", "robots",    "request_id", NULL};
     const struct proto_val *p = req->params;
-    const char *url = NULL, *rid = NULL;
-    int64_t max_bytes = 0, timeout_ms = 0;
-    bool robots = false;
+    const char *url = proto_get_str(p, "url"), *rid = proto_get_str(p, "request_id");
+    int64_t max_bytes = proto_int(proto_get(p, "max_bytes"), 0);
+    int64_t timeout_ms = proto_int(proto_get(p, "timeout_ms"), 0);
+    bool robots = proto_bool(proto_get(p, "robots"), false);
     int rc;
-    if ((rc = proto_param_known(p, keys, err)) != 0 ||
-        (rc = proto_param_str(p, "url", true, &url, err)) != 0 ||
-        (rc = proto_param_int(p, "max_bytes", false, 1, WEB_MAX_BYTES_CAP, &max_bytes, err)) != 0 ||
-        (rc = proto_param_int(p, "timeout_ms", false, 1, 600000, &timeout_ms, err)) != 0 ||
-        (rc = proto_param_bool(p, "robots", false, &robots, err)) != 0 ||
-        (rc = proto_param_str(p, "request_id", false, &rid, err)) != 0)
-        return rc;
     const char *allow[WEB_MAX_PATTERNS], *deny[WEB_MAX_PATTERNS];
     if ((rc = patterns(p, "allow", allow, err)) != 0 || (rc = patterns(p, "deny", deny, err)) != 0)
         return rc;
@@ -154,31 +146,45 @@ static int m_fetch(struct webd *w, struct conn *c, struct proto_req *req, struct
     return METHOD_ASYNC;
 }
 
-int webd_dispatch(struct conn *c, struct proto_req *req, struct proto_val **result,
-                  struct ag_err *err)
+static int m_fetch_row(struct conn *c, struct proto_req *req, struct proto_val **result,
+                       struct ag_err *err)
+{
+    (void)result;
+    if (!c->d->web) return ag_err_set(err, AG_EUNSUPPORTED, "the web client is not running");
+    return m_fetch(c->d->web, c, req, err);
+}
+
+static int m_cancel(struct conn *c, struct proto_req *req, struct proto_val **result,
+                    struct ag_err *err)
 {
     struct webd *w = c->d->web;
-    const char *m = req->method;
-    if (!w) return ag_err_set(err, AG_EUNSUPPORTED, "the web client is not running");
-    if (strcmp(m, "web.fetch") == 0) return m_fetch(w, c, req, err);
-    if (strcmp(m, "web.cancel") == 0) {
-        static const char *const keys[] = {"request_id", NULL};
-        const char *rid;
-        int rc;
-        if ((rc = proto_param_known(req->params, keys, err)) != 0 ||
-            (rc = proto_param_str(req->params, "request_id", true, &rid, err)) != 0)
-            return rc;
-        for (struct wreq *q = w->live; q; q = q->next)
-            if (strcmp(q->request_id, rid) == 0) {
-                fetch_cancel(w->f, q->id); /* answers the fetch, frees q */
-                *result = proto_obj();
-                proto_add_bool(*result, "cancelled", true);
-                return 0;
-            }
-        return ag_err_set(err, AG_ENOTFOUND, "no fetch '%s' is running", rid);
-    }
-    return WEBD_NOT_MINE;
+    const char *rid = proto_get_str(req->params, "request_id");
+    for (struct wreq *q = w ? w->live : NULL; q; q = q->next)
+        if (strcmp(q->request_id, rid) == 0) {
+            fetch_cancel(w->f, q->id); /* answers the fetch, frees q */
+            *result = proto_obj();
+            proto_add_bool(*result, "cancelled", true);
+            return 0;
+        }
+    return ag_err_set(err, AG_ENOTFOUND, "no fetch '%s' is running", rid);
 }
+
+#define HOSTS "{\"type\":[\"array\",\"null\"],\"items\":{\"type\":\"string\",\"minLength\":1}}"
+
+static const struct method rows[] = {
+    {"web.fetch", m_fetch_row,
+     "{\"type\":\"object\",\"properties\":{\"url\":{\"type\":\"string\"},\"max_bytes\":{\"type\":"
+     "\"integer\",\"minimum\":1,\"maximum\":67108864},\"timeout_ms\":{\"type\":\"integer\","
+     "\"minimum\":1,\"maximum\":600000},\"allow\":" HOSTS ",\"deny\":" HOSTS
+     ",\"robots\":{\"type\":\"boolean\"},\"request_id\":{\"type\":\"string\"}},\"required\":["
+     "\"url\"],\"additionalProperties\":false}",
+     METHOD_LATER, "fetch an http(s) page as text (SSRF guard, size and time limits)"},
+    {"web.cancel", m_cancel,
+     "{\"type\":\"object\",\"properties\":{\"request_id\":{\"type\":\"string\"}},\"required\":["
+     "\"request_id\"],\"additionalProperties\":false}",
+     METHOD_DRAINING, "cancel a running web.fetch by its request_id"},
+};
+METHOD_GROUP(webd_methods, rows);
 
 void webd_conn_gone(struct conn *c)
 {
@@ -190,6 +196,22 @@ void webd_conn_gone(struct conn *c)
         if (q->c == c) fetch_cancel(w->f, q->id);
         q = next;
     }
+}
+
+uint64_t webd_fetch(struct agentd *d, const char *url, const struct fetch_opts *o, fetch_cb done,
+                    void *ud)
+{
+    struct webd *w = d->web;
+    if (!w) return 0;
+    struct fetch_opts oo = *o;
+    oo.allow_net = w->nets;
+    oo.n_allow_net = w->n_nets;
+    return fetch_start(w->f, url, &oo, done, ud);
+}
+
+void webd_cancel(struct agentd *d, uint64_t id)
+{
+    if (d->web) fetch_cancel(d->web->f, id);
 }
 
 int webd_in_flight(struct agentd *d)

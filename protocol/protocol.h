@@ -161,11 +161,6 @@ int proto_rpc_code(int ag_code);
 int proto_ag_code(int rpc_code);
 
 /* ---- catalogue ---- */
-struct proto_method_info {
-    const char *name;    /* "agent.create" */
-    const char *summary; /* one line for help output and initialize */
-    bool implemented;    /* served by this build */
-};
 struct proto_event_info {
     const char *name; /* "text.delta" */
     const char *summary;
@@ -176,10 +171,8 @@ struct proto_error_info {
     const char *summary;
 };
 
-const struct proto_method_info *proto_methods(size_t *n);
 const struct proto_event_info *proto_events(size_t *n);
 const struct proto_error_info *proto_errors(size_t *n);
-const struct proto_method_info *proto_method_find(const char *name);
 
 /* ---- parameter validation helpers (messages name the field) ---- */
 /* Each returns 0 or AG_EPARAMS with err naming "params.<key>". */

@@ -6,6 +6,8 @@
 #include "daemon_util.h"
 #include "test.h"
 
+#include "../agentd/agentd.h"
+
 static struct tdaemon D; /* shared daemon for the tests that do not restart it */
 
 static bool ping_ok(const char *sock)
@@ -93,6 +95,60 @@ static void test_not_jsonrpc(void)
     expect_error("[1,2,3]\n", -32600, "batch requests are not supported", true);
     expect_error("\"just a string\"\n", -32600, "must be a JSON object", true);
     expect_error("{\"jsonrpc\":\"2.0\",\"id\":4}\n", -32600, "method", false);
+}
+
+/* The one method table: sorted, unique, every row summarised; built rows have handlers and the
+ * catalogued ones that are not built have none; initialize's catalogue and the README's method
+ * list are the table. */
+static void test_method_table(void)
+{
+    struct ag_err err = {0};
+    CHECKF(methods_init(&err) == 0, "%s", err.msg);
+    size_t n;
+    const struct method *const *all = methods_all(&n);
+    CHECK(n > 30);
+    for (size_t i = 0; i + 1 < n; i++) CHECK(strcmp(all[i]->name, all[i + 1]->name) < 0);
+    for (size_t i = 0; i < n; i++) CHECK(all[i]->summary && *all[i]->summary);
+    CHECK(methods_find("agent.create") && methods_find("agent.create")->fn);
+    CHECK(methods_find("run.create") && methods_find("run.create")->fn);
+    CHECK(methods_find("task.submit") && !methods_find("task.submit")->fn);
+    CHECK(methods_find("nope") == NULL);
+
+    struct tconn c;
+    CHECK(tconn_open(&c, D.sock));
+    struct proto_val *r = tcall(&c, 1, "initialize", NULL);
+    const struct proto_val *caps = proto_get(proto_get(r, "result"), "capabilities");
+    const struct proto_val *cat = proto_get(caps, "catalog");
+    CHECK(proto_len(cat) == n);
+    size_t served = 0;
+    for (size_t i = 0; i < proto_len(cat); i++) {
+        const struct proto_val *e = proto_at(cat, i);
+        const struct method *m = methods_find(proto_get_str(e, "name"));
+        CHECK(m && proto_bool(proto_get(e, "served"), false) == (m->fn != NULL));
+        served += m && m->fn;
+    }
+    CHECK(proto_len(proto_get(caps, "methods")) == served);
+    proto_val_free(r);
+    tconn_close(&c);
+
+    /* README.md's method list is `agentd --methods`. */
+    FILE *f = fopen("README.md", "r");
+    CHECKF(f != NULL, "README.md not found from %s", getenv("PWD"));
+    struct ag_buf readme;
+    ag_buf_init(&readme);
+    char buf[4096];
+    size_t k;
+    while (f && (k = fread(buf, 1, sizeof(buf), f)) > 0) ag_buf_append(&readme, buf, k);
+    if (f) fclose(f);
+    ag_buf_putc(&readme, '\0');
+    for (size_t i = 0; i < n; i++) {
+        char line[512];
+        snprintf(line, sizeof(line), "| `%s` | %s%s |", all[i]->name, all[i]->summary,
+                 all[i]->fn ? "" : " (not built yet: answers `unsupported`)");
+        CHECKF(readme.data && strstr(readme.data, line), "README.md lacks the row: %s", line);
+    }
+    ag_buf_release(&readme);
+    methods_release();
 }
 
 static void test_unknown_method(void)
@@ -594,6 +650,7 @@ int main(int argc, char **argv)
     RUN(test_socket_mode);
     RUN(test_malformed_json);
     RUN(test_not_jsonrpc);
+    RUN(test_method_table);
     RUN(test_unknown_method);
     RUN(test_bad_params);
     RUN(test_oversized_frame);

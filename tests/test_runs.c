@@ -568,11 +568,11 @@ static void test_tool_args_checked(void)
         proto_val_free(r);
     }
     struct ag_err err = {0};
-    void *a = NULL;
+    struct proto_val *a = NULL;
     const struct tool_def *py = tools_find("python"), *wf = tools_find("write_file");
     CHECK(py && wf && !tools_find("nope"));
     CHECK(tools_check_args(py, "{\"code\":\"1+1\"}", &a, &err) == 0 && a);
-    cJSON_Delete(a);
+    proto_val_free(a);
     CHECK(tools_check_args(py, "{\"code\":1}", &a, &err) == AG_EPARAMS && !a);
     CHECKF(strstr(err.msg, "/code") && strstr(err.msg, "string"), "%s", err.msg);
     CHECK(tools_check_args(py, "{\"cod\":\"x\"}", &a, &err) == AG_EPARAMS);
@@ -583,7 +583,7 @@ static void test_tool_args_checked(void)
     CHECKF(strstr(err.msg, "not valid JSON"), "%s", err.msg);
     CHECK(tools_check_args(py, "[1]", &a, &err) == AG_EPARAMS);
     CHECK(tools_check_args(tools_find("list_files"), "", &a, &err) == 0);
-    cJSON_Delete(a);
+    proto_val_free(a);
 }
 
 /* The agent reads a page from a local server through fetch_url and uses its text. */

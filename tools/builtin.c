@@ -1,91 +1,84 @@
 /*
- * builtin.c - the built-in tools' descriptions and argument schemas (tools.h).
+ * builtin.c - the table of built-in tools (tools.h) and what every tool shares: argument checks
+ * against the row's schema, the failure observation, cancel.
+ *
+ * A new built-in tool is one file with its row plus one line in `builtin[]` below.
  */
 #include "tools.h"
 
-#include <cjson/cJSON.h>
+#include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 
-#include "../protocol/protocol.h"
-
-#define OBJ(props, req)                                                                            \
-    "{\"type\":\"object\",\"properties\":{" props "},\"required\":[" req                           \
-    "],\"additionalProperties\":false}"
-
-static const struct tool_def tools[] = {
-    {"python", TOOL_PYTHON,
-     "Run Python 3 code in a persistent interpreter (variables, imports and files stay between "
-     "calls; no network). Returns what the code prints and the value of its last expression.",
-     OBJ("\"code\":{\"type\":\"string\",\"description\":\"Python source to run\"}", "\"code\"")},
-    {"shell", TOOL_SHELL,
-     "Run a shell command in the sandboxed workspace (no network). Returns its output and exit "
-     "status.",
-     OBJ("\"command\":{\"type\":\"string\",\"description\":\"the command line\"}", "\"command\"")},
-    {"read_file", TOOL_READ_FILE, "Read a text file from the workspace.",
-     OBJ("\"path\":{\"type\":\"string\",\"description\":\"path relative to the workspace\"}",
-         "\"path\"")},
-    {"write_file", TOOL_WRITE_FILE,
-     "Write a whole text file in the workspace (created or replaced).",
-     OBJ("\"path\":{\"type\":\"string\",\"description\":\"path relative to the workspace\"},"
-         "\"content\":{\"type\":\"string\",\"description\":\"the file's complete text\"}",
-         "\"path\",\"content\"")},
-    {"list_files", TOOL_LIST_FILES, "List the files in a workspace directory.",
-     OBJ("\"path\":{\"type\":\"string\",\"description\":\"directory relative to the workspace "
-         "(default: the workspace itself)\"}",
-         "")},
-    {"fetch_url", TOOL_FETCH_URL,
-     "Fetch a web page over http or https and return its readable text.",
-     OBJ("\"url\":{\"type\":\"string\",\"description\":\"an http:// or https:// URL\"}",
-         "\"url\"")},
-    {"remember", TOOL_REMEMBER,
-     "Store a fact in long-term memory so it can be recalled in later conversations.",
-     OBJ("\"text\":{\"type\":\"string\",\"description\":\"the fact, as one self-contained "
-         "sentence\"}",
-         "\"text\"")},
-    {"recall", TOOL_RECALL, "Search long-term memory for facts stored earlier.",
-     OBJ("\"query\":{\"type\":\"string\",\"description\":\"words to look for\"}", "\"query\"")},
+static const struct tool_def *const builtin[] = {
+    &tool_python,    &tool_shell,    &tool_read_file, &tool_write_file, &tool_list_files,
+    &tool_fetch_url, &tool_remember, &tool_recall,    &tool_now,
 };
 
-#define N_TOOLS (sizeof(tools) / sizeof(tools[0]))
+#define N_TOOLS (sizeof(builtin) / sizeof(builtin[0]))
 
 const struct tool_def *tools_find(const char *name)
 {
     for (size_t i = 0; name && i < N_TOOLS; i++)
-        if (strcmp(tools[i].name, name) == 0) return &tools[i];
+        if (strcmp(builtin[i]->name, name) == 0) return builtin[i];
     return NULL;
 }
 
-const struct tool_def *tools_all(size_t *n)
+const struct tool_def *const *tools_all(size_t *n)
 {
     *n = N_TOOLS;
-    return tools;
+    return builtin;
 }
 
-int tools_check_args(const struct tool_def *t, const char *arguments, void **args,
+int tools_check_args(const struct tool_def *t, const char *arguments, struct proto_val **args,
                      struct ag_err *err)
 {
     *args = NULL;
     if (!arguments || !*arguments) arguments = "{}";
-    cJSON *a = cJSON_Parse(arguments);
+    struct proto_val *a = proto_parse(arguments, strlen(arguments), NULL);
     if (!a)
         return ag_err_set(err, AG_EPARAMS,
                           "the arguments of %s are not valid JSON; send one JSON object such as "
                           "%s",
-                          t->name, t->kind == TOOL_PYTHON ? "{\"code\": \"print(1)\"}" : "{...}");
-    if (!cJSON_IsObject(a)) {
-        cJSON_Delete(a);
+                          t->name,
+                          strcmp(t->name, "python") == 0 ? "{\"code\": \"print(1)\"}" : "{...}");
+    if (proto_type(a) != PROTO_OBJECT) {
+        proto_val_free(a);
         return ag_err_set(err, AG_EPARAMS, "the arguments of %s must be a JSON object", t->name);
     }
-    /* A proto_val is a cJSON underneath (protocol/json.c): the arguments go to the validator
-     * as they are, without a second parse. */
-    struct proto_val *schema = proto_parse(t->parameters, strlen(t->parameters), NULL);
     struct ag_err verr = {0};
-    int rc = proto_schema_validate(schema, (const struct proto_val *)a, &verr);
-    proto_val_free(schema);
-    if (rc != 0) {
-        cJSON_Delete(a);
+    if (proto_schema_validate_text(t->parameters, arguments, &verr) != 0) {
+        proto_val_free(a);
         return ag_err_set(err, AG_EPARAMS, "invalid arguments for %s: %s", t->name, verr.msg);
     }
     *args = a;
     return 0;
+}
+
+void tool_call_fail(struct tool_call *call, const char *fmt, ...)
+{
+    struct ag_buf b;
+    ag_buf_init(&b);
+    ag_buf_puts(&b, "error: ");
+    va_list ap;
+    va_start(ap, fmt);
+    ag_buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    ag_buf_putc(&b, '\0');
+    tool_call_done(call, false, b.data);
+    ag_buf_release(&b);
+}
+
+void tool_call_cancel(struct tool_call *call)
+{
+    if (call->def->ops->cancel)
+        call->def->ops->cancel(call);
+    else
+        call->ctx->env->cancel(call);
+}
+
+const char *tool_arg_str(const struct tool_call *call, const char *key, const char *fallback)
+{
+    const char *s = proto_get_str(call->args, key);
+    return s ? s : fallback;
 }
