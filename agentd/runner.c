@@ -856,16 +856,21 @@ struct run *runner_create(struct runner *R, const struct run_opts *o, const stru
     return r;
 }
 
+void run__cancel(struct run *r)
+{
+    if (!r->cancel && r->st != RS_ENDING && r->st != RS_DONE) {
+        r->cancel = true;
+        run__interrupt(r);
+    }
+}
+
 int runner_cancel(struct runner *R, const char *run_id, struct ag_err *err)
 {
     struct run *r = run__find_live(R, run_id);
     if (!r || r->st == RS_DONE)
         return ag_err_set(err, AG_ENOTFOUND,
                           "no run '%s' is in progress (run.get shows how it ended)", run_id);
-    if (!r->cancel && r->st != RS_ENDING) {
-        r->cancel = true;
-        run__interrupt(r);
-    }
+    run__cancel(r);
     return 0;
 }
 
@@ -898,10 +903,7 @@ void runner_conn_gone(struct conn *c)
     if (!R) return;
     for (struct run *r = R->live; r; r = r->next) {
         run__unsubscribe(r, c);
-        if (r->owner == c && !r->cancel && r->st != RS_ENDING && r->st != RS_DONE) {
-            r->cancel = true;
-            run__interrupt(r);
-        }
+        if (r->owner == c) run__cancel(r);
     }
 }
 

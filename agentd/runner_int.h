@@ -146,6 +146,8 @@ static inline const struct proto_val *run__spec_get(const struct run *r, const c
 /* ---- the run (runner.c) ---- */
 /* Stops what runs now (generation or a tool); its callback then ends the run. */
 void run__interrupt(struct run *r);
+/* Cancels r (a no-op once it is ending): what runs is interrupted, the run ends "cancelled". */
+void run__cancel(struct run *r);
 struct run *run__find_live(struct runner *R, const char *uid);
 
 /* ---- events (run_log.c) ---- */
