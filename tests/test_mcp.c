@@ -8,7 +8,10 @@
  * The SDK lives in the virtualenv scripts/deps.sh makes (.venv-test/, or $AGENTD_TEST_PYTHON);
  * without it the server tests are skipped.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -571,6 +574,124 @@ static void test_silent_server(void)
     finish(&loop, c);
 }
 
+/* ---- streamable HTTP ---- */
+
+/* Starts server.py --http in the background; returns its pid, with *port set, or 0. */
+static pid_t http_server(bool json, int *port)
+{
+    char dir[] = "/tmp/agentd-mcp-XXXXXX";
+    if (!mkdtemp(dir)) return 0;
+    char port_file[64];
+    snprintf(port_file, sizeof(port_file), "%s/port", dir);
+    pid_t pid = fork();
+    if (pid == 0) {
+        freopen("/dev/null", "w", stdout);
+        freopen("/dev/null", "w", stderr);
+        execl(PY, PY, SERVER, "--http", port_file, json ? "--json" : NULL, (char *)NULL);
+        _exit(127);
+    }
+    *port = 0;
+    for (int i = 0; i < 300 && pid > 0 && !*port; i++) {
+        char *text = NULL;
+        if (ag_read_file(port_file, 64, &text, NULL, NULL) == 0) *port = atoi(text);
+        free(text);
+        if (!*port) usleep(100 * 1000);
+    }
+    unlink(port_file);
+    rmdir(dir);
+    /* The port is chosen before the server listens: wait for it to take connections. */
+    for (int i = 0; i < 300 && *port; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)*port)};
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int rc = connect(fd, (struct sockaddr *)&a, sizeof(a));
+        close(fd);
+        if (rc == 0) return pid;
+        usleep(100 * 1000);
+    }
+    if (pid > 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    return 0;
+}
+
+static void http_case(bool json)
+{
+    int port = 0;
+    pid_t pid = http_server(json, &port);
+    CHECKF(pid > 0, "the SDK's streamable-http server did not start");
+    if (pid <= 0) return;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/mcp", port);
+    struct mcp_server_cfg cfg = {.name = "t", .url = url, .start_timeout_ms = 20000};
+    struct watch w = {0};
+    struct mcp_client *c = NULL;
+    struct ag_err err = {0};
+    CHECK(mcp_client_new(&loop, &cfg, on_state, &w, &c, &err) == 0);
+    if (!c) goto out;
+    CHECKF(state_is(&loop, c, MCP_READY, 20000), "%s", w.msg);
+    const struct mcp_tool *t;
+    CHECK(mcp_client_tools(c, &t) == 7);
+    struct out o = {0};
+    CHECK(call(&loop, c, "add", "{\"a\":2,\"b\":40}", 10000, 0, &o));
+    CHECK(o.ok);
+    CHECK_STR(o.text, "42");
+    CHECK_STR(o.structured, "{\"result\":42}");
+    CHECK(call(&loop, c, "fail", NULL, 10000, 0, &o));
+    CHECK(o.err == 0 && !o.ok);
+    CHECK(call(&loop, c, "sleep", "{\"seconds\":30}", 300, 0, &o));
+    CHECK(o.err == AG_ETIMEOUT);
+    CHECK(call(&loop, c, "big", "{\"n\":100000}", 10000, 1000, &o));
+    CHECK(o.ok && o.truncated);
+    CHECK(call(&loop, c, "echo", "{\"text\":\"still here\"}", 10000, 0, &o));
+    CHECK_STR(o.text, "still here");
+    /* The server dies mid-call: the call fails and says who and where. */
+    CHECK(call(&loop, c, "crash", NULL, 10000, 0, &o));
+    CHECK(o.err != 0 && !o.ok);
+    CHECKF(strstr(o.text, "MCP server 't'") && strstr(o.text, url), "%s", o.text);
+    out_release(&o);
+out:
+    finish(&loop, c);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
+static void test_http_sse(void)
+{
+    NEED_SDK();
+    http_case(false);
+}
+
+static void test_http_json(void)
+{
+    NEED_SDK();
+    http_case(true);
+}
+
+static void test_http_unreachable(void)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct mcp_server_cfg cfg = {.name = "far", .url = "http://127.0.0.1:1/mcp"};
+    struct watch w = {0};
+    struct mcp_client *c = NULL;
+    struct ag_err err = {0};
+    CHECK(mcp_client_new(&loop, &cfg, on_state, &w, &c, &err) == 0);
+    if (c) {
+        CHECK(state_is(&loop, c, MCP_FAILED, 10000));
+        CHECKF(strstr(w.failed,
+                      "MCP server 'far' could not be reached at http://127.0.0.1:1/mcp") != NULL,
+               "%s", w.failed);
+    }
+    struct mcp_server_cfg bad = {.name = "x", .url = "ftp://h/"};
+    struct mcp_client *c2 = NULL;
+    CHECK(mcp_client_new(&loop, &bad, on_state, &w, &c2, &err) == AG_EINVAL);
+    finish(&loop, c);
+}
+
 static void find_python(void)
 {
     const char *env = getenv("AGENTD_TEST_PYTHON");
@@ -610,5 +731,8 @@ int main(int argc, char **argv)
     RUN(test_stop_with_call_in_flight);
     RUN(test_no_such_command);
     RUN(test_silent_server);
+    RUN(test_http_sse);
+    RUN(test_http_json);
+    RUN(test_http_unreachable);
     return TEST_END();
 }

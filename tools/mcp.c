@@ -269,6 +269,7 @@ static void on_deadline(uv_timer_t *t)
         char reason[128];
         snprintf(reason, sizeof(reason), "timed out after %lld ms", (long long)q->timeout_ms);
         if (q->sent && c->tp) send_cancelled(c, q->id, reason);
+        if (q->sent && c->tp && c->tr->abandon) c->tr->abandon(c->tp, q->id);
         call_fail(c, q, AG_ETIMEOUT, "MCP tool '%s.%s' timed out after %lld ms%s", c->cfg.name,
                   q->tool, (long long)q->timeout_ms,
                   q->sent ? " (the server was asked to cancel it)"
@@ -703,7 +704,7 @@ void mcp__send_failed(struct mcp_client *c, void *tp, int64_t id, int code, cons
     struct mcp_req *q = req_find(c, id);
     if (!q) return;
     if (q->kind == REQ_CALL) {
-        call_fail(c, q, code, "MCP server '%s': %s", c->cfg.name, why);
+        call_fail(c, q, code, "MCP server '%s' %s", c->cfg.name, why);
         if (!c->freeing) arm_deadline(c);
         return;
     }
@@ -919,6 +920,7 @@ void mcp_cancel(struct mcp_client *c, uint64_t call_id)
     struct mcp_req *q = req_find(c, (int64_t)call_id);
     if (!q || q->kind != REQ_CALL) return;
     if (q->sent && c->tp) send_cancelled(c, q->id, "cancelled by agentd");
+    if (q->sent && c->tp && c->tr->abandon) c->tr->abandon(c->tp, q->id);
     call_fail(c, q, AG_ECANCELLED, "the call of MCP tool '%s.%s' was cancelled", c->cfg.name,
               q->tool);
     if (!c->freeing) arm_deadline(c);

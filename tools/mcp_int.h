@@ -21,6 +21,9 @@ struct mcp__transport {
      * notification or a response: a transport that learns of a failure per message (HTTP)
      * reports it with mcp__send_failed(id). */
     void (*send)(void *tp, int64_t id, const char *json, size_t n);
+    /* The call with request id ended here (timeout, cancel): stop waiting for its answer. May
+     * be NULL. */
+    void (*abandon)(void *tp, int64_t id);
     /* Starts tearing the connection down (idempotent). */
     void (*close)(void *tp);
     /* The server's stderr tail, or NULL. */

@@ -2,6 +2,7 @@
 
     server.py                      stdio transport
     server.py --http PORT_FILE     streamable HTTP on 127.0.0.1, a free port written to PORT_FILE
+    server.py --http PORT_FILE --json   the same, answering with JSON bodies instead of SSE
 
 Each tool exercises one path of agentd's MCP client: a plain call, structured output, a tool
 error, a call that hangs, a server that dies mid-call and an oversized answer.
@@ -71,6 +72,7 @@ def main() -> None:
         mcp.settings.host = "127.0.0.1"
         mcp.settings.port = port
         mcp.settings.log_level = "WARNING"
+        mcp.settings.json_response = "--json" in sys.argv[3:]
         with open(sys.argv[2] + ".tmp", "w") as f:
             f.write(str(port))
         os.rename(sys.argv[2] + ".tmp", sys.argv[2])
