@@ -468,6 +468,12 @@ static void test_crash_and_restart(void)
     CHECK(call(&loop, c, "pid", NULL, 10000, 0, &p2));
     CHECK(p1.text && p2.text && strcmp(p1.text, p2.text) != 0);
     CHECK(strstr(mcp_client_last_error(c), "exited (status 3)") != NULL);
+    /* A second crash soon after: the backoff doubles. */
+    CHECK(call(&loop, c, "crash", "{\"status\":4}", 10000, 0, &o));
+    CHECKF(strstr(o.text, "exited (status 4) during the call") != NULL, "%s", o.text);
+    CHECKF(strstr(w.msg, "restarting in 1000 ms") != NULL, "%s", w.msg);
+    CHECK(state_is(&loop, c, MCP_READY, 30000));
+    CHECK(w.n_restarting == 2 && w.n_ready == 3);
     out_release(&o);
     out_release(&p1);
     out_release(&p2);
