@@ -249,6 +249,22 @@ uint64_t webd_fetch(struct agentd *d, const char *url, const struct fetch_opts *
 /* Cancels fetch id: its callback follows with AG_ECANCELLED. */
 void webd_cancel(struct agentd *d, uint64_t id);
 
+/* ---- MCP servers of agents (mcpd.c) ---- */
+struct mcpd;
+struct tool_def;
+void mcpd_start(struct agentd *d);
+/* Stops every server (calls in flight fail); waits still open are answered without tools. */
+void mcpd_stop(struct agentd *d);
+/* The tools of an agent's MCP servers (list: its definition's mcp entries). ready runs later
+ * on the loop, once every server is ready or has failed, with the rows to offer (valid until
+ * mcpd_stop) and, when some server is unavailable, why (else NULL). */
+typedef void (*mcpd_ready_fn)(void *ud, const struct tool_def *const *rows, size_t n,
+                              const char *problems);
+int mcpd_tools(struct agentd *d, const char *agent, const struct proto_val *list,
+               mcpd_ready_fn ready, void *ud, uint64_t *wait_id, struct ag_err *err);
+/* The waiter went away first: ready will not run. */
+void mcpd_forget(struct agentd *d, uint64_t wait_id);
+
 /* ---- agent runs (runner.c, run_methods.c) ---- */
 struct run;
 struct runner;
@@ -298,6 +314,9 @@ int runner_cancel(struct runner *R, const char *run_id, struct ag_err *err);
 void runner_conn_gone(struct conn *c);
 /* Runs not yet finished. */
 int runner_in_flight(struct agentd *d);
+/* An MCP server of agent changed state: an mcp.server event for the agent's live runs. */
+void runner_mcp_state(struct agentd *d, const char *agent, const char *server, const char *state,
+                      const char *msg);
 
 /* ---- the daemon ---- */
 struct agentd {
@@ -315,6 +334,7 @@ struct agentd {
     struct engd *eng;         /* the inference engine service */
     struct runner *runner;    /* agent runs */
     struct webd *web;         /* web fetches */
+    struct mcpd *mcp;         /* agents' MCP servers */
     struct conn *conns;       /* open connections */
     uint64_t n_conns;         /* open connections */
     uint64_t next_conn_id;    /* for logs */

@@ -70,6 +70,7 @@ static void finish(struct agentd *d)
     server_close_all(d);
     runner_drain(d);
     engd_stop(d);
+    mcpd_stop(d);
     webd_stop(d);
     sbxd_stop(d);
     uv_timer_stop(&d->drain_timer);
@@ -159,9 +160,11 @@ static int start(struct agentd *d, struct ag_err *err)
         uv_run(d->loop, UV_RUN_DEFAULT);
         return rc;
     }
+    mcpd_start(d);
     runner_start(d);
     if ((rc = server_start(d, err)) != 0) {
         runner_stop(d);
+        mcpd_stop(d);
         engd_stop(d);
         webd_stop(d);
         sbxd_stop(d);

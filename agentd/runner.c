@@ -214,7 +214,12 @@ static bool run_stopped(struct run *r)
 
 void run__interrupt(struct run *r)
 {
-    if (r->st == RS_GENERATING)
+    if (r->st == RS_STARTING && r->mcp_wait) {
+        /* Waiting for MCP servers: stop waiting; the run ends for the reason set. */
+        mcpd_forget(r->R->d, r->mcp_wait);
+        r->mcp_wait = 0;
+        run_step(r);
+    } else if (r->st == RS_GENERATING)
         r->R->model.cancel(r->R->model.ctx, r->gen_id);
     else if (r->st == RS_TOOL && r->call.def && !r->call_over)
         tool_call_cancel(&r->call);
@@ -223,7 +228,7 @@ void run__interrupt(struct run *r)
 static void on_wall_timer(uv_timer_t *t)
 {
     struct run *r = t->data;
-    if (r->st != RS_GENERATING && r->st != RS_TOOL) return;
+    if (r->st != RS_GENERATING && r->st != RS_TOOL && !r->mcp_wait) return;
     r->wall_hit = true;
     run__interrupt(r);
 }
@@ -729,6 +734,37 @@ static void pick_tools(struct run *r)
     }
 }
 
+/* An mcp.server event: a server's state as this run sees it. */
+static void mcp_event(struct run *r, const char *server, const char *state, const char *msg)
+{
+    struct proto_val *p = proto_obj();
+    if (server) proto_add_str(p, "server", server);
+    proto_add_str(p, "state", state);
+    if (msg) proto_add_str(p, "message", msg);
+    run__event(r, "mcp.server", p);
+    run__flush_soon(r, true);
+}
+
+/* The agent's MCP servers are ready (or failed): their tools join the run's, then it starts. */
+static void mcp_ready(void *ud, const struct tool_def *const *rows, size_t n, const char *problems)
+{
+    struct run *r = ud;
+    r->mcp_wait = 0;
+    r->tools = ag_realloc(r->tools, (r->n_tools + n + 1) * sizeof(*r->tools));
+    for (size_t i = 0; i < n; i++) r->tools[r->n_tools++] = rows[i];
+    if (problems) mcp_event(r, NULL, "unavailable", problems);
+    run_step(r);
+}
+
+void runner_mcp_state(struct agentd *d, const char *agent, const char *server, const char *state,
+                      const char *msg)
+{
+    struct runner *R = d->runner;
+    for (struct run *r = R ? R->live : NULL; r; r = r->next)
+        if (r->n_evs && r->st != RS_ENDING && r->st != RS_DONE && strcmp(r->agent, agent) == 0)
+            mcp_event(r, server, state, msg);
+}
+
 static void cjob_done(struct storeq_job *base)
 {
     struct cjob *j = (struct cjob *)base;
@@ -777,7 +813,11 @@ static void cjob_done(struct storeq_job *base)
     uv_timer_start(&r->wall_timer, on_wall_timer, (uint64_t)r->max_wall_s * 1000, 0);
     ag_info("run %s: agent %s, session %s, %zu earlier messages", r->uid, r->agent, r->session,
             j->n_hist);
-    run_step(r);
+    const struct proto_val *mcp = proto_get(r->spec, "mcp");
+    struct ag_err err = {0};
+    if (proto_len(mcp) && mcpd_tools(r->R->d, r->agent, mcp, mcp_ready, r, &r->mcp_wait, &err) != 0)
+        mcp_event(r, NULL, "unavailable", err.msg);
+    if (!r->mcp_wait) run_step(r);
 out:
     mem_agent_release(&j->a);
     mem_run_release(&j->run);

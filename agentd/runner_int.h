@@ -63,6 +63,7 @@ struct run {
     size_t n_conv, cap_conv;
     const struct tool_def **tools; /* the agent's tools, as offered to the model */
     size_t n_tools;
+    uint64_t mcp_wait; /* waiting for the agent's MCP servers (mcpd_tools), or 0 */
 
     /* events */
     struct ev *evs;

@@ -16,6 +16,7 @@ static const struct proto_event_info events[] = {
     {"tool_call.done", "the model finished a tool call (name and arguments)"},
     {"tool.result", "a tool returned (output or error)"},
     {"message.sent", "the agent sent a message to another agent"},
+    {"mcp.server", "an MCP server of the agent changed state (ready, restarting, failed)"},
     {"run.completed", "the run ended with an answer"},
     {"run.failed", "the run ended with an error"},
     {"run.cancelled", "the run was cancelled"},

@@ -38,6 +38,7 @@ static struct {
     int n_requests;       /* generate() calls */
     int n_cancels;        /* cancel() calls that stopped a generation */
     size_t last_n_msgs;   /* messages of the last request */
+    char tools[512];      /* names of the tools the last request offered, comma-separated */
     struct ag_buf last;   /* "role:content\n" of the last request's messages */
     uv_timer_t timer;     /* the generation in flight */
     const struct engd_gen_cb *cb;
@@ -101,6 +102,10 @@ static int model_generate(void *ctx, struct eng_gen_req *req, const char *name,
         ag_buf_printf(&M.last, "%s:%s\n", roles[req->chat.msgs[i].role],
                       req->chat.msgs[i].content ? req->chat.msgs[i].content : "");
     ag_buf_putc(&M.last, '\0');
+    M.tools[0] = '\0';
+    for (size_t i = 0; i < req->chat.n_tools; i++)
+        snprintf(M.tools + strlen(M.tools), sizeof(M.tools) - strlen(M.tools), "%s%s", i ? "," : "",
+                 req->chat.tools[i].name);
     const struct reply *rp;
     if (M.overflow_over && req->chat.n_msgs > M.overflow_over) {
         rp = &overflow_reply;
@@ -238,6 +243,9 @@ static void w_event(void *ud, const struct run *r, const struct ev *e)
     if (strcmp(e->type, "tool.result") == 0)
         ag_buf_printf(&o->events, " %s %s", proto_bool(proto_get(p, "ok"), false) ? "ok" : "FAIL",
                       proto_get_str(p, "output"));
+    if (strcmp(e->type, "mcp.server") == 0)
+        ag_buf_printf(&o->events, " %s %s", proto_get_str(p, "state"),
+                      proto_get_str(p, "message") ? proto_get_str(p, "message") : "");
     ag_buf_putc(&o->events, '\n');
     proto_val_free(p);
 }
@@ -600,6 +608,54 @@ static void test_shutdown(void)
     done(&o);
 }
 
+/* ---- MCP servers (the real SDK server of tests/mcp/server.py) ---- */
+
+static char PY[512]; /* a python with the mcp SDK, or "" */
+
+static void test_mcp_tools(void)
+{
+    if (!PY[0]) SKIP("no python with the mcp SDK (run scripts/deps.sh)");
+    static const struct reply s[] = {
+        {.calls = {CALL("demo.add", "{\"a\":2,\"b\":3}"), CALL("demo.fail", "{}")}, .n_calls = 2},
+        {.calls = {CALL("demo.add", "{\"a\":\"x\"}")}, .n_calls = 1},
+        {.text = "2 + 3 = 5"},
+    };
+    script(s, 3);
+    struct outcome o;
+    run_to_end(&o, "mcp", NULL, "What is 2 + 3?");
+    CHECKF(o.end == RUN_COMPLETED, "%s %s\n%s", o.reason, o.error, o.events.data);
+    CHECK_STR(o.output, "2 + 3 = 5");
+    /* Offered beside the built-ins, as server.tool, and only the allowed ones. */
+    CHECKF(strstr(M.tools, "echo,") && strstr(M.tools, "demo.add") &&
+               strstr(M.tools, "demo.fail") && !strstr(M.tools, "demo.sleep"),
+           "%s", M.tools);
+    CHECKF(has(&o, "tool.result ok 5\n"), "%s", o.events.data);
+    CHECKF(has(&o, "tool.result FAIL "), "%s", o.events.data); /* isError from the server */
+    CHECKF(has(&o, "tool.result FAIL error: invalid arguments for demo.add"), "%s", o.events.data);
+    done(&o);
+
+    /* The next run of the agent reuses the running server. */
+    static const struct reply s2[] = {
+        {.calls = {CALL("demo.add", "{\"a\":40,\"b\":2}")}, .n_calls = 1}, {.text = "42"}};
+    script(s2, 2);
+    run_to_end(&o, "mcp", NULL, "40 + 2?");
+    CHECK(o.end == RUN_COMPLETED && has(&o, "tool.result ok 42\n"));
+    CHECK(!has(&o, "mcp.server"));
+    done(&o);
+}
+
+static void test_mcp_server_missing(void)
+{
+    static const struct reply s[] = {{.text = "without it"}};
+    script(s, 1);
+    struct outcome o;
+    run_to_end(&o, "mcpgone", NULL, "Hi.");
+    CHECK(o.end == RUN_COMPLETED);
+    CHECKF(has(&o, "mcp.server unavailable MCP server 'gone' is unavailable"), "%s", o.events.data);
+    CHECK(strstr(M.tools, "gone.") == NULL);
+    done(&o);
+}
+
 /* ---- set-up ---- */
 
 static bool setup(void)
@@ -627,12 +683,32 @@ static bool setup(void)
         free(spec);
         if (rc != 0) return printf("agent: %s\n", err.msg), false;
     }
+    const char *py = getenv("AGENTD_TEST_PYTHON");
+    char cwd[256];
+    if (py && *py)
+        snprintf(PY, sizeof(PY), "%s", py);
+    else if (access(".venv-test/bin/python", X_OK) == 0 && getcwd(cwd, sizeof(cwd)))
+        snprintf(PY, sizeof(PY), "%s/.venv-test/bin/python", cwd);
+    char *spec = ag_asprintf(
+        "{\"name\":\"mcp\",\"tools\":[\"echo\"],\"mcp\":[{\"name\":\"demo\",\"command\":"
+        "\"%s\",\"args\":[\"tests/mcp/server.py\"],\"tools\":[\"add\",\"fail\"],"
+        "\"timeout_ms\":20000}]}",
+        PY[0] ? PY : "python3");
+    int rc = mem_agent_create(st, "mcp", spec, NULL, &err);
+    free(spec);
+    rc = rc ? rc
+            : mem_agent_create(st, "mcpgone",
+                               "{\"name\":\"mcpgone\",\"mcp\":[{\"name\":\"gone\",\"command\":"
+                               "\"/nonexistent/mcp-server\"}]}",
+                               NULL, &err);
+    if (rc != 0) return printf("agent: %s\n", err.msg), false;
     uv_loop_init(&loop);
     uv_timer_init(&loop, &M.timer);
     uv_timer_init(&loop, &slow_timer);
     ag_buf_init(&M.last);
     D.loop = &loop;
     if (storeq_start(&loop, st, &D.sq, &err) != 0) return printf("storeq: %s\n", err.msg), false;
+    mcpd_start(&D);
     runner_start(&D);
     D.runner->model = (struct run_model){model_generate, model_cancel, NULL};
     D.runner->extra = test_tools;
@@ -642,6 +718,8 @@ static bool setup(void)
 
 static void teardown(void)
 {
+    mcpd_stop(&D);
+    uv_run(&loop, UV_RUN_NOWAIT);
     runner_stop(&D);
     storeq_stop(D.sq);
     uv_close((uv_handle_t *)&M.timer, NULL);
@@ -678,6 +756,8 @@ int main(int argc, char **argv)
     RUN(test_busy_session);
     RUN(test_unknown_agent);
     RUN(test_engine_error);
+    RUN(test_mcp_tools);
+    RUN(test_mcp_server_missing);
     RUN(test_shutdown);
     teardown();
     return TEST_END();
