@@ -4,12 +4,13 @@
  *
  * The schema is data: each object is a table of fields (kind, range, default, nested table),
  * checked by the generic walker in spec_check.c. The few fields with a shape of their own (model,
- * tools, memory blocks, triggers) have a check function here. The normalized output has every
- * default filled in and its members in table order, so a stored spec is complete, explicit and
- * stable: loading a file twice, or validating a normalized spec again, gives the same JSON text
- * (the daemon compares stored specs as strings to see whether a file changed). Optional fields
- * with no default (model.seed, model.context, sandbox.cpu_ms, memory.context.max_tokens,
- * tools[].config) are left out when absent.
+ * tools, MCP servers and their env, memory blocks, triggers) have a check function here. The
+ * normalized output has every default filled in and its members in table order, so a stored spec is
+ * complete, explicit and stable: loading a file twice, or validating a normalized spec again, gives
+ * the same JSON text (the daemon compares stored specs as strings to see whether a file changed).
+ * Optional fields with no default (model.seed, model.context, sandbox.cpu_ms,
+ * memory.context.max_tokens, tools[].config, mcp[].command, mcp[].url, mcp[].cwd, mcp[].tools) are
+ * left out when absent.
  *
  * Loading a file (yamltree.c for YAML, spec_doc.c for JSON) gives the tree plus a line per node;
  * the checker only uses that to prefix messages: "coder.agent.yaml:12: tools[1].timeout_ms: ...".
@@ -71,6 +72,50 @@ static bool host_ok(const char *s)
            strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_*:") == n;
 }
 
+/* An MCP server's name: the prefix of its tools ("files.read"), so shorter than an agent's. */
+static bool server_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > 32 || !lower_or_digit(s[0])) return false;
+    for (size_t i = 1; i < n; i++)
+        if (!lower_or_digit(s[i]) && s[i] != '_' && s[i] != '-') return false;
+    return true;
+}
+
+/* A tool name as MCP servers spell them (1 to 128 of A-Z a-z 0-9 _ - .): the filter in
+ * mcp[].tools names the server's tools, not agentd's. */
+static bool mcp_tool_ok(const char *s)
+{
+    size_t n = strlen(s);
+    return n > 0 && n <= 128 &&
+           strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == n;
+}
+
+/* http:// or https:// and something after it, with no blanks or control characters. */
+static bool server_url_ok(const char *s)
+{
+    size_t skip = strncmp(s, "http://", 7) == 0 ? 7 : strncmp(s, "https://", 8) == 0 ? 8 : 0;
+
+    if (skip == 0 || s[skip] == '\0') return false;
+    for (s += skip; *s; s++)
+        if ((unsigned char)*s <= ' ' || *s == 0x7f) return false;
+    return true;
+}
+
+static bool abs_path_ok(const char *s)
+{
+    return s[0] == '/';
+}
+
+static bool env_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || (s[0] >= '0' && s[0] <= '9')) return false;
+    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") == n;
+}
+
 static const struct proto__pattern agent_name = {proto_spec_name_ok, "agent name",
                                                  "[a-z0-9][a-z0-9_-]{0,63}"};
 static const struct proto__pattern all_or_agent = {all_or_agent_ok, "agent name",
@@ -80,6 +125,15 @@ static const struct proto__pattern tool_name = {tool_name_ok, "tool name",
 static const struct proto__pattern block_label = {label_ok, "label", "[A-Za-z_][A-Za-z0-9_]{0,63}"};
 static const struct proto__pattern host = {host_ok, "host pattern",
                                            "a host such as 'example.com' or '*.example.com'"};
+static const struct proto__pattern server_name = {server_name_ok, "server name",
+                                                  "[a-z0-9][a-z0-9_-]{0,31}"};
+static const struct proto__pattern mcp_tool = {mcp_tool_ok, "MCP tool name",
+                                               "[A-Za-z0-9_.-]{1,128}"};
+static const struct proto__pattern server_url = {server_url_ok, "server URL",
+                                                 "an http:// or https:// address"};
+static const struct proto__pattern abs_dir = {abs_path_ok, "working directory", "an absolute path"};
+static const struct proto__pattern env_name = {env_name_ok, "environment variable name",
+                                               "[A-Za-z_][A-Za-z0-9_]*"};
 
 /* ---- the schema ---- */
 
@@ -101,6 +155,8 @@ static const struct proto__pattern host = {host_ok, "host pattern",
 
 static int check_model(struct proto__vctx *c, const cJSON *v, cJSON **out);
 static int check_tools(struct proto__vctx *c, const cJSON *v, cJSON **out);
+static int check_mcp(struct proto__vctx *c, const cJSON *v, cJSON **out);
+static int check_env(struct proto__vctx *c, const cJSON *v, cJSON **out);
 static int check_blocks(struct proto__vctx *c, const cJSON *v, cJSON **out);
 static int check_triggers(struct proto__vctx *c, const cJSON *v, cJSON **out);
 static int check_cron(struct proto__vctx *c, const cJSON *v, cJSON **out);
@@ -132,6 +188,23 @@ static const struct proto__field tool_fields[] = {
     BOOL("enabled", 1),
     BOOL("require_approval", 0),
     {.key = "config", .kind = PROTO__K_FREE},
+    {0},
+};
+
+/* One MCP server: a child process speaking stdio (command) or a streamable HTTP endpoint (url);
+ * exactly one of the two, checked by mcp_transport. Its tools reach the agent as "name.tool". */
+static const struct proto__field mcp_fields[] = {
+    NAMED("name", PROTO__F_REQUIRED, &server_name),
+    /* stdio: the program, looked up in PATH */
+    {.key = "command", .kind = PROTO__K_STR, .flags = PROTO__F_OPTIONAL | PROTO__F_NONEMPTY},
+    NAMED("url", PROTO__F_OPTIONAL, &server_url), /* streamable HTTP: the endpoint */
+    LIST("args", NULL),                           /* stdio: arguments after the program */
+    FN("env", check_env),                         /* stdio: added to agentd's environment */
+    NAMED("cwd", PROTO__F_OPTIONAL, &abs_dir),    /* stdio: working directory */
+    /* the server's tools to offer; absent: all of them */
+    {.key = "tools", .kind = PROTO__K_LIST, .flags = PROTO__F_OPTIONAL, .pat = &mcp_tool},
+    INT("timeout_ms", 1, 3600000, 60000),      /* per tool call */
+    INT("start_timeout_ms", 1, 600000, 30000), /* start and handshake, tool listing included */
     {0},
 };
 
@@ -222,6 +295,7 @@ static const struct proto__field top_fields[] = {
     STR("instructions", ""),
     FN("model", check_model),
     FN("tools", check_tools),
+    FN("mcp", check_mcp),
     OBJ("memory", memory_fields),
     OBJ("sandbox", sandbox_fields),
     OBJ("browse", browse_fields),
@@ -256,8 +330,70 @@ static int check_model(struct proto__vctx *c, const cJSON *v, cJSON **out)
 
 static int check_tools(struct proto__vctx *c, const cJSON *v, cJSON **out)
 {
-    static const struct proto__items tools = {tool_fields, "name", "tool", &tool_name, NULL};
+    static const struct proto__items tools = {tool_fields, "name", "tool", &tool_name, NULL, false};
     return proto__check_items(c, v, &tools, out);
+}
+
+/* A server is reached one way: by command (with args, env and cwd) or by url (with none of them).
+ */
+static int mcp_transport(struct proto__vctx *c, const cJSON *in, const cJSON *norm)
+{
+    static const char *const stdio_only[] = {"args", "env", "cwd"};
+    bool command = cJSON_GetObjectItemCaseSensitive(norm, "command") != NULL;
+    bool url = cJSON_GetObjectItemCaseSensitive(norm, "url") != NULL;
+    int rc = 0;
+
+    if (command == url)
+        return proto__check_fail(
+            c, in, "give exactly one of command (a program to start) or url (an http(s) endpoint)");
+    for (size_t i = 0; url && i < sizeof(stdio_only) / sizeof(*stdio_only) && rc == 0; i++) {
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(in, stdio_only[i]);
+        /* Empty args and env are the defaults, which the normalized spec spells out. */
+        if (!m || cJSON_IsNull(m) || ((cJSON_IsArray(m) || cJSON_IsObject(m)) && !m->child))
+            continue;
+        size_t mark = proto__path_key(&c->path, stdio_only[i]);
+        rc = proto__check_fail(c, m, "only for a server started by command, not one at a url");
+        proto__path_pop(&c->path, mark);
+    }
+    return rc;
+}
+
+static int check_mcp(struct proto__vctx *c, const cJSON *v, cJSON **out)
+{
+    static const struct proto__items servers = {mcp_fields, "name",        "server",
+                                                NULL,       mcp_transport, true};
+    return proto__check_items(c, v, &servers, out);
+}
+
+/* Environment variables for a stdio server: names as a shell accepts them, string values. */
+static int check_env(struct proto__vctx *c, const cJSON *v, cJSON **out)
+{
+    struct proto__keyset seen = {0};
+    cJSON *obj;
+    int rc = 0;
+
+    if (v && !cJSON_IsObject(v))
+        return proto__check_fail(c, v, "expected an object of strings, got %s",
+                                 proto__type_name(v));
+    obj = proto__must(cJSON_CreateObject());
+    for (const cJSON *m = v ? v->child : NULL; m && rc == 0; m = m->next) {
+        /* Only protocol input gets here with a repeated key: the loaders refuse them. */
+        if (!proto__keyset_add(&seen, m->string)) {
+            rc = proto__check_fail(c, m, "duplicate key '%s'", m->string);
+            break;
+        }
+        size_t mark = proto__path_key(&c->path, m->string);
+        if (!env_name_ok(m->string))
+            rc = proto__check_fail(c, m, "not a valid %s (expected %s)", env_name.what,
+                                   env_name.form);
+        else if ((rc = proto__check_pattern(c, m, NULL)) == 0)
+            cJSON_AddItemToObject(obj, m->string, proto__must(cJSON_CreateString(m->valuestring)));
+        proto__path_pop(&c->path, mark);
+    }
+    proto__keyset_release(&seen);
+    if (rc) cJSON_Delete(obj);
+    *out = rc ? NULL : obj;
+    return rc;
 }
 
 /* Characters (UTF-8 code points) in s: what a block's limit counts. */
@@ -287,7 +423,8 @@ static int block_fits(struct proto__vctx *c, const cJSON *in, const cJSON *norm)
 
 static int check_blocks(struct proto__vctx *c, const cJSON *v, cJSON **out)
 {
-    static const struct proto__items blocks = {block_fields, "label", "label", NULL, block_fits};
+    static const struct proto__items blocks = {block_fields, "label",    "label",
+                                               NULL,         block_fits, false};
     return proto__check_items(c, v, &blocks, out);
 }
 

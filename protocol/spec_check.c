@@ -72,23 +72,24 @@ int proto__check_pattern(struct proto__vctx *c, const cJSON *v, const struct pro
 
 /* ---- scalar fields ---- */
 
-/* "an integer from 1 to 1000", "a number greater than 0 and at most 1", ... */
+/* "an integer from 1 to 1000", "a number greater than 0 and at most 1", ... (%.15g, not %g,
+ * so that 3600000 does not print as 3.6e+06). */
 static void describe_range(const struct proto__field *f, char *buf, size_t n)
 {
     const char *a = f->kind == PROTO__K_INT ? "an integer" : "a number";
 
     if ((f->flags & PROTO__F_GT_MIN) && isinf(f->max))
-        snprintf(buf, n, "%s greater than %g", a, f->min);
+        snprintf(buf, n, "%s greater than %.15g", a, f->min);
     else if (f->flags & PROTO__F_GT_MIN)
-        snprintf(buf, n, "%s greater than %g and at most %g", a, f->min, f->max);
+        snprintf(buf, n, "%s greater than %.15g and at most %.15g", a, f->min, f->max);
     else if (isinf(f->min) && isinf(f->max))
         snprintf(buf, n, "%s", a);
     else if (f->kind == PROTO__K_INT && isinf(f->max) && (f->min == 0 || f->min == 1))
         snprintf(buf, n, "a %s integer", f->min == 1 ? "positive" : "non-negative");
     else if (isinf(f->max))
-        snprintf(buf, n, "%s of at least %g", a, f->min);
+        snprintf(buf, n, "%s of at least %.15g", a, f->min);
     else
-        snprintf(buf, n, "%s from %g to %g", a, f->min, f->max);
+        snprintf(buf, n, "%s from %.15g to %.15g", a, f->min, f->max);
 }
 
 static int check_number(struct proto__vctx *c, const struct proto__field *f, const cJSON *v,
@@ -346,6 +347,26 @@ static int check_item(struct proto__vctx *c, const struct proto__items *spec, co
     return rc;
 }
 
+/* A repeated unique value (key) in item it, with the items before it already in arr: the
+ * message points at the member and names the first item that has it. mark is the length of
+ * the array's own path. */
+static int already_used(struct proto__vctx *c, const struct proto__items *spec, const cJSON *it,
+                        const cJSON *arr, const char *key, size_t mark)
+{
+    const cJSON *at = cJSON_IsObject(it) ? cJSON_GetObjectItemCaseSensitive(it, spec->unique) : it;
+    size_t first = 0, m;
+    int rc;
+
+    for (const cJSON *o = arr->child; o; o = o->next, first++)
+        if (strcmp(cJSON_GetObjectItemCaseSensitive(o, spec->unique)->valuestring, key) == 0) break;
+    char *array = ag_strndup(proto__path_str(&c->path), mark);
+    m = proto__path_key(&c->path, spec->unique);
+    rc = proto__check_fail(c, at, "'%s' is already used by %s[%zu]", key, array, first);
+    proto__path_pop(&c->path, m);
+    free(array);
+    return rc;
+}
+
 int proto__check_items(struct proto__vctx *c, const cJSON *v, const struct proto__items *spec,
                        cJSON **out)
 {
@@ -363,7 +384,9 @@ int proto__check_items(struct proto__vctx *c, const cJSON *v, const struct proto
         if ((rc = check_item(c, spec, it, &obj)) == 0) {
             const char *key = cJSON_GetObjectItemCaseSensitive(obj, spec->unique)->valuestring;
             if (!proto__keyset_add(&seen, key))
-                rc = proto__check_fail(c, it, "duplicate %s '%s'", spec->noun, key);
+                rc = spec->cite_first
+                         ? already_used(c, spec, it, arr, key, mark)
+                         : proto__check_fail(c, it, "duplicate %s '%s'", spec->noun, key);
             cJSON_AddItemToArray(arr, obj);
         }
         proto__path_pop(&c->path, mark);

@@ -145,7 +145,9 @@ struct proto__field {
 };
 
 /* An array of objects, each checked against fields, whose `unique` member differs from item to
- * item. When bare is set an item may also be a string, short for {unique: string}. */
+ * item. When bare is set an item may also be a string, short for {unique: string}. A repeat
+ * reads "tools[2]: duplicate tool 'x'", or with cite_first "mcp[2].name: 'x' is already used by
+ * mcp[0]". */
 struct proto__items {
     const struct proto__field *fields;
     const char *unique;                /* member that must not repeat */
@@ -153,6 +155,7 @@ struct proto__items {
     const struct proto__pattern *bare; /* shape of a bare string item; NULL: objects only */
     /* extra check of an item (in) once normalized (norm); may be NULL */
     int (*post)(struct proto__vctx *c, const cJSON *in, const cJSON *norm);
+    bool cite_first; /* a repeat names the item that has the value first */
 };
 
 /* Reports an error at node at (for its line) under c's current path; returns AG_ESPEC. */

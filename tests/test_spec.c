@@ -136,7 +136,7 @@ static void test_defaults(void)
                  "\"model\":{\"name\":\"default\",\"temperature\":0.7,\"top_p\":1,\"top_k\":40,"
                  "\"min_p\":0,\"max_tokens\":1024,\"repeat_penalty\":1,\"frequency_penalty\":0,"
                  "\"presence_penalty\":0,\"tool_choice\":\"auto\"},"
-                 "\"tools\":[],"
+                 "\"tools\":[],\"mcp\":[],"
                  "\"memory\":{\"blocks\":[],\"recall\":{\"enabled\":true,\"top_k\":5},"
                  "\"context\":{\"policy\":\"summarize\"}},"
                  "\"sandbox\":{\"memory_mb\":512,\"timeout_s\":30,\"pids\":64,\"disk_mb\":256,"
@@ -259,8 +259,8 @@ static void test_unknown_field(void)
                "a.agent.yaml:4: tools[0].timeout: unknown field (did you mean 'timeout_ms'?)");
     EXPECT_ERR("a.agent.yaml", "name: a\ncolour: red\n",
                "a.agent.yaml:2: colour: unknown field (expected one of name, description, "
-               "instructions, model, tools, memory, sandbox, browse, permissions, limits, "
-               "triggers)");
+               "instructions, model, tools, mcp, memory, sandbox, browse, permissions, "
+               "limits, triggers)");
     EXPECT_ERR("a.agent.yaml", "name: a\nsandbox: {gpu: true}\n",
                "a.agent.yaml:2: sandbox.gpu: unknown field (expected one of memory_mb, cpu_ms, "
                "timeout_s, pids, disk_mb, network)");
@@ -498,6 +498,115 @@ static void test_triggers(void)
                "(expected [a-z0-9][a-z0-9_-]{0,63} or '*')");
 }
 
+static void test_mcp(void)
+{
+    struct ag_err err = {0};
+    struct proto_val *v =
+        load("m.agent.yaml",
+             "name: m\nmcp:\n  - name: files\n    command: mcp-server-files\n"
+             "    args: [--root, /srv]\n    env: {LOG_LEVEL: debug, _X1: ''}\n    cwd: /srv\n"
+             "    tools: [read_file, listDir]\n    timeout_ms: 5000\n"
+             "  - url: https://mcp.example.com/mcp\n    name: web-2\n",
+             &err);
+    CHECKF(v != NULL, "%s", err.msg);
+    char *s = v ? proto_print(proto_get(v, "mcp")) : NULL;
+    /* Members in table order, defaults filled; command, url, cwd and tools only when given. */
+    CHECK_STR(s, "[{\"name\":\"files\",\"command\":\"mcp-server-files\","
+                 "\"args\":[\"--root\",\"/srv\"],\"env\":{\"LOG_LEVEL\":\"debug\",\"_X1\":\"\"},"
+                 "\"cwd\":\"/srv\",\"tools\":[\"read_file\",\"listDir\"],\"timeout_ms\":5000,"
+                 "\"start_timeout_ms\":30000},"
+                 "{\"name\":\"web-2\",\"url\":\"https://mcp.example.com/mcp\",\"args\":[],"
+                 "\"env\":{},\"timeout_ms\":60000,\"start_timeout_ms\":30000}]");
+    free(s);
+    /* Normalized output validates to itself. */
+    struct proto_val *again = NULL;
+    CHECK(proto_spec_validate(v, &again, &err) == 0);
+    CHECK(proto_equal(v, again));
+    proto_val_free(again);
+    proto_val_free(v);
+
+    EXPECT_ERR("m.agent.yaml", "name: m\nmcp:\n  - name: files\n    args: [x]\n",
+               "m.agent.yaml:3: mcp[0]: give exactly one of command (a program to start) or url "
+               "(an http(s) endpoint)");
+    EXPECT_ERR("m.agent.yaml",
+               "name: m\nmcp:\n  - name: files\n    command: srv\n    url: http://localhost/\n",
+               "m.agent.yaml:3: mcp[0]: give exactly one of command (a program to start) or url "
+               "(an http(s) endpoint)");
+    EXPECT_ERR("m.agent.yaml",
+               "name: m\nmcp:\n  - {name: files, command: a}\n  - {name: web, url: "
+               "'http://x/'}\n  - name: files\n    command: b\n",
+               "m.agent.yaml:5: mcp[2].name: 'files' is already used by mcp[0]");
+    EXPECT_ERR("m.agent.yaml", "name: m\nmcp:\n  - command: a\n",
+               "m.agent.yaml:3: mcp[0]: missing required field 'name'");
+    EXPECT_ERR("m.agent.yaml", "name: m\nmcp:\n  - name: Files\n    command: a\n",
+               "m.agent.yaml:3: mcp[0].name: 'Files' is not a valid server name (expected "
+               "[a-z0-9][a-z0-9_-]{0,31})");
+    EXPECT_ERR("m.agent.yaml",
+               "name: m\nmcp:\n  - name: abcdefghijklmnopqrstuvwxyz0123456\n    command: a\n",
+               "m.agent.yaml:3: mcp[0].name: 'abcdefghijklmnopqrstuvwxyz0123456' is not a valid "
+               "server name (expected [a-z0-9][a-z0-9_-]{0,31})");
+    EXPECT_ERR("m.agent.yaml", "name: m\nmcp:\n  - name: f\n    command: ''\n",
+               "m.agent.yaml:4: mcp[0].command: must not be empty");
+    EXPECT_ERR("m.agent.yaml", "name: m\nmcp:\n  - name: f\n    url: ftp://x/mcp\n",
+               "m.agent.yaml:4: mcp[0].url: 'ftp://x/mcp' is not a valid server URL (expected an "
+               "http:// or https:// address)");
+    EXPECT_ERR("m.agent.yaml", "name: m\nmcp:\n  - name: f\n    url: 'https://'\n",
+               "m.agent.yaml:4: mcp[0].url: 'https://' is not a valid server URL (expected an "
+               "http:// or https:// address)");
+    EXPECT_ERR("m.agent.yaml", "name: m\nmcp:\n  - name: f\n    command: a\n    args: [1]\n",
+               "m.agent.yaml:5: mcp[0].args[0]: expected a string, got number");
+    EXPECT_ERR("m.agent.yaml", "name: m\nmcp:\n  - name: f\n    command: a\n    args: x\n",
+               "m.agent.yaml:5: mcp[0].args: expected an array of strings, got string");
+    EXPECT_ERR("m.agent.yaml", "name: m\nmcp:\n  - name: f\n    command: a\n    env: [A]\n",
+               "m.agent.yaml:5: mcp[0].env: expected an object of strings, got array");
+    EXPECT_ERR("m.agent.yaml",
+               "name: m\nmcp:\n  - name: f\n    command: a\n    env:\n      OK: x\n"
+               "      1BAD: y\n",
+               "m.agent.yaml:7: mcp[0].env.1BAD: not a valid environment variable name (expected "
+               "[A-Za-z_][A-Za-z0-9_]*)");
+    EXPECT_ERR("m.agent.yaml", "name: m\nmcp:\n  - name: f\n    command: a\n    env: {A-B: y}\n",
+               "m.agent.yaml:5: mcp[0].env.A-B: not a valid environment variable name (expected "
+               "[A-Za-z_][A-Za-z0-9_]*)");
+    EXPECT_ERR("m.agent.yaml",
+               "name: m\nmcp:\n  - name: f\n    command: a\n    env:\n      PORT: 8080\n",
+               "m.agent.yaml:6: mcp[0].env.PORT: expected a string, got number");
+    EXPECT_ERR("m.agent.yaml", "name: m\nmcp:\n  - name: f\n    command: a\n    cwd: srv\n",
+               "m.agent.yaml:5: mcp[0].cwd: 'srv' is not a valid working directory (expected an "
+               "absolute path)");
+    EXPECT_ERR("m.agent.yaml", "name: m\nmcp:\n  - name: f\n    url: http://x/\n    args: [--v]\n",
+               "m.agent.yaml:5: mcp[0].args: only for a server started by command, not one at a "
+               "url");
+    EXPECT_ERR("m.agent.yaml", "name: m\nmcp:\n  - name: f\n    url: http://x/\n    env: {A: b}\n",
+               "m.agent.yaml:5: mcp[0].env: only for a server started by command, not one at a "
+               "url");
+    EXPECT_ERR("m.agent.yaml", "name: m\nmcp:\n  - name: f\n    url: http://x/\n    cwd: /\n",
+               "m.agent.yaml:5: mcp[0].cwd: only for a server started by command, not one at a "
+               "url");
+    EXPECT_ERR("m.agent.yaml",
+               "name: m\nmcp:\n  - name: f\n    command: a\n    tools: ['read file']\n",
+               "m.agent.yaml:5: mcp[0].tools[0]: 'read file' is not a valid MCP tool name "
+               "(expected [A-Za-z0-9_.-]{1,128})");
+    EXPECT_ERR("m.agent.yaml",
+               "name: m\nmcp:\n\n\n\n\n\n\n  - name: f\n    command: a\n    timeout_ms: 0\n",
+               "m.agent.yaml:11: mcp[0].timeout_ms: expected an integer from 1 to 3600000, got 0");
+    EXPECT_ERR("m.agent.yaml",
+               "name: m\nmcp:\n  - name: f\n    command: a\n    start_timeout_ms: 600001\n",
+               "m.agent.yaml:5: mcp[0].start_timeout_ms: expected an integer from 1 to 600000, "
+               "got 600001");
+    EXPECT_ERR("m.agent.yaml", "name: m\nmcp:\n  - name: f\n    comand: a\n",
+               "m.agent.yaml:4: mcp[0].comand: unknown field (did you mean 'command'?)");
+    EXPECT_ERR("m.agent.yaml", "name: m\nmcp: [files]\n",
+               "m.agent.yaml:2: mcp[0]: expected an object (a server), got string");
+    EXPECT_ERR("m.agent.yaml", "name: m\nmcp: {name: f}\n",
+               "m.agent.yaml:2: mcp: expected an array, got object");
+    EXPECT_SPEC_ERR("{\"name\":\"p\",\"mcp\":[{\"name\":\"a\",\"url\":\"http://x\"},"
+                    "{\"name\":\"a\",\"command\":\"b\"}]}",
+                    "spec.mcp[1].name: 'a' is already used by spec.mcp[0]");
+    EXPECT_SPEC_ERR("{\"name\":\"p\",\"mcp\":[{\"name\":\"a\",\"command\":\"b\","
+                    "\"env\":{\"K\":\"1\",\"K\":\"2\"}}]}",
+                    "spec.mcp[0].env: duplicate key 'K'");
+}
+
 static void test_json_files(void)
 {
     struct ag_err err = {0};
@@ -648,6 +757,7 @@ int main(int argc, char **argv)
     RUN(test_deeply_nested);
     RUN(test_oversized);
     RUN(test_triggers);
+    RUN(test_mcp);
     RUN(test_json_files);
     RUN(test_validate_protocol);
     RUN(test_binary_garbage);
