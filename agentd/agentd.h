@@ -249,6 +249,19 @@ uint64_t webd_fetch(struct agentd *d, const char *url, const struct fetch_opts *
 /* Cancels fetch id: its callback follows with AG_ECANCELLED. */
 void webd_cancel(struct agentd *d, uint64_t id);
 
+/* ---- archival memory (memd.c) ---- */
+struct memd_result {
+    int64_t id;         /* add: the new memory's id */
+    char *const *texts; /* search: n matches, best first (borrowed for the callback) */
+    size_t n;
+};
+typedef void (*memd_fn)(void *ud, const struct memd_result *res, const struct ag_err *err);
+/* Stores a fact of agent; done runs on the loop once it is committed (err on failure). */
+void memd_add(struct agentd *d, const char *agent, const char *text, memd_fn done, void *ud);
+/* Searches agent's facts (FTS5); limit 0 means 5. */
+void memd_search(struct agentd *d, const char *agent, const char *query, size_t limit, memd_fn done,
+                 void *ud);
+
 /* ---- MCP servers of agents (mcpd.c) ---- */
 struct mcpd;
 struct tool_def;

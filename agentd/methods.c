@@ -92,8 +92,6 @@ enum job_kind {
     JOB_SESSION_LIST,
     JOB_SESSION_GET,
     JOB_SESSION_DELETE,
-    JOB_MEMORY_ADD,
-    JOB_MEMORY_SEARCH,
 };
 
 struct method_job {
@@ -231,27 +229,6 @@ static void job_work(struct storeq_job *base, struct mem_store *st)
             proto_add_str(j->result, "deleted", sid);
         }
         break;
-    case JOB_MEMORY_ADD: {
-        int64_t id = 0;
-        rc = mem_memory_add(st, proto_get_str(p, "agent"), proto_get_str(p, "text"), &id, &j->err);
-        if (rc == 0) {
-            j->result = proto_obj();
-            proto_add_int(j->result, "id", id);
-        }
-        break;
-    }
-    case JOB_MEMORY_SEARCH: {
-        char **texts = NULL;
-        size_t n = 0;
-        rc = mem_memory_search(st, proto_get_str(p, "agent"), proto_get_str(p, "query"),
-                               (size_t)proto_int(proto_get(p, "limit"), 5), &texts, &n, &j->err);
-        if (rc != 0) break;
-        j->result = proto_obj();
-        struct proto_val *arr = proto_add(j->result, "memories", proto_arr());
-        for (size_t i = 0; i < n; i++) proto_push(arr, proto_new_str(texts[i]));
-        mem_strings_free(texts, n);
-        break;
-    }
     }
     j->rc = rc;
 }
@@ -333,9 +310,69 @@ STORE_METHOD(m_session_create, JOB_SESSION_CREATE)
 STORE_METHOD(m_session_list, JOB_SESSION_LIST)
 STORE_METHOD(m_session_get, JOB_SESSION_GET)
 STORE_METHOD(m_session_delete, JOB_SESSION_DELETE)
-STORE_METHOD(m_memory_add, JOB_MEMORY_ADD)
-STORE_METHOD(m_memory_search, JOB_MEMORY_SEARCH)
 #undef STORE_METHOD
+
+/* memory.add and memory.search: adapters over the memory service. */
+struct mem_req {
+    struct conn *c;
+    struct proto_req req;
+    bool search;
+};
+
+static void mem_answer(void *ud, const struct memd_result *res, const struct ag_err *err)
+{
+    struct mem_req *q = ud;
+    struct conn *c = q->c;
+    if (!c->closing) {
+        if (err) {
+            conn_reply_error(c, q->req.id, err);
+        } else {
+            struct proto_val *r = proto_obj();
+            if (q->search) {
+                struct proto_val *arr = proto_add(r, "memories", proto_arr());
+                for (size_t i = 0; i < res->n; i++) proto_push(arr, proto_new_str(res->texts[i]));
+            } else {
+                proto_add_int(r, "id", res->id);
+            }
+            conn_reply(c, q->req.id, r);
+            proto_val_free(r);
+        }
+    }
+    proto_req_release(&q->req);
+    free(q);
+    conn_end_async(c);
+}
+
+static int mem_method(struct conn *c, struct proto_req *req, bool search)
+{
+    struct mem_req *q = ag_calloc(1, sizeof(*q));
+    q->c = c;
+    q->req = *req;
+    q->search = search;
+    memset(req, 0, sizeof(*req));
+    conn_begin_async(c);
+    const struct proto_val *p = q->req.params;
+    if (search)
+        memd_search(c->d, proto_get_str(p, "agent"), proto_get_str(p, "query"),
+                    (size_t)proto_int(proto_get(p, "limit"), 5), mem_answer, q);
+    else
+        memd_add(c->d, proto_get_str(p, "agent"), proto_get_str(p, "text"), mem_answer, q);
+    return METHOD_ASYNC;
+}
+
+static int m_memory_add(struct conn *c, struct proto_req *req, struct proto_val **result,
+                        struct ag_err *err)
+{
+    (void)result, (void)err;
+    return mem_method(c, req, false);
+}
+
+static int m_memory_search(struct conn *c, struct proto_req *req, struct proto_val **result,
+                           struct ag_err *err)
+{
+    (void)result, (void)err;
+    return mem_method(c, req, true);
+}
 
 #define SPEC_PARAMS                                                                                \
     "\"spec\":{\"type\":\"object\"},\"text\":{\"type\":\"string\"},"                               \

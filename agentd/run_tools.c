@@ -103,69 +103,50 @@ static int env_fetch(struct tool_call *call, const char *url, const struct fetch
 
 /* ---- memory ---- */
 
-struct memjob {
-    struct storeq_job base;
+struct mem_wait {
     struct tool_call *call;
     tool_memory_fn done;
-    bool search;
-    char *agent, *text;
-    int limit;
-    char **texts;
-    size_t n;
-    int64_t id;
-    int rc;
-    struct ag_err err;
 };
 
-static void memjob_work(struct storeq_job *base, struct mem_store *st)
+static void memory_done(void *ud, const struct memd_result *res, const struct ag_err *err)
 {
-    struct memjob *j = (struct memjob *)base;
-    if (j->search)
-        j->rc =
-            mem_memory_search(st, j->agent, j->text, (size_t)j->limit, &j->texts, &j->n, &j->err);
-    else
-        j->rc = mem_memory_add(st, j->agent, j->text, &j->id, &j->err);
+    struct mem_wait *w = ud;
+    struct tool_call *call = w->call;
+    tool_memory_fn done = w->done;
+    free(w);
+    run_of(call)->env_kind = ENV_NONE;
+    done(call, res->texts, res->n, err);
 }
 
-static void memjob_done(struct storeq_job *base)
-{
-    struct memjob *j = (struct memjob *)base;
-    run_of(j->call)->env_kind = ENV_NONE;
-    j->done(j->call, j->texts, j->n, j->rc ? &j->err : NULL);
-    mem_strings_free(j->texts, j->n);
-    free(j->agent);
-    free(j->text);
-    free(j);
-}
-
-static int memory_job(struct tool_call *call, bool search, const char *text, int limit,
-                      tool_memory_fn done, struct ag_err *err)
+static int memory_call(struct tool_call *call, bool search, const char *text, int limit,
+                       tool_memory_fn done, struct ag_err *err)
 {
     if (!*text) return ag_err_set(err, AG_EPARAMS, "the text must not be empty");
-    struct memjob *j = ag_calloc(1, sizeof(*j));
-    j->base.work = memjob_work;
-    j->base.done = memjob_done;
-    j->call = call;
-    j->done = done;
-    j->search = search;
-    j->agent = ag_strdup(call->ctx->agent);
-    j->text = ag_strdup(text);
-    j->limit = limit < 1 ? 1 : limit > 100 ? 100 : limit;
+    struct mem_wait *w = ag_calloc(1, sizeof(*w));
+    w->call = call;
+    w->done = done;
     run_of(call)->env_kind = ENV_MEMORY;
-    storeq_submit(daemon_of(call)->sq, &j->base);
+    if (search)
+        memd_search(daemon_of(call), call->ctx->agent, text,
+                    (size_t)(limit < 1     ? 1
+                             : limit > 100 ? 100
+                                           : limit),
+                    memory_done, w);
+    else
+        memd_add(daemon_of(call), call->ctx->agent, text, memory_done, w);
     return 0;
 }
 
 static int env_memory_add(struct tool_call *call, const char *text, tool_memory_fn done,
                           struct ag_err *err)
 {
-    return memory_job(call, false, text, 0, done, err);
+    return memory_call(call, false, text, 0, done, err);
 }
 
 static int env_memory_search(struct tool_call *call, const char *query, int limit,
                              tool_memory_fn done, struct ag_err *err)
 {
-    return memory_job(call, true, query, limit, done, err);
+    return memory_call(call, true, query, limit, done, err);
 }
 
 /* ---- cancel ---- */

@@ -925,8 +925,9 @@ static int m_get(struct conn *c, struct proto_req *req, struct proto_val **resul
                                                                              67108864) ",\"kill_"                            \
                                                                                        "grace_"                              \
                                                                                        "ms\""                                \
-                                                                                       ":" INT(0,                            \
-                                                                                               600000),                      \
+                                                                                       ":" INT(                              \
+                                                                                           0,                                \
+                                                                                           600000),                          \
         "")
 
 static const struct method rows[] = {
