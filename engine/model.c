@@ -817,19 +817,6 @@ void eng_kv_store_release(struct eng_kv_store *kv)
     memset(kv, 0, sizeof(*kv));
 }
 
-void eng_kv_store_copy_page(const struct eng_model *m, struct eng_kv_store *kv, int dst, int src)
-{
-    const size_t row_bytes = (size_t)m->hp.kv_dim * eng_kv_type_size(m->kv_type);
-    const size_t page_bytes = row_bytes << kv->page_shift;
-    const size_t layer_bytes = (size_t)kv->n_rows * row_bytes;
-    for (int l = 0; l < m->hp.n_layer; l++) {
-        unsigned char *k = (unsigned char *)kv->k + l * layer_bytes;
-        unsigned char *v = (unsigned char *)kv->v + l * layer_bytes;
-        memcpy(k + (size_t)dst * page_bytes, k + (size_t)src * page_bytes, page_bytes);
-        memcpy(v + (size_t)dst * page_bytes, v + (size_t)src * page_bytes, page_bytes);
-    }
-}
-
 int eng_batch_buf_new(const struct eng_model *m, int max_rows, struct eng_batch_buf **out,
                       struct ag_err *err)
 {

@@ -258,8 +258,6 @@ size_t eng_model_pack_batched(struct eng_model *m);
 int eng_kv_store_init(const struct eng_model *m, int n_pages, int page_shift,
                       struct eng_kv_store *kv, struct ag_err *err);
 void eng_kv_store_release(struct eng_kv_store *kv); /* zeroed is fine */
-/* Copies every layer's rows of page src into page dst (copy-on-write of a shared page). */
-void eng_kv_store_copy_page(const struct eng_model *m, struct eng_kv_store *kv, int dst, int src);
 
 int eng_batch_buf_new(const struct eng_model *m, int max_rows, struct eng_batch_buf **out,
                       struct ag_err *err);

@@ -1098,11 +1098,3 @@ int eng_serve_tokenize(struct eng_serve *s, const char *text, size_t len, bool s
     unsigned flags = special ? ENG_TOKENIZE_ADD_SPECIAL | ENG_TOKENIZE_PARSE_SPECIAL : 0;
     return eng_tokenize_alloc(s->tok, text, len, flags, ids, n, err);
 }
-
-int eng_serve_detokenize(struct eng_serve *s, const int32_t *ids, size_t n, struct ag_buf *out,
-                         struct ag_err *err)
-{
-    int rc = check_ready(s, err);
-    if (rc < 0) return rc;
-    return eng_detokenize(s->tok, ids, n, ENG_DETOK_SPECIAL, out, err);
-}
