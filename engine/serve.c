@@ -97,6 +97,7 @@ struct eng_serve {
     struct eng_serve_status st;
 
     /* Engine thread only. */
+    struct eng_gguf *gguf; /* the mapped file, owned: the model and tok borrow it */
     struct eng_model *model;
     struct eng_tokenizer *tok;
     _Atomic int ready; /* model and tok may be read by other threads (tokenize) */
@@ -812,9 +813,9 @@ static void cancel_one(struct eng_serve *s, uint64_t id)
 
 static int load(struct eng_serve *s, struct ag_err *err)
 {
-    struct eng_gguf *g = NULL;
-    int rc = eng_gguf_open(s->model_path, &g, err);
+    int rc = eng_gguf_open(s->model_path, &s->gguf, err);
     if (rc < 0) return rc;
+    struct eng_gguf *g = s->gguf;
     struct eng_model_params mp = {
         .n_threads = s->p.n_threads, .n_ctx = s->p.n_ctx, .n_ctx_cap = 8192, .kv_type = ENG_KV_F16};
     rc = eng_tokenizer_load(g, &s->tok, err);
@@ -823,9 +824,9 @@ static int load(struct eng_serve *s, struct ag_err *err)
         eng_tokenizer_free(s->tok);
         s->tok = NULL;
         eng_gguf_close(g);
+        s->gguf = NULL;
         return rc;
     }
-    s->model->owns_gguf = true;
     const char *pack_env = getenv("AGENTD_PACK"); /* 0: keep llama.cpp's kernels (A/B tests) */
     size_t packed = pack_env && strcmp(pack_env, "0") == 0 ? 0 : eng_model_pack_batched(s->model);
     if (packed)
@@ -1024,6 +1025,7 @@ void eng_serve_stop(struct eng_serve *s)
     eng_gvocab_free(s->gvocab);
     eng_tokenizer_free(s->tok);
     eng_model_free(s->model);
+    eng_gguf_close(s->gguf); /* after the model and the tokenizer, which borrow it */
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);
