@@ -19,8 +19,8 @@
  * and after the last layer logits = (rmsnorm(x) * output_norm) Woutput for the last row only.
  */
 #include "model.h"
-#include "mm_packed.h"
-#include "mm_q4_k.h"
+#include "cpu/mm_packed.h"
+#include "cpu/mm_q4_k.h"
 
 #include <inttypes.h>
 #include <math.h>

@@ -5,9 +5,9 @@
  * ggml_kernels.c against the reference ones (same results up to rounding; fast and portable
  * variants identical). test_model.c builds the forward pass on these.
  */
-#include "../engine/ggml_kernels.h"
+#include "../engine/cpu/ggml_kernels.h"
 #include "../engine/model.h"
-#include "../engine/threadpool.h"
+#include "../engine/cpu/threadpool.h"
 
 #include <math.h>
 #include <stdatomic.h>

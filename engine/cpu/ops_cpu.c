@@ -29,7 +29,7 @@
  *
  * Invariants: no allocation after eng_backend_cpu_init(); each thread owns one scratch row.
  */
-#include "ops.h"
+#include "../ops.h"
 
 /* Exact emulation needs every fused multiply-add spelled out: GCC does not contract in ISO C
  * mode, Clang must be told. */
