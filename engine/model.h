@@ -25,7 +25,7 @@
  *
  * KV cache: (n_layer, n_ctx, kv_dim) keys and the same for values, one sequence, F16 by
  * default (as llama.cpp; the CPU backend then reproduces llama.cpp's arithmetic bit for bit, see
- * ggml_kernels.h) or F32 (plain float attention). A forward pass that would go past n_ctx fails
+ * cpu/ggml_kernels.h) or F32 (plain float attention). A forward pass that would go past n_ctx fails
  * with AG_ECTXOVERFLOW; nothing is ever truncated or shifted.
  *
  * Threads: a model is used by one thread at a time; it owns its compute threads.
@@ -149,7 +149,7 @@ struct eng_run_state {
     float *rope_cs_swa;        /* (B, n_rot) the same for sliding-window layers (rope_base_swa) */
     float *logits;             /* (n_vocab) logits of the last token of the last forward */
     void *act;                 /* act_bytes: quantized matmul inputs */
-    size_t act_bytes;          /* the largest eng_matmul_act_bytes() of any matmul in the pass */
+    size_t act_bytes;          /* the largest matmul_act_bytes() of any matmul in the pass */
     void *key_cache;           /* (n_layer, n_ctx, kv_dim) of kv_type, RoPE applied; NULL in a
                                   struct eng_batch_buf */
     void *value_cache;         /* (n_layer, n_ctx, kv_dim) of kv_type */
@@ -247,7 +247,7 @@ struct eng_batch_buf {
 };
 
 /* Adds repacked copies of the layer matrices that a faster row-invariant batch kernel can use
- * (Q4_1 and Q8_0 with rows in multiples of 16, on CPUs with AVX-512 VNNI; mm_packed.h), as the
+ * (Q4_1 and Q8_0 with rows in multiples of 16, on CPUs with AVX-512 VNNI; cpu/mm_packed.h), as the
  * engine service does at start: batched decoding then costs far less per token, and results are no
  * longer llama.cpp's bits (equal up to rounding), which the service does not need. Returns the
  * bytes added (0 when nothing applies). */

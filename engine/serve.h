@@ -12,7 +12,7 @@
  *
  * Results never depend on batching: the forward pass is row-invariant (model.h), every row
  * takes the float (tiled) attention kernel, and Q4_1 matrices run a repacked batch kernel
- * (mm_packed.h) for any number of rows, so a prompt's greedy output is the same alone or among
+ * (cpu/mm_packed.h) for any number of rows, so a prompt's greedy output is the same alone or among
  * others. (It can differ from agentd-infer's, which reproduces llama.cpp's arithmetic, in the
  * last bits, and so occasionally in a token.)
  *
