@@ -12,7 +12,7 @@
  */
 #include "agentd.h"
 
-#include "../engine/serve.h"
+#include "../engine/engine.h"
 
 #include <math.h>
 #include <pthread.h>

@@ -19,6 +19,7 @@
  * and after the last layer logits = (rmsnorm(x) * output_norm) Woutput for the last row only.
  */
 #include "model.h"
+#include "model_int.h"
 
 #include <inttypes.h>
 #include <math.h>

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "../engine/kvcache.h"
-#include "../engine/model.h"
+#include "../engine/model_int.h"
 #include "test.h"
 
 #define MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -15,7 +15,7 @@
  *      other SIMD paths. Skipped when the model file is missing.
  */
 #include "../engine/cpu/ggml_kernels.h"
-#include "../engine/model.h"
+#include "../engine/model_int.h"
 #include "../engine/cpu/threadpool.h"
 
 #include <cjson/cJSON.h>
