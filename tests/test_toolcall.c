@@ -105,17 +105,21 @@ static void finish(struct reply *r)
 
 static bool streamed_is(const struct reply *r, const char *want)
 {
-    bool ok =
-        r->streamed.len == strlen(want) && memcmp(r->streamed.data, want, r->streamed.len) == 0;
+    bool ok = r->streamed.len == strlen(want) &&
+              (r->streamed.len == 0 || memcmp(r->streamed.data, want, r->streamed.len) == 0);
     if (!ok)
-        printf("  streamed \"%.*s\", want \"%s\"\n", (int)r->streamed.len, r->streamed.data, want);
+        printf("  streamed \"%.*s\", want \"%s\"\n", (int)r->streamed.len,
+               r->streamed.len ? r->streamed.data : "", want);
     return ok;
 }
 
 static bool text_is(const struct reply *r, const char *want)
 {
-    bool ok = r->text.len == strlen(want) && memcmp(r->text.data, want, r->text.len) == 0;
-    if (!ok) printf("  text \"%.*s\", want \"%s\"\n", (int)r->text.len, r->text.data, want);
+    bool ok = r->text.len == strlen(want) &&
+              (r->text.len == 0 || memcmp(r->text.data, want, r->text.len) == 0);
+    if (!ok)
+        printf("  text \"%.*s\", want \"%s\"\n", (int)r->text.len, r->text.len ? r->text.data : "",
+               want);
     return ok;
 }
 
