@@ -20,7 +20,8 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -pthread -MMD -MP $(SANITIZE) -
 LDFLAGS += -pthread $(SANITIZE)
 LDLIBS  := -luv -lcjson -lsqlite3 -lyaml -lseccomp -lcurl -lxml2 -lz -lm
 
-LIB_SRC    := $(wildcard base/*.c protocol/*.c memory/*.c engine/*.c sandbox/*.c tools/*.c)
+LIB_SRC    := $(wildcard base/*.c protocol/*.c memory/*.c engine/*.c engine/cpu/*.c sandbox/*.c \
+                       tools/*.c)
 DAEMON_SRC := $(filter-out agentd/main.c,$(wildcard agentd/*.c))
 CTL_SRC    := $(wildcard agentctl/*.c)
 INFER_SRC  := $(wildcard infer/*.c)

@@ -18,7 +18,7 @@
 #include <uv.h>
 
 #include "../base/base.h"
-#include "../engine/serve.h"
+#include "../engine/engine.h"
 #include "../memory/memory.h"
 #include "../protocol/protocol.h"
 #include "../sandbox/sandbox.h"

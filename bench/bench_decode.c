@@ -15,7 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "../engine/model.h"
+#include "../engine/engine.h"
 
 int main(int argc, char **argv)
 {

@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../engine/model.h"
+#include "../engine/engine.h"
 
 #define MAX_PP 8
 

@@ -1,6 +1,6 @@
 /*
- * bench_mm.c - single-thread speed of the CPU matmul kernels (engine/mm_cpu.h) on SmolLM2-135M's
- * shapes, beside the one-dot-per-output loop they replace.
+ * bench_mm.c - single-thread speed of the CPU matmul kernels (engine/cpu/mm_cpu.h) on
+ * SmolLM2-135M's shapes, beside the one-dot-per-output loop they replace.
  *
  * Usage: build/bench/bench_mm [reps] (default 20). For each shape, token count and SIMD level it
  * prints the best of `reps` timings (the minimum is the least disturbed by other processes on a
@@ -13,8 +13,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "../engine/ggml_kernels.h"
-#include "../engine/mm_cpu.h"
+#include "../engine/cpu/ggml_kernels.h"
+#include "../engine/cpu/mm_cpu.h"
 
 static double now_s(void)
 {

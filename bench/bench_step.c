@@ -20,8 +20,7 @@
 #include <string.h>
 
 #include "../base/base.h"
-#include "../engine/model.h"
-#include "../engine/sampler.h"
+#include "../engine/engine.h"
 
 #define MAX_SEQS   64
 #define MAX_ROUNDS 50

@@ -81,5 +81,8 @@ void eng_gvocab_free(struct eng_gvocab *v); /* NULL is fine */
 int eng_gmatch_allowed(const struct eng_gmatch *m, const struct eng_gvocab *v, int32_t *ids);
 /* Feeds token id's bytes; false (state unchanged) when rejected. */
 bool eng_gmatch_accept_token(struct eng_gmatch *m, const struct eng_gvocab *v, int32_t id);
+/* Token id's bytes as the grammar reads them, or NULL (*len 0) when id is out of range or the
+ * token has none. Lives as long as v. */
+const char *eng_gvocab_token(const struct eng_gvocab *v, int32_t id, size_t *len);
 
 #endif

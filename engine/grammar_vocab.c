@@ -208,6 +208,14 @@ int eng_gmatch_allowed(const struct eng_gmatch *cm, const struct eng_gvocab *v, 
     return walk(m, v, &v->all, ids, 0);
 }
 
+const char *eng_gvocab_token(const struct eng_gvocab *v, int32_t id, size_t *len)
+{
+    *len = 0;
+    if (id < 0 || id >= v->n_vocab || v->off[id + 1] == v->off[id]) return NULL;
+    *len = (size_t)(v->off[id + 1] - v->off[id]);
+    return v->bytes + v->off[id];
+}
+
 bool eng_gmatch_accept_token(struct eng_gmatch *m, const struct eng_gvocab *v, int32_t id)
 {
     if (id < 0 || id >= v->n_vocab) return false;

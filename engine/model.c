@@ -19,8 +19,7 @@
  * and after the last layer logits = (rmsnorm(x) * output_norm) Woutput for the last row only.
  */
 #include "model.h"
-#include "mm_packed.h"
-#include "mm_q4_k.h"
+#include "model_int.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -229,9 +228,10 @@ static int find_shaped(struct eng_gguf *g, const char *name, int64_t ne0, int64_
     return 0;
 }
 
-/* Binds the matrix name, which must have n_rows rows of n_cols values of a matmul type. */
-static int bind_mat(struct eng_gguf *g, const char *name, int64_t n_cols, int64_t n_rows,
-                    struct eng_mat *m, struct ag_err *err)
+/* Binds the matrix name, which must have n_rows rows of n_cols values of a type be's matmul
+ * supports. */
+static int bind_mat(struct eng_gguf *g, const struct eng_backend *be, const char *name,
+                    int64_t n_cols, int64_t n_rows, struct eng_mat *m, struct ag_err *err)
 {
     const struct eng_gguf_tensor *t;
     int rc = find_shaped(g, name, n_cols, n_rows, &t, err);
@@ -244,7 +244,7 @@ static int bind_mat(struct eng_gguf *g, const char *name, int64_t n_cols, int64_
     m->row_bytes = eng_qtype_row_bytes(qt, n_cols);
     const struct eng_mat *mp = m;
     bool ok = qt && qt->weight && qt->vec_dot && m->row_bytes != 0;
-    if (ok && qt->quantize_act) ok = eng_matmul_act_bytes(1, &mp, 1) != 0;
+    if (ok && qt->quantize_act) ok = be->ops->matmul_act_bytes(be->ctx, 1, &mp, 1) != 0;
     if (!ok)
         return ag_err_set(err, AG_EUNSUPPORTED,
                           "%s: tensor '%s' has type %s, which matmul does "
@@ -291,8 +291,8 @@ static int load_vec(struct eng_gguf *g, const char *name, int64_t n, float **cur
     return 0;
 }
 
-static int build_weights(struct eng_gguf *g, const struct eng_hparams *hp, struct eng_weights *w,
-                         struct ag_err *err)
+static int build_weights(struct eng_gguf *g, const struct eng_hparams *hp,
+                         const struct eng_backend *be, struct eng_weights *w, struct ag_err *err)
 {
     const int64_t E = hp->n_embd, HD = hp->head_dim;
     char name[96];
@@ -305,7 +305,8 @@ static int build_weights(struct eng_gguf *g, const struct eng_hparams *hp, struc
     w->vecs =
         ag_calloc(per_layer * (size_t)hp->n_layer + (size_t)E + (size_t)hp->n_vocab, sizeof(float));
     float *cur = w->vecs;
-    if ((rc = bind_mat(g, "token_embd.weight", E, hp->n_vocab, &w->tok_embd, err)) < 0) return rc;
+    if ((rc = bind_mat(g, be, "token_embd.weight", E, hp->n_vocab, &w->tok_embd, err)) < 0)
+        return rc;
     for (int l = 0; l < hp->n_layer; l++) {
         struct eng_layer_weights *L = &w->layers[l];
         struct {
@@ -320,7 +321,7 @@ static int build_weights(struct eng_gguf *g, const struct eng_hparams *hp, struc
         };
         for (size_t i = 0; i < sizeof(mats) / sizeof(mats[0]); i++) {
             snprintf(name, sizeof(name), "blk.%d.%s.weight", l, mats[i].suffix);
-            if ((rc = bind_mat(g, name, mats[i].n_cols, mats[i].n_rows, mats[i].m, err)) < 0)
+            if ((rc = bind_mat(g, be, name, mats[i].n_cols, mats[i].n_rows, mats[i].m, err)) < 0)
                 return rc;
         }
         struct {
@@ -348,7 +349,7 @@ static int build_weights(struct eng_gguf *g, const struct eng_hparams *hp, struc
     }
     if ((rc = load_vec(g, "output_norm.weight", E, &cur, &w->output_norm, err)) < 0) return rc;
     if (eng_gguf_find_tensor(g, "output.weight")) {
-        if ((rc = bind_mat(g, "output.weight", E, hp->n_vocab, &w->output, err)) < 0) return rc;
+        if ((rc = bind_mat(g, be, "output.weight", E, hp->n_vocab, &w->output, err)) < 0) return rc;
     } else {
         w->output = w->tok_embd;
         w->tied_output = true;
@@ -371,14 +372,17 @@ static void free_weights(struct eng_weights *w)
  * forward_rows: Q/K/V together, Wo, gate/up together, down; the output for up to B rows). */
 static size_t max_act_bytes(const struct eng_model *m, int B)
 {
+    size_t (*act_bytes)(void *, int, const struct eng_mat *const *, int) =
+        m->be.ops->matmul_act_bytes;
+    void *ctx = m->be.ctx;
     const struct eng_mat *out = &m->w.output;
-    size_t best = eng_matmul_act_bytes(1, &out, B);
+    size_t best = act_bytes(ctx, 1, &out, B);
     for (int l = 0; l < m->hp.n_layer; l++) {
         const struct eng_layer_weights *L = &m->w.layers[l];
         const struct eng_mat *qkv[] = {&L->wq, &L->wk, &L->wv}, *gu[] = {&L->w_gate, &L->w_up};
         const struct eng_mat *wo = &L->wo, *wd = &L->w_down;
-        const size_t need[] = {eng_matmul_act_bytes(3, qkv, B), eng_matmul_act_bytes(1, &wo, B),
-                               eng_matmul_act_bytes(2, gu, B), eng_matmul_act_bytes(1, &wd, B)};
+        const size_t need[] = {act_bytes(ctx, 3, qkv, B), act_bytes(ctx, 1, &wo, B),
+                               act_bytes(ctx, 2, gu, B), act_bytes(ctx, 1, &wd, B)};
         for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++)
             if (need[i] > best) best = need[i];
     }
@@ -487,11 +491,12 @@ int eng_model_load_gguf(struct eng_gguf *g, const struct eng_model_params *p,
         goto fail;
     }
     m->n_ctx = n_ctx;
-    if ((rc = build_weights(g, &m->hp, &m->w, err)) < 0) goto fail;
-    if ((rc = build_run_state(m, err)) < 0) goto fail;
+    /* The backend first: which weight types it multiplies and the scratch it needs are its. */
     if ((rc = eng_backend_cpu_init(&m->be, p->n_threads, n_ctx, m->hp.head_dim, err)) < 0)
         goto fail;
-    pack_model(m, false); /* Q4_K and Q5_0, whose packed kernels keep llama.cpp's bits */
+    if ((rc = build_weights(g, &m->hp, &m->be, &m->w, err)) < 0) goto fail;
+    if ((rc = build_run_state(m, err)) < 0) goto fail;
+    pack_model(m, false); /* what keeps llama.cpp's bits (CPU: Q4_K and Q5_0) */
     *out = m;
     return 0;
 fail:
@@ -817,19 +822,6 @@ void eng_kv_store_release(struct eng_kv_store *kv)
     memset(kv, 0, sizeof(*kv));
 }
 
-void eng_kv_store_copy_page(const struct eng_model *m, struct eng_kv_store *kv, int dst, int src)
-{
-    const size_t row_bytes = (size_t)m->hp.kv_dim * eng_kv_type_size(m->kv_type);
-    const size_t page_bytes = row_bytes << kv->page_shift;
-    const size_t layer_bytes = (size_t)kv->n_rows * row_bytes;
-    for (int l = 0; l < m->hp.n_layer; l++) {
-        unsigned char *k = (unsigned char *)kv->k + l * layer_bytes;
-        unsigned char *v = (unsigned char *)kv->v + l * layer_bytes;
-        memcpy(k + (size_t)dst * page_bytes, k + (size_t)src * page_bytes, page_bytes);
-        memcpy(v + (size_t)dst * page_bytes, v + (size_t)src * page_bytes, page_bytes);
-    }
-}
-
 int eng_batch_buf_new(const struct eng_model *m, int max_rows, struct eng_batch_buf **out,
                       struct ag_err *err)
 {
@@ -894,52 +886,33 @@ int eng_model_forward_seqs(struct eng_model *m, struct eng_batch_buf *b,
         .out_rows = s->out_rows,
         .logits = logits,
     };
-    eng_backend_cpu_row_invariant(&m->be, true);
+    m->be.ops->row_invariant(m->be.ctx, true);
     forward_rows(m, s, kv, &f);
-    eng_backend_cpu_row_invariant(&m->be, false);
+    m->be.ops->row_invariant(m->be.ctx, false);
     return 0;
 }
 
-/* Adds a packed copy of w, if its type has one and `batched` asks for it: Q4_K and Q5_0 always
- * (kernels with llama.cpp's bits, mm_q4_k.h and mm_packed.h), Q4_1 and Q8_0 only for
- * row-invariant batches. Returns the bytes added. */
+/* Adds the backend's packed copy of w, if it has one (and `batched` asks for the copies only
+ * row-invariant batches read). Returns the bytes added. */
 static size_t pack_mat(struct eng_model *m, struct eng_mat *w, bool batched)
 {
-    if (!w->qt || w->packed || w->n_rows % ENG_PACK_ROWS != 0) return 0;
-    const int type = w->qt->type;
-    size_t bytes;
-    if (type == ENG_GGML_Q4_K && w->n_cols % ENG_QK_K == 0)
-        bytes = eng__pack_q4_k_bytes(w->n_rows, w->n_cols);
-    else if (type == ENG_GGML_Q5_0 && w->n_cols % ENG_QK == 0 &&
-             w->n_cols / ENG_QK <= ENG_PACK_MAX_BLOCKS)
-        bytes = eng__pack_q5_0_bytes(w->n_rows, w->n_cols);
-    else if (batched && type == ENG_GGML_Q4_1 && w->n_cols % ENG_QK == 0)
-        bytes = eng__pack_q4_1_bytes(w->n_rows, w->n_cols);
-    else if (batched && type == ENG_GGML_Q8_0 && w->n_cols % ENG_QK == 0 &&
-             w->n_cols / ENG_QK <= ENG_PACK_MAX_BLOCKS)
-        bytes = eng__pack_q8_0_bytes(w->n_rows, w->n_cols);
-    else
-        return 0;
+    if (!w->qt || w->packed) return 0;
+    unsigned flags;
+    const size_t bytes = m->be.ops->pack_bytes(m->be.ctx, w, batched, &flags);
+    if (bytes == 0) return 0;
     /* Cache-line aligned: the kernels' 64-byte loads of a group block never straddle two
      * lines (malloc's 16-byte alignment made every one of them do so). */
     void *p = ag_malloc_aligned(64, bytes);
     advise_huge(p, bytes);
-    if (type == ENG_GGML_Q4_K)
-        eng__pack_q4_k(p, w->data, w->row_bytes, w->n_rows, w->n_cols);
-    else if (type == ENG_GGML_Q5_0)
-        eng__pack_q5_0(p, w->data, w->row_bytes, w->n_rows, w->n_cols);
-    else if (type == ENG_GGML_Q4_1)
-        eng__pack_q4_1(p, w->data, w->row_bytes, w->n_rows, w->n_cols);
-    else
-        eng__pack_q8_0(p, w->data, w->row_bytes, w->n_rows, w->n_cols);
-    /* Every Q5_0 matmul takes the packed copy (its bits are the dot product's for any number
-     * of tokens), so the mapped original need not stay resident. */
-    if (type == ENG_GGML_Q5_0)
+    m->be.ops->pack(m->be.ctx, p, w);
+    /* Every matmul takes the packed copy (CPU: Q5_0, whose bits are the dot product's for any
+     * number of tokens), so the mapped original need not stay resident. */
+    if (flags & ENG_PACK_REPLACES)
         eng_gguf_drop_range(m->gguf, w->data, (size_t)w->n_rows * w->row_bytes);
     /* A tied output matrix is also the embedding table: lookups read the packed copy too (the
      * same values), and the original (Gemma 3: 178 MB) leaves the resident set. Matmuls of a
      * backend that is not row-invariant would still read it, from the page cache. */
-    if (type == ENG_GGML_Q8_0 && w == &m->w.output && m->w.tied_output) {
+    if ((flags & ENG_PACK_GET_ROWS) && w == &m->w.output && m->w.tied_output) {
         m->w.tok_embd.packed = p;
         eng_gguf_drop_range(m->gguf, w->data, (size_t)w->n_rows * w->row_bytes);
     }
@@ -952,7 +925,6 @@ static size_t pack_mat(struct eng_model *m, struct eng_mat *w, bool batched)
 /* Packs what has a packed kernel (pack_mat) among the layer matrices and the output. */
 static size_t pack_model(struct eng_model *m, bool batched)
 {
-    if (!eng__pack_available()) return 0;
     size_t total = 0;
     for (int l = 0; l <= m->hp.n_layer; l++) {
         struct eng_mat *mats[7] = {NULL};

@@ -1,12 +1,13 @@
 /*
  * model.h - a transformer loaded from a GGUF file, its run state and the forward pass
- * (model.c). Engine-internal: the daemon reaches it through the engine's public API.
+ * (model.c): the in-process model API of engine.h (agentd-infer and the benchmarks use it; the
+ * daemon goes through the service, serve.h).
  *
- * Layout after llama2.c: `struct eng_hparams` (what the file says), `struct eng_weights`
- * (pointers into the file's mapping; quantized weights are never copied), `struct eng_run_state`
- * (every activation buffer and the KV cache, allocated once at load: nothing is allocated per
- * token). The forward pass calls the backend's ops table (ops.h) only, so another backend runs
- * the same code.
+ * Layout after llama2.c: `struct eng_hparams` (what the file says, here), and in model_int.h
+ * `struct eng_weights` (pointers into the file's mapping; quantized weights are never copied)
+ * and `struct eng_run_state` (every activation buffer and the KV cache, allocated once at load:
+ * nothing is allocated per token); struct eng_model is opaque outside model.c. The forward pass
+ * calls the backend's ops table (ops.h) only, so another backend runs the same code.
  *
  * Architectures (what differs is data in struct eng_hparams, not separate code paths):
  *   - `llama` (SmolLM2, Llama 3.x): RMSNorm, grouped-query attention with RoPE in ggml's
@@ -25,7 +26,7 @@
  *
  * KV cache: (n_layer, n_ctx, kv_dim) keys and the same for values, one sequence, F16 by
  * default (as llama.cpp; the CPU backend then reproduces llama.cpp's arithmetic bit for bit, see
- * ggml_kernels.h) or F32 (plain float attention). A forward pass that would go past n_ctx fails
+ * cpu/ggml_kernels.h) or F32 (plain float attention). A forward pass that would go past n_ctx fails
  * with AG_ECTXOVERFLOW; nothing is ever truncated or shifted.
  *
  * Threads: a model is used by one thread at a time; it owns its compute threads.
@@ -104,78 +105,8 @@ static inline bool eng_hparams_is_swa(const struct eng_hparams *hp, int l)
     return hp->n_swa > 0 && l % hp->swa_pattern < hp->swa_pattern - 1;
 }
 
-/* One transformer block's weights. Matrices point into the mapping; vectors (norms, biases)
- * are F32 copies, NULL when the architecture or the file has none. */
-struct eng_layer_weights {
-    const float *attn_norm;      /* (n_embd) */
-    struct eng_mat wq;           /* (q_dim rows, n_embd cols) */
-    struct eng_mat wk;           /* (kv_dim, n_embd) */
-    struct eng_mat wv;           /* (kv_dim, n_embd) */
-    const float *bq, *bk, *bv;   /* (q_dim), (kv_dim), (kv_dim) biases or NULL */
-    const float *q_norm;         /* (head_dim) with qk_norm */
-    const float *k_norm;         /* (head_dim) with qk_norm */
-    struct eng_mat wo;           /* (n_embd, q_dim) */
-    const float *attn_post_norm; /* (n_embd) with post_norms */
-    const float *ffn_norm;       /* (n_embd) */
-    struct eng_mat w_gate;       /* (n_ff, n_embd) */
-    struct eng_mat w_up;         /* (n_ff, n_embd) */
-    struct eng_mat w_down;       /* (n_embd, n_ff) */
-    const float *ffn_post_norm;  /* (n_embd) with post_norms */
-};
-
-struct eng_weights {
-    struct eng_mat tok_embd;          /* (n_vocab rows, n_embd cols) */
-    struct eng_layer_weights *layers; /* (n_layer) */
-    const float *output_norm;         /* (n_embd) */
-    struct eng_mat output;            /* (n_vocab, n_embd); token_embd's data when tied */
-    const float *output_bias;         /* (n_vocab) or NULL */
-    bool tied_output;                 /* the file has no output.weight */
-    float *vecs;                      /* F32 copies of every norm and bias, end to end */
-};
-
-/* Every buffer a forward pass touches, allocated at load (B = ENG_MODEL_MAX_BATCH) or by
- * eng_batch_buf_new (B = its max_rows). */
-struct eng_run_state {
-    float *x;                  /* (B, n_embd) residual stream */
-    float *xb;                 /* (B, n_embd) normed input of a sublayer */
-    float *xb2;                /* (B, n_embd) output of wo and w_down, before the residual add */
-    float *q;                  /* (B, q_dim) queries */
-    float *k;                  /* (B, kv_dim) new keys, before they are stored in the cache */
-    float *v;                  /* (B, kv_dim) new values, before they are stored in the cache */
-    float *att;                /* (B, q_dim) attention output, input of wo */
-    float *hb;                 /* (B, n_ff) gate, then silu(gate) * up */
-    float *hb2;                /* (B, n_ff) up */
-    float *rope_cs;            /* (B, n_rot) cos, sin pairs per row's position (rope_base) */
-    float *rope_cs_swa;        /* (B, n_rot) the same for sliding-window layers (rope_base_swa) */
-    float *logits;             /* (n_vocab) logits of the last token of the last forward */
-    void *act;                 /* act_bytes: quantized matmul inputs */
-    size_t act_bytes;          /* the largest eng_matmul_act_bytes() of any matmul in the pass */
-    void *key_cache;           /* (n_layer, n_ctx, kv_dim) of kv_type, RoPE applied; NULL in a
-                                  struct eng_batch_buf */
-    void *value_cache;         /* (n_layer, n_ctx, kv_dim) of kv_type */
-    int max_rows;              /* B */
-    int32_t *row_pos;          /* (B) position of each row */
-    const int32_t **row_pages; /* (B) block table of each row's sequence */
-    bool *row_tiled;           /* (B) tiled attention for the row */
-    int64_t *row_dst;          /* (B) cache row of each row's new key and value */
-    int32_t *out_rows;         /* (B) rows whose logits are wanted */
-    int32_t *tokens;           /* (B) the rows' tokens */
-};
-
-struct eng_model {
-    struct eng_gguf *gguf;    /* the mapped file; weights point into it */
-    bool owns_gguf;           /* eng_model_free() closes gguf */
-    struct eng_hparams hp;    /* hyperparameters */
-    struct eng_weights w;     /* weights */
-    struct eng_run_state s;   /* buffers and KV cache */
-    struct eng_backend be;    /* compute backend (CPU) */
-    int n_threads;            /* compute threads, the caller included */
-    int n_ctx;                /* positions the KV cache holds */
-    enum eng_kv_type kv_type; /* KV cache element type */
-    int n_past;               /* positions 0..n_past-1 of the cache are filled */
-    void **packs;             /* repacked weight copies (eng_model_pack_batched), owned */
-    int n_packs;
-};
+/* The model (model_int.h): a forward pass's weights, buffers, KV cache and backend. */
+struct eng_model;
 
 /* How to build a model. Zero-initialized fields mean the defaults noted. */
 struct eng_model_params {
@@ -241,13 +172,11 @@ struct eng_batch_seq {
     bool want_logits;      /* the logits after the last row are wanted */
 };
 
-/* Activation buffers for forward calls of up to max_rows rows. */
-struct eng_batch_buf {
-    struct eng_run_state s;
-};
+/* Activation buffers for forward calls of up to max_rows rows (model_int.h). */
+struct eng_batch_buf;
 
 /* Adds repacked copies of the layer matrices that a faster row-invariant batch kernel can use
- * (Q4_1 and Q8_0 with rows in multiples of 16, on CPUs with AVX-512 VNNI; mm_packed.h), as the
+ * (Q4_1 and Q8_0 with rows in multiples of 16, on CPUs with AVX-512 VNNI; cpu/mm_packed.h), as the
  * engine service does at start: batched decoding then costs far less per token, and results are no
  * longer llama.cpp's bits (equal up to rounding), which the service does not need. Returns the
  * bytes added (0 when nothing applies). */
@@ -258,8 +187,6 @@ size_t eng_model_pack_batched(struct eng_model *m);
 int eng_kv_store_init(const struct eng_model *m, int n_pages, int page_shift,
                       struct eng_kv_store *kv, struct ag_err *err);
 void eng_kv_store_release(struct eng_kv_store *kv); /* zeroed is fine */
-/* Copies every layer's rows of page src into page dst (copy-on-write of a shared page). */
-void eng_kv_store_copy_page(const struct eng_model *m, struct eng_kv_store *kv, int dst, int src);
 
 int eng_batch_buf_new(const struct eng_model *m, int max_rows, struct eng_batch_buf **out,
                       struct ag_err *err);

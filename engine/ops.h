@@ -1,6 +1,7 @@
 /*
  * ops.h - the compute backend interface: the tensor operations a forward pass needs, as an ops
- * table behind an opaque context (after ggml-backend), and the CPU backend (ops_cpu.c).
+ * table behind an opaque context (after ggml-backend), the helpers every backend shares (ops.c)
+ * and the CPU backend's constructor (cpu/ops_cpu.c).
  *
  * What: model code (model.c) never loops over tensor elements itself; it calls the operations
  * below through `struct eng_backend`. The CPU backend is the oracle; a CUDA or a remote backend
@@ -19,6 +20,9 @@
  *   - A matmul quantizes its input once (to each weight's activation format, see quant.h) and
  *     then dots every weight row with it in integers. Several matrices that read the same
  *     input (Q, K and V; gate and up) go in one call: one quantization, one parallel loop.
+ *   - What differs between backends at load time goes through the table too: the matmul
+ *     scratch size, repacked weight copies and row invariance. The model code calls a backend's
+ *     init and then nothing of it but its table.
  */
 #ifndef ENG_OPS_H
 #define ENG_OPS_H
@@ -40,7 +44,7 @@ struct eng_mat {
     int64_t n_cols;             /* values per row: the input dimension */
     int64_t n_rows;             /* rows: the output dimension */
     size_t row_bytes;           /* bytes per row */
-    const void *packed;         /* or NULL: a repacked copy (mm_packed.h, mm_q4_k.h) that
+    const void *packed;         /* or NULL: a repacked copy (cpu/mm_packed.h, cpu/mm_q4_k.h) that
                                    the kernels of its type use instead of data (Q4_1 and
                                    Q8_0 only when the backend is row-invariant); a packed
                                    Q8_0 embedding table serves get_rows too */
@@ -87,16 +91,46 @@ struct eng_attn {
     int page_shift;                  /* log2 of the page size, with row_pages */
 };
 
+/* Bits of pack_bytes' *flags: what a packed copy stands in for. */
+#define ENG_PACK_REPLACES                                                                          \
+    1u /* every matmul of the matrix reads the copy: the original need not                         \
+          stay resident */
+#define ENG_PACK_GET_ROWS                                                                          \
+    2u /* get_rows reads the copy too: a tied embedding table may share it                         \
+        */
+
 /* The operations. ctx is the backend's context (struct eng_backend.ctx). */
 struct eng_backend_ops {
     const char *name; /* "cpu", ... */
     void (*release)(void *ctx);
 
+    /* ---- set-up: called while no op runs ---- */
+
+    /* Scratch bytes the matmul op needs for these matrices (same n_cols) and n_tok rows, or 0
+     * when a type has no usable activation format (the loader refuses such weights). */
+    size_t (*matmul_act_bytes)(void *ctx, int n_mat, const struct eng_mat *const *w, int n_tok);
+    /* With on, every matmul output row is the same whatever the other rows of the call (the CPU
+     * backend then never takes llama.cpp's 4-token Q4_K order, which sums batches of 4
+     * differently from single tokens): what a continuous-batching server needs so that a
+     * sequence's tokens do not depend on its neighbours. Off (the default) reproduces llama.cpp's
+     * prompt arithmetic. */
+    void (*row_invariant)(void *ctx, bool on);
+    /* Bytes of a repacked copy of w (w->packed unset) that this backend's kernels would read
+     * instead of w->data, or 0 when it has none for w. batched: also the copies only
+     * row-invariant batches read (results then differ from llama.cpp's in the last bits).
+     * *flags gets ENG_PACK_* bits. */
+    size_t (*pack_bytes)(void *ctx, const struct eng_mat *w, bool batched, unsigned *flags);
+    /* Fills dst (pack_bytes() bytes, 64-byte aligned) with w's copy; the caller then sets
+     * w->packed = dst and keeps dst as long as w. */
+    void (*pack)(void *ctx, void *dst, const struct eng_mat *w);
+
+    /* ---- the forward pass's ops ---- */
+
     /* y = x / sqrt(mean(x^2) + eps) * w per row; x, y (n_tok, n); w (n). y may be x. */
     void (*rmsnorm)(void *ctx, float *y, const float *x, const float *w, int n_tok, int n,
                     float eps);
     /* For each i < n_mat: y[i] (n_tok, w[i]->n_rows) = x (n_tok, n_cols) times w[i]'s rows,
-     * where every w[i] has n_cols columns. act is scratch of at least eng_matmul_act_bytes()
+     * where every w[i] has n_cols columns. act is scratch of at least matmul_act_bytes()
      * bytes for these matrices and n_tok. y[i] must not overlap x or act. */
     void (*matmul)(void *ctx, int n_mat, const struct eng_mat *const *w, float *const *y,
                    const float *x, int n_tok, void *act);
@@ -132,21 +166,12 @@ struct eng_backend {
     void *ctx;                         /* owned by the backend */
 };
 
-/* The CPU backend with a pool of n_threads (1..ENG_THREADPOOL_MAX_THREADS) and attention
- * scratch for up to max_kv keys of up to max_head_dim values. Its matmuls use
- * eng_qtype_cpu()'s kernels (ggml_kernels.h). Errors: AG_EINVAL, AG_EIO (threads). */
+/* The CPU backend (cpu/ops_cpu.c) with a pool of n_threads (1..ENG_THREADPOOL_MAX_THREADS)
+ * and attention scratch for up to max_kv keys of up to max_head_dim values. Its matmuls use
+ * eng_qtype_cpu()'s kernels (cpu/ggml_kernels.h). Errors: AG_EINVAL, AG_EIO (threads). */
 int eng_backend_cpu_init(struct eng_backend *be, int n_threads, int max_kv, int max_head_dim,
                          struct ag_err *err);
 void eng_backend_release(struct eng_backend *be); /* zeroed or released is fine */
-/* With on, every matmul output row is the same whatever the other rows of the call (llama.cpp's
- * 4-token Q4_K order, which sums batches of 4 differently from single tokens, is not used): what
- * a continuous-batching server needs so that a sequence's tokens do not depend on its
- * neighbours. Off (the default) reproduces llama.cpp's prompt arithmetic. */
-void eng_backend_cpu_row_invariant(struct eng_backend *be, bool on);
-
-/* Scratch bytes the matmul op needs for these matrices (same n_cols) and n_tok rows, or 0
- * when a type has no usable activation format (the loader refuses such weights). */
-size_t eng_matmul_act_bytes(int n_mat, const struct eng_mat *const *w, int n_tok);
 
 /* Bytes of one element of a KV cache type. */
 size_t eng_kv_type_size(enum eng_kv_type type);

@@ -11,7 +11,7 @@
  */
 #include "sampler.h"
 
-#include "cpu.h"
+#include "cpu/cpu.h"
 
 #include <math.h>
 #include <stdbool.h>

@@ -1,6 +1,7 @@
 /*
  * serve.c - the engine thread: admission, continuous batching with chunked prefill, sampling
- * with grammar masks, stop strings, streaming and cancellation (see serve.h).
+ * with grammar masks, streaming and cancellation (see serve.h). What a reply's text may stream,
+ * where stop strings cut it and when a tool call's grammar applies is toolcall.c's filter.
  *
  * A request becomes a `struct seq`. Lists: the inbox (submitted, guarded by mu), then on the
  * engine thread the waiting list (FIFO) and the running list. A step:
@@ -24,23 +25,15 @@
 #include <unistd.h>
 
 #include "grammar.h"
-
-#define NO_POS ((size_t)-1)
 #include "kvcache.h"
 #include "model.h"
 #include "tokenizer.h"
+#include "toolcall.h"
 
 #define SERVE_PAGE_SHIFT     4 /* 16 positions per page */
 #define SERVE_RATE_WINDOW_MS 5000.0
 
 enum seq_state { SEQ_WAITING = 0, SEQ_PREFILL, SEQ_DECODE };
-
-/* How a sequence's grammar applies. */
-enum gmode {
-    G_NONE = 0, /* free text */
-    G_WHOLE,    /* the whole reply is constrained (json_schema) */
-    G_TOOLS,    /* tool calls are, once the model opens one */
-};
 
 struct seq {
     struct seq *next;
@@ -60,21 +53,10 @@ struct seq {
     struct eng_kvseq kv;
     struct eng_sampler *smp;
     struct eng_detok detok;
-    struct ag_buf text; /* generated text */
-    size_t sent;        /* bytes of text streamed */
-    enum gmode gmode;
+    struct ag_buf text;          /* generated text */
     struct eng_grammar *grammar; /* owned */
     struct eng_gmatch *gm;       /* owned */
-    bool g_active;               /* the mask applies now */
-    bool g_started;              /* G_TOOLS: bytes went into the current call */
-    size_t scan_from;            /* G_TOOLS: where to look for the next opener */
-    size_t hide_from;            /* G_TOOLS: text from here is a tool call, not streamed
-                                    (NO_POS: none) */
-    size_t closing_from;         /* G_TOOLS: the call's JSON ended here; its closing marker may
-                                    follow (NO_POS: still inside the call) */
-    int32_t *forced;             /* tokens of the grammar's shortest completion, when the budget
-                                    would otherwise end the value unfinished */
-    size_t n_forced, i_forced;
+    struct eng_toolcall filter;  /* stop strings, tool calls, streaming (toolcall.h) */
     double t_submit, t_admit, t_first;
     int batch_rows;    /* rows in the current step */
     bool batch_logits; /* the current step computes its logits */
@@ -97,6 +79,7 @@ struct eng_serve {
     struct eng_serve_status st;
 
     /* Engine thread only. */
+    struct eng_gguf *gguf; /* the mapped file, owned: the model and tok borrow it */
     struct eng_model *model;
     struct eng_tokenizer *tok;
     _Atomic int ready; /* model and tok may be read by other threads (tokenize) */
@@ -165,9 +148,9 @@ static void seq_free(struct eng_serve *s, struct seq *q)
     eng_gen_req_release(&q->req);
     free(q->tokens);
     eng_sampler_free(q->smp);
+    eng_toolcall_release(&q->filter);
     eng_gmatch_free(q->gm);
     eng_grammar_free(q->grammar);
-    free(q->forced);
     ag_buf_release(&q->text);
     free(q);
 }
@@ -302,7 +285,14 @@ static bool forced_call(const struct eng_serve *s, const struct seq *q)
            *s->markers->call_open;
 }
 
-/* Renders and tokenizes q's prompt, checks it fits, builds its sampler and grammar. */
+/* The filter's tokenizer (a forced completion's text). */
+static int tokenize_plain(void *ud, const char *text, size_t len, int32_t **ids, size_t *n)
+{
+    const struct eng_serve *s = ud;
+    return eng_tokenize_alloc(s->tok, text, len, 0, ids, n, NULL);
+}
+
+/* Renders and tokenizes q's prompt, checks it fits, builds its sampler, grammar and filter. */
 static int prepare(struct eng_serve *s, struct seq *q, struct ag_err *err)
 {
     const int n_ctx = eng_model_n_ctx(s->model);
@@ -352,82 +342,45 @@ static int prepare(struct eng_serve *s, struct seq *q, struct ag_err *err)
                           need, q->max_total, eng_kvc_n_pages(s->kvc));
     if ((rc = eng_sampler_new(eng_model_n_vocab(s->model), &q->req.sampling, &q->smp, err)) < 0)
         return rc;
+    struct eng_toolcall_params fp = {
+        .stop = q->req.stop, .n_stop = q->req.n_stop, .tokenize = tokenize_plain, .tokenize_ud = s};
     if (q->req.json_schema) {
         rc = eng_grammar_from_schema(q->req.json_schema, strlen(q->req.json_schema), &q->grammar,
                                      err);
         if (rc < 0) return rc;
-        q->gmode = G_WHOLE;
-        q->g_active = true;
+        fp.mode = ENG_TC_WHOLE;
     } else if (q->req.tool_grammar && q->req.chat.n_tools > 0 && s->markers &&
                s->markers->call_open && *s->markers->call_open) {
         if ((rc = tools_grammar(s, q, err)) < 0) return rc;
-        q->gmode = G_TOOLS;
+        fp.mode = ENG_TC_TOOLS;
+        fp.call_open = s->markers->call_open;
+        fp.call_close = s->markers->call_close;
+        fp.required = forced_call(s, q);
     }
     if (q->grammar && (rc = eng_gmatch_new(q->grammar, &q->gm, err)) < 0) return rc;
+    fp.gm = q->gm;
     eng_detok_init(&q->detok, s->tok, 0);
     ag_buf_init(&q->text);
-    q->hide_from = q->closing_from = NO_POS;
-    if (forced_call(s, q) && q->gmode == G_TOOLS) {
-        q->hide_from = 0; /* the whole reply is the call */
-        /* The opener is part of the reply's text (it was written into the prompt). */
-        ag_buf_printf(&q->text, "%s\n", s->markers->call_open);
-        q->g_active = true;
-        q->g_started = true; /* no whitespace before the JSON: the newline is there */
-    }
+    /* The opener of a required call is part of the reply's text (it was written into the
+     * prompt). */
+    if (fp.required) ag_buf_printf(&q->text, "%s\n", s->markers->call_open);
+    eng_toolcall_init(&q->filter, &fp);
     q->prepared = true;
     return 0;
 }
 
 /* ---- streaming ---- */
 
-static size_t stop_holdback(const struct seq *q);
-
-/* How far the text may be streamed. Stop strings that may still come are held back; with tools,
- * so is a call: its opener (and what may be the start of one), its JSON and its closing marker
- * stay out of the text deltas (the call arrives parsed in the result), and streaming resumes with
- * the free text after it. final: the sequence ended, nothing more will come. */
-static size_t stream_end(struct eng_serve *s, struct seq *q, bool final)
-{
-    size_t end = final ? q->text.len : q->text.len - stop_holdback(q);
-    if (q->gmode != G_TOOLS) return end;
-    const char *close = s->markers->call_close ? s->markers->call_close : "";
-    if (q->hide_from != NO_POS && q->closing_from != NO_POS) {
-        /* After the JSON: whitespace, then the closing marker, is still the call. */
-        size_t i = q->closing_from;
-        while (i < q->text.len && (q->text.data[i] == ' ' || q->text.data[i] == '\n')) i++;
-        size_t cl = strlen(close), have = q->text.len - i;
-        bool prefix = memcmp(q->text.data + i, close, have < cl ? have : cl) == 0;
-        if (prefix && have >= cl) { /* the whole marker: skip the call */
-            q->sent = i + cl;
-            q->hide_from = q->closing_from = NO_POS;
-        } else if (!prefix || final) { /* free text right after the JSON */
-            q->sent = q->closing_from > q->sent ? q->closing_from : q->sent;
-            q->hide_from = q->closing_from = NO_POS;
-        }
-    }
-    if (q->hide_from != NO_POS) return q->hide_from < end ? q->hide_from : end;
-    if (final) return end;
-    /* Free text: hold back what may be the start of an opener. */
-    const char *open = s->markers->call_open;
-    size_t ol = strlen(open);
-    for (size_t k = ol - 1; k > 0; k--)
-        if (k <= q->text.len && memcmp(q->text.data + q->text.len - k, open, k) == 0) {
-            size_t at = q->text.len - k;
-            return at < end ? at : end;
-        }
-    return end;
-}
-
-/* Sends the text that may be streamed and is not yet. */
-static void stream_more(struct eng_serve *s, struct seq *q, bool final)
+/* Sends the text that may be streamed and is not yet (final: the sequence ended, nothing more
+ * will come). */
+static void stream_more(struct seq *q, bool final)
 {
     if (!q->req.stream) return;
-    size_t end = stream_end(s, q, final);
-    if (end <= q->sent) return;
+    size_t from, to;
+    if (!eng_toolcall_stream(&q->filter, q->text.data, q->text.len, final, &from, &to)) return;
     struct eng_gen_event d = {
-        .type = ENG_EV_DELTA, .id = q->id, .text = q->text.data + q->sent, .len = end - q->sent};
+        .type = ENG_EV_DELTA, .id = q->id, .text = q->text.data + from, .len = to - from};
     q->cb(q->ud, &d);
-    q->sent = end;
 }
 
 /* ---- finishing ---- */
@@ -442,7 +395,7 @@ static void finish_seq(struct eng_serve *s, struct seq *q, const char *reason)
         .usage = usage_of(q),
     };
     /* What is left to stream (held back for stop strings that did not come). */
-    stream_more(s, q, true);
+    stream_more(q, true);
     ev.text = q->text.data ? q->text.data : "";
     ev.len = q->text.len;
     struct eng_chat_reply reply = {0};
@@ -464,19 +417,17 @@ static void finish_seq(struct eng_serve *s, struct seq *q, const char *reason)
 
 /* ---- sampling ---- */
 
-/* Keeps only the grammar's tokens (and the end-of-generation ones when it may end). */
-static void apply_mask(struct eng_serve *s, struct seq *q, float *logits)
+/* Keeps only the grammar's tokens (and those mk adds: the whitespace after a call's opener,
+ * the end-of-generation tokens once the value may end). */
+static void apply_mask(struct eng_serve *s, struct seq *q, struct eng_tc_mask mk, float *logits)
 {
     const int nv = eng_model_n_vocab(s->model);
     int n = eng_gmatch_allowed(q->gm, s->gvocab, s->allowed);
-    /* Before a tool call's JSON begins, the whitespace after the opener is free. */
-    bool lead_ws = q->gmode == G_TOOLS && !q->g_started;
-    bool can_end = q->gmode == G_WHOLE && eng_gmatch_can_end(q->gm);
     for (int i = 0; i < n; i++) s->mask_tmp[i] = logits[s->allowed[i]];
     int32_t keep[8];
     float keep_v[8];
     int n_keep = 0;
-    if (lead_ws) {
+    if (mk.lead_ws) {
         static const char *const ws[] = {"\n", " "};
         for (int i = 0; i < 2; i++) {
             int32_t id = eng_token_find(s->tok, ws[i], 1);
@@ -491,7 +442,7 @@ static void apply_mask(struct eng_serve *s, struct seq *q, float *logits)
             }
         }
     }
-    if (can_end) {
+    if (mk.can_end) {
         const int32_t *eog;
         size_t n_eog = eng_tokenizer_eog(s->tok, &eog);
         for (size_t i = 0; i < n_eog && n_keep < 8; i++) {
@@ -504,103 +455,23 @@ static void apply_mask(struct eng_serve *s, struct seq *q, float *logits)
     for (int i = 0; i < n_keep; i++) logits[keep[i]] = keep_v[i];
 }
 
-/* Length of the longest suffix of text that is a proper prefix of a stop string. */
-static size_t stop_holdback(const struct seq *q)
-{
-    size_t best = 0;
-    for (int i = 0; i < q->req.n_stop; i++) {
-        size_t sl = strlen(q->req.stop[i]);
-        for (size_t k = sl - 1; k > best; k--)
-            if (k <= q->text.len &&
-                memcmp(q->text.data + q->text.len - k, q->req.stop[i], k) == 0) {
-                best = k;
-                break;
-            }
-    }
-    return best;
-}
-
-/* Finds the earliest stop string in the text not yet streamed (and a little before, where a
- * stop could have begun); returns its offset or -1. */
-static long find_stop(const struct seq *q, size_t prev_len)
-{
-    long best = -1;
-    for (int i = 0; i < q->req.n_stop; i++) {
-        size_t sl = strlen(q->req.stop[i]);
-        size_t from = prev_len >= sl ? prev_len - sl + 1 : 0;
-        if (from < q->sent) from = q->sent;
-        const char *hit = memmem(q->text.data + from, q->text.len - from, q->req.stop[i], sl);
-        if (hit && (best < 0 || hit - q->text.data < best)) best = hit - q->text.data;
-    }
-    return best;
-}
-
-/* Watches for the family's tool-call opener in free text; switches the grammar on after it. */
-static void watch_tool_open(struct eng_serve *s, struct seq *q)
-{
-    const char *open = s->markers->call_open;
-    size_t ol = strlen(open);
-    if (q->text.len < q->scan_from + ol) return;
-    const char *hit = memmem(q->text.data + q->scan_from, q->text.len - q->scan_from, open, ol);
-    if (!hit) {
-        q->scan_from = q->text.len - ol + 1;
-        return;
-    }
-    size_t after = (size_t)(hit - q->text.data) + ol;
-    for (size_t i = after; i < q->text.len; i++)
-        if (q->text.data[i] != ' ' && q->text.data[i] != '\n') return; /* not at a token edge */
-    q->g_active = true;
-    q->g_started = false;
-    q->hide_from = (size_t)(hit - q->text.data); /* the call is not streamed as text */
-    q->closing_from = NO_POS;
-    eng_gmatch_reset(q->gm);
-    free(q->forced);
-    q->forced = NULL;
-    q->scan_from = q->text.len;
-}
-
-/* When the tokens left would not fit the shortest completion of the constrained value (plus
- * one), switches q to writing that completion: a value cut by max_tokens would not parse. */
-static void plan_completion(struct eng_serve *s, struct seq *q)
-{
-    const int left = q->max_total - q->n_tokens;
-    if (q->forced || left > 128) return;
-    struct ag_buf comp;
-    ag_buf_init(&comp);
-    if (eng_gmatch_completion(q->gm, &comp) == 0 && comp.len > 0) {
-        int32_t *ids = NULL;
-        size_t n = 0;
-        if (eng_tokenize_alloc(s->tok, comp.data, comp.len, 0, &ids, &n, NULL) == 0 &&
-            (int)n + 1 >= left) {
-            q->forced = ids;
-            q->n_forced = n;
-            q->i_forced = 0;
-            ids = NULL;
-        }
-        free(ids);
-    }
-    ag_buf_release(&comp);
-}
-
 /* Samples q's next token from its logits; finishes it when done. Returns true when q goes on. */
 static bool sample_seq(struct eng_serve *s, struct seq *q, float *logits)
 {
-    int32_t tok;
-    if (q->g_active) plan_completion(s, q);
-    if (q->g_active && q->forced && q->i_forced < q->n_forced) {
-        tok = q->forced[q->i_forced++];
+    int32_t tok = eng_toolcall_forced(&q->filter, q->max_total - q->n_tokens);
+    if (tok != ENG_TC_NONE) {
         eng_sampler_accept(q->smp, tok);
-        goto chosen;
+    } else {
+        const struct eng_tc_mask mk = eng_toolcall_mask(&q->filter);
+        if (mk.apply) apply_mask(s, q, mk, logits);
+        if (q->req.ignore_eos) {
+            const int32_t *eog;
+            size_t n_eog = eng_tokenizer_eog(s->tok, &eog);
+            for (size_t i = 0; i < n_eog; i++) logits[eog[i]] = -INFINITY;
+        }
+        tok = eng_sampler_sample(q->smp, logits);
+        eng_sampler_accept(q->smp, tok);
     }
-    if (q->g_active) apply_mask(s, q, logits);
-    if (q->req.ignore_eos) {
-        const int32_t *eog;
-        size_t n_eog = eng_tokenizer_eog(s->tok, &eog);
-        for (size_t i = 0; i < n_eog; i++) logits[eog[i]] = -INFINITY;
-    }
-    tok = eng_sampler_sample(q->smp, logits);
-    eng_sampler_accept(q->smp, tok);
-chosen:
     if (q->n_gen == 0) q->t_first = now_ms();
     q->n_gen++;
     s->rate_gen++;
@@ -612,59 +483,29 @@ chosen:
         finish_seq(s, q, "stop");
         return false;
     }
-    if (q->g_active) {
-        if (!eng_gmatch_accept_token(q->gm, s->gvocab, tok)) {
-            /* Only the whitespace let through before a call's JSON is outside the grammar. */
-            if (!(q->gmode == G_TOOLS && !q->g_started)) {
-                struct ag_err e;
-                ag_err_set(&e, AG_EINTERNAL, "grammar rejected token %d it allowed", tok);
-                fail_seq(s, q, &e);
-                return false;
-            }
-        } else {
-            q->g_started = true;
-        }
-    }
-    size_t prev_len = q->text.len;
+    size_t prev_len = q->text.len, glen = 0;
+    const char *gbytes = q->gm ? eng_gvocab_token(s->gvocab, tok, &glen) : NULL;
     eng_detok_push(&q->detok, tok, &q->text);
     q->tokens[q->n_tokens++] = tok;
-
-    if (q->req.n_stop > 0) {
-        long at = find_stop(q, prev_len);
-        if (at >= 0) {
-            q->text.len = (size_t)at;
-            if (q->sent > q->text.len) q->sent = q->text.len;
-            finish_seq(s, q, "stop");
-            return false;
-        }
-    }
-    if (q->gmode == G_WHOLE &&
-        (eng_gmatch_done(q->gm) ||
-         (q->forced && q->i_forced == q->n_forced && eng_gmatch_can_end(q->gm)))) {
-        finish_seq(s, q, "stop");
+    const struct eng_tc_step st =
+        eng_toolcall_push(&q->filter, gbytes, glen, q->text.data, prev_len, q->text.len);
+    if (st.rejected) {
+        struct ag_err e;
+        ag_err_set(&e, AG_EINTERNAL, "grammar rejected token %d it allowed", tok);
+        fail_seq(s, q, &e);
         return false;
     }
-    if (q->gmode == G_TOOLS && q->req.tool_required && eng_gmatch_done(q->gm)) {
-        /* The forced call is complete: close it and end the reply. */
-        if (s->markers->call_close && *s->markers->call_close)
-            ag_buf_printf(&q->text, "\n%s", s->markers->call_close);
+    q->text.len = st.len; /* a stop string is cut off */
+    if (st.append) ag_buf_printf(&q->text, "%s", st.append);
+    if (st.done) {
         finish_seq(s, q, "stop");
         return false;
-    }
-    if (q->gmode == G_TOOLS) {
-        if (q->g_active && q->g_started && eng_gmatch_done(q->gm)) {
-            q->g_active = false; /* the call's JSON is complete: free text again */
-            q->scan_from = q->text.len;
-            q->closing_from = q->text.len;
-        } else if (!q->g_active) {
-            watch_tool_open(s, q);
-        }
     }
     if (q->n_tokens >= q->max_total) {
         finish_seq(s, q, "length");
         return false;
     }
-    stream_more(s, q, false);
+    stream_more(q, false);
     return true;
 }
 
@@ -812,9 +653,9 @@ static void cancel_one(struct eng_serve *s, uint64_t id)
 
 static int load(struct eng_serve *s, struct ag_err *err)
 {
-    struct eng_gguf *g = NULL;
-    int rc = eng_gguf_open(s->model_path, &g, err);
+    int rc = eng_gguf_open(s->model_path, &s->gguf, err);
     if (rc < 0) return rc;
+    struct eng_gguf *g = s->gguf;
     struct eng_model_params mp = {
         .n_threads = s->p.n_threads, .n_ctx = s->p.n_ctx, .n_ctx_cap = 8192, .kv_type = ENG_KV_F16};
     rc = eng_tokenizer_load(g, &s->tok, err);
@@ -823,9 +664,9 @@ static int load(struct eng_serve *s, struct ag_err *err)
         eng_tokenizer_free(s->tok);
         s->tok = NULL;
         eng_gguf_close(g);
+        s->gguf = NULL;
         return rc;
     }
-    s->model->owns_gguf = true;
     const char *pack_env = getenv("AGENTD_PACK"); /* 0: keep llama.cpp's kernels (A/B tests) */
     size_t packed = pack_env && strcmp(pack_env, "0") == 0 ? 0 : eng_model_pack_batched(s->model);
     if (packed)
@@ -1024,6 +865,7 @@ void eng_serve_stop(struct eng_serve *s)
     eng_gvocab_free(s->gvocab);
     eng_tokenizer_free(s->tok);
     eng_model_free(s->model);
+    eng_gguf_close(s->gguf); /* after the model and the tokenizer, which borrow it */
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);
@@ -1097,12 +939,4 @@ int eng_serve_tokenize(struct eng_serve *s, const char *text, size_t len, bool s
     if (rc < 0) return rc;
     unsigned flags = special ? ENG_TOKENIZE_ADD_SPECIAL | ENG_TOKENIZE_PARSE_SPECIAL : 0;
     return eng_tokenize_alloc(s->tok, text, len, flags, ids, n, err);
-}
-
-int eng_serve_detokenize(struct eng_serve *s, const int32_t *ids, size_t n, struct ag_buf *out,
-                         struct ag_err *err)
-{
-    int rc = check_ready(s, err);
-    if (rc < 0) return rc;
-    return eng_detokenize(s->tok, ids, n, ENG_DETOK_SPECIAL, out, err);
 }

@@ -12,7 +12,7 @@
  *
  * Results never depend on batching: the forward pass is row-invariant (model.h), every row
  * takes the float (tiled) attention kernel, and Q4_1 matrices run a repacked batch kernel
- * (mm_packed.h) for any number of rows, so a prompt's greedy output is the same alone or among
+ * (cpu/mm_packed.h) for any number of rows, so a prompt's greedy output is the same alone or among
  * others. (It can differ from agentd-infer's, which reproduces llama.cpp's arithmetic, in the
  * last bits, and so occasionally in a token.)
  *
@@ -164,8 +164,5 @@ void eng_serve_get_status(struct eng_serve *s, struct eng_serve_status *st);
  * the model loads, AG_EUNSUPPORTED when it failed. *ids is malloc'd. */
 int eng_serve_tokenize(struct eng_serve *s, const char *text, size_t len, bool special,
                        int32_t **ids, size_t *n, struct ag_err *err);
-/* The text of ids (special tokens rendered). */
-int eng_serve_detokenize(struct eng_serve *s, const int32_t *ids, size_t n, struct ag_buf *out,
-                         struct ag_err *err);
 
 #endif

@@ -716,13 +716,6 @@ bool eng_token_is_eog(const struct eng_tokenizer *t, int32_t id)
     return false;
 }
 
-const char *eng_token_text(const struct eng_tokenizer *t, int32_t id, size_t *len)
-{
-    if (id < 0 || (uint32_t)id >= t->n_vocab) return NULL;
-    if (len) *len = t->atom[id].len;
-    return eng__atom_str(t, id);
-}
-
 unsigned eng_token_attr(const struct eng_tokenizer *t, int32_t id)
 {
     return id >= 0 && (uint32_t)id < t->n_vocab ? t->attr[id] : 0;

@@ -133,9 +133,6 @@ const struct eng_tok_specials *eng_tokenizer_specials(const struct eng_tokenizer
 size_t eng_tokenizer_eog(const struct eng_tokenizer *t, const int32_t **ids);
 bool eng_token_is_eog(const struct eng_tokenizer *t, int32_t id);
 
-/* A token's vocabulary string (byte-level characters or U+2581 as stored; NUL-terminated), or
- * NULL when id is out of range; *len (may be NULL) gets its length. Lives as long as t. */
-const char *eng_token_text(const struct eng_tokenizer *t, int32_t id, size_t *len);
 /* ENG_TOKATTR_* bits, 0 when id is out of range. */
 unsigned eng_token_attr(const struct eng_tokenizer *t, int32_t id);
 /* tokenizer.ggml.scores[id] (0 without scores or out of range). */

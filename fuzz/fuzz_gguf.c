@@ -9,8 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../engine/gguf.h"
-#include "../engine/model.h"
+#include "../engine/engine.h"
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
 

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../engine/grammar.h"
+#include "../engine/engine.h"
 #include "../protocol/protocol.h"
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);

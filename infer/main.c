@@ -21,11 +21,7 @@
 #include <unistd.h>
 
 #include "../base/base.h"
-#include "../engine/chat.h"
-#include "../engine/gguf.h"
-#include "../engine/model.h"
-#include "../engine/sampler.h"
-#include "../engine/tokenizer.h"
+#include "../engine/engine.h"
 #include "../protocol/protocol.h"
 
 #define PROG "agentd-infer"

@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "../engine/model.h"
+#include "../engine/engine.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 

@@ -1,5 +1,5 @@
 /*
- * test_kernels_q.c - the llama.cpp-order kernels of engine/ggml_kernels_q.c.
+ * test_kernels_q.c - the llama.cpp-order kernels of engine/cpu/ggml_kernels_q.c.
  *
  * Oracles, from most to least independent:
  *   - llama.cpp itself, as golden values: for deterministic inputs built from integers only
@@ -15,7 +15,7 @@
  * Random tests run fixed seeds plus one fresh seed per run, printed so a failure can be
  * replayed with KQ_SEED=<seed>.
  */
-#include "../engine/ggml_kernels_q.h"
+#include "../engine/cpu/ggml_kernels_q.h"
 #include "test.h"
 
 #include <math.h>
@@ -24,7 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../engine/ggml_kernels.h"
+#include "../engine/cpu/ggml_kernels.h"
 
 /* ---- deterministic inputs (the golden values depend on these exact generators) ---- */
 

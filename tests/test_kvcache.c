@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "../engine/kvcache.h"
-#include "../engine/model.h"
+#include "../engine/model_int.h"
 #include "test.h"
 
 #define MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -324,9 +324,9 @@ static void test_gemma_paged_window(void)
           *paged = ag_calloc((size_t)nv, sizeof(float));
     float *lg;
     /* Row-invariant matmuls on both sides: the same arithmetic per row, whatever the batch. */
-    eng_backend_cpu_row_invariant(&m->be, true);
+    m->be.ops->row_invariant(m->be.ctx, true);
     CHECK(eng_model_forward(m, tok, N, 0, &lg, &err) == 0);
-    eng_backend_cpu_row_invariant(&m->be, false);
+    m->be.ops->row_invariant(m->be.ctx, false);
     memcpy(ref, lg, (size_t)nv * sizeof(float));
 
     struct eng_kv_store kv;

@@ -1,6 +1,6 @@
 /*
  * test_mm_cpu.c - the CPU backend's block matmul kernels and activation quantizers
- * (engine/mm_cpu.h) at every SIMD level this machine runs.
+ * (engine/cpu/mm_cpu.h) at every SIMD level this machine runs.
  *
  * The oracle is the portable single-row ggml-order kernels of ggml_kernels.c: every output of a
  * block kernel must equal eng__vec_dot_*_portable for its weight row and activation row bit
@@ -11,8 +11,8 @@
  * Random tests run fixed seeds plus one fresh seed per run, printed so a failure can be replayed
  * with MM_SEED=<seed>.
  */
-#include "../engine/ggml_kernels.h"
-#include "../engine/mm_cpu.h"
+#include "../engine/cpu/ggml_kernels.h"
+#include "../engine/cpu/mm_cpu.h"
 #include "test.h"
 
 #include <math.h>

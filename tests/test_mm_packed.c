@@ -1,13 +1,13 @@
 /*
- * test_mm_packed.c - the packed Q4_1 and Q8_0 batch kernels (engine/mm_packed.c) that the
+ * test_mm_packed.c - the packed Q4_1 and Q8_0 batch kernels (engine/cpu/mm_packed.c) that the
  * engine service decodes with: for every token count 1..33, each (row, token) output is the bits
  * of the same token computed alone (row invariance: a sequence's logits do not depend on what
  * it is batched with), and close to the reference dot product (eng_qtype_get(type)->vec_dot, in
  * ggml's order). Odd row groups, several widths, a fresh seed each run (printed;
  * MM_PACKED_SEED=N replays one) and a fixed one.
  */
-#include "../engine/ggml_kernels.h"
-#include "../engine/mm_packed.h"
+#include "../engine/cpu/ggml_kernels.h"
+#include "../engine/cpu/mm_packed.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -1,13 +1,13 @@
 /*
- * test_mm_q4_k.c - the Q4_K block kernel in llama.cpp's 4-token order (engine/mm_q4_k.c) and
+ * test_mm_q4_k.c - the Q4_K block kernel in llama.cpp's 4-token order (engine/cpu/mm_q4_k.c) and
  * its packed variant (16 rows per product) against the dot kernel of that order
  * (eng_qtype_cpu_gemm(ENG_GGML_Q4_K, ...)->vec_dot): bit for bit, for odd row and token counts,
  * with a fixed seed and a fresh one (printed; MM_Q4K_SEED=N replays it). Skipped below AVX-512
  * VNNI, where the kernel does not exist.
  */
-#include "../engine/ggml_kernels.h"
-#include "../engine/mm_packed.h"
-#include "../engine/mm_q4_k.h"
+#include "../engine/cpu/ggml_kernels.h"
+#include "../engine/cpu/mm_packed.h"
+#include "../engine/cpu/mm_q4_k.h"
 
 #include <stdio.h>
 #include <stdlib.h>

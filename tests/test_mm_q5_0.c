@@ -1,14 +1,14 @@
 /*
- * test_mm_q5_0.c - the Q5_0 block kernels (engine/mm_q5_0.c) and the packed one (mm_packed.c),
+ * test_mm_q5_0.c - the Q5_0 block kernels (engine/cpu/mm_q5_0.c) and the packed one (mm_packed.c),
  * and the rows of a packed Q8_0 copy,
  * against the Q5_0 dot product the CPU backend otherwise uses
  * (eng_qtype_cpu(ENG_GGML_Q5_0)->vec_dot): bit for bit, at every SIMD level this CPU has, for odd
  * row and token counts, with a fresh seed each run (printed; MM_Q5_SEED=N replays one) and a fixed
  * one.
  */
-#include "../engine/ggml_kernels.h"
-#include "../engine/mm_packed.h"
-#include "../engine/mm_q5_0.h"
+#include "../engine/cpu/ggml_kernels.h"
+#include "../engine/cpu/mm_packed.h"
+#include "../engine/cpu/mm_q5_0.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,11 +1,11 @@
 /*
- * test_mm_q6_k.c - the Q6_K block kernel (engine/mm_q6_k.c) against the Q6_K dot kernel
+ * test_mm_q6_k.c - the Q6_K block kernel (engine/cpu/mm_q6_k.c) against the Q6_K dot kernel
  * (eng_qtype_cpu(ENG_GGML_Q6_K)->vec_dot): bit for bit, for odd row and token counts, with a fixed
  * seed and a fresh one (printed; MM_Q6K_SEED=N replays it). Skipped below AVX-512 VNNI, where the
  * kernel does not exist.
  */
-#include "../engine/ggml_kernels.h"
-#include "../engine/mm_q6_k.h"
+#include "../engine/cpu/ggml_kernels.h"
+#include "../engine/cpu/mm_q6_k.h"
 
 #include <stdio.h>
 #include <stdlib.h>

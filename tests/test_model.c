@@ -14,9 +14,9 @@
  *      the margin allows for a reference regenerated on a machine whose llama.cpp build takes
  *      other SIMD paths. Skipped when the model file is missing.
  */
-#include "../engine/ggml_kernels.h"
-#include "../engine/model.h"
-#include "../engine/threadpool.h"
+#include "../engine/cpu/ggml_kernels.h"
+#include "../engine/model_int.h"
+#include "../engine/cpu/threadpool.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>

@@ -5,9 +5,9 @@
  * ggml_kernels.c against the reference ones (same results up to rounding; fast and portable
  * variants identical). test_model.c builds the forward pass on these.
  */
-#include "../engine/ggml_kernels.h"
+#include "../engine/cpu/ggml_kernels.h"
 #include "../engine/model.h"
-#include "../engine/threadpool.h"
+#include "../engine/cpu/threadpool.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -178,7 +178,7 @@ static void test_ops_matmul(void)
                 float *x = rand_vec((size_t)n_tok * COLS, 2.0f);
                 float *y[3];
                 for (int i = 0; i < 3; i++) y[i] = calloc((size_t)(n_tok * rows[i]), 4);
-                size_t ab = eng_matmul_act_bytes(3, w, n_tok);
+                size_t ab = be.ops->matmul_act_bytes(be.ctx, 3, w, n_tok);
                 void *act = malloc(ab ? ab : 1);
                 be.ops->matmul(be.ctx, 3, w, y, x, n_tok, act);
 

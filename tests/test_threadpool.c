@@ -1,5 +1,5 @@
 /*
- * test_threadpool.c - the engine's compute thread pool (engine/threadpool.h).
+ * test_threadpool.c - the engine's compute thread pool (engine/cpu/threadpool.h).
  *
  * Every index of a loop must be visited exactly once, by a thread index in range, and every
  * write a task makes must be visible to the caller when the loop returns, in the cases the
@@ -9,7 +9,7 @@
  * Every other loop is a guided one (eng_threadpool_for_guided), whose chunks must also start
  * and end on whole grains (the last one at the loop's end).
  */
-#include "../engine/threadpool.h"
+#include "../engine/cpu/threadpool.h"
 #include "test.h"
 
 #include <stdatomic.h>

@@ -12,8 +12,8 @@
 #include <string.h>
 
 #include "cpu.h"
-#include "fp16.h"
-#include "quant.h"
+#include "../fp16.h"
+#include "../quant.h"
 
 #define GROUP_BLOCK_BYTES (ENG_PACK_ROWS * 4 + ENG_PACK_ROWS * ENG_QK / 2) /* 288 */
 

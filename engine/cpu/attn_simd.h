@@ -18,7 +18,7 @@
 
 #include <stdint.h>
 
-#include "ops.h"
+#include "../ops.h"
 
 #define ENG_ATTN_TILE_Q 16 /* query vectors per task */
 

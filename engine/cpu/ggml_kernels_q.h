@@ -34,7 +34,7 @@
 #include <stdint.h>
 
 #include "cpu.h"
-#include "quant.h"
+#include "../quant.h"
 
 /* The ggml-order kernels for Q4_0, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K weights: reference
  * (de)quantizers, ggml's activation quantizer for act_type, the dispatched ggml-order dot.

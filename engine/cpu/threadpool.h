@@ -23,7 +23,7 @@
 
 #include <stdint.h>
 
-#include "../base/base.h"
+#include "../../base/base.h"
 
 #define ENG_THREADPOOL_MAX_THREADS 256
 

@@ -24,7 +24,7 @@
 
 #include <stdint.h>
 
-#include "quant.h"
+#include "../quant.h"
 
 /* The kernels the CPU backend uses for a weight type: the ggml-order entry where one exists
  * (Q4_1, Q8_0 here; Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K in ggml_kernels_q.c), else

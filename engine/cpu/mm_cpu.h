@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 #include "cpu.h"
-#include "quant.h"
+#include "../quant.h"
 
 /* y[t * y_stride + r] = dot(weight row r, activation row t) for r < n_rows, t < n_tok. w holds
  * n_rows rows of w_row_bytes bytes, act n_tok rows of act_row_bytes bytes in the weight's

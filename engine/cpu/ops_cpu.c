@@ -29,7 +29,7 @@
  *
  * Invariants: no allocation after eng_backend_cpu_init(); each thread owns one scratch row.
  */
-#include "ops.h"
+#include "../ops.h"
 
 /* Exact emulation needs every fused multiply-add spelled out: GCC does not contract in ISO C
  * mode, Clang must be told. */
@@ -317,8 +317,9 @@ static void mm_task(void *arg, int64_t begin, int64_t end, int ith)
     }
 }
 
-size_t eng_matmul_act_bytes(int n_mat, const struct eng_mat *const *w, int n_tok)
+static size_t cpu_matmul_act_bytes(void *ctx, int n_mat, const struct eng_mat *const *w, int n_tok)
 {
+    (void)ctx;
     size_t total = 0;
     for (int i = 0; i < n_mat; i++) {
         const struct eng_qtype *qt = w[i]->qt ? eng_qtype_cpu(w[i]->qt->type) : NULL;
@@ -714,6 +715,54 @@ static void cpu_attention(void *vctx, const struct eng_attn *a)
     eng_threadpool_for(c->tp, (int64_t)a->n_tok * a->n_head, 1, attn_task, &j);
 }
 
+/* ---- set-up ---- */
+
+static void cpu_row_invariant(void *vctx, bool on)
+{
+    struct cpu_ctx *c = vctx;
+    c->row_invariant = on;
+}
+
+/* Packed copies (mm_packed.h, mm_q4_k.h), AVX-512 VNNI only: Q4_K and Q5_0 always (their packed
+ * kernels keep llama.cpp's bits; every Q5_0 matmul takes the copy), Q4_1 and Q8_0 only for
+ * row-invariant batches (a packed Q8_0 also serves get_rows). */
+static size_t cpu_pack_bytes(void *ctx, const struct eng_mat *w, bool batched, unsigned *flags)
+{
+    (void)ctx;
+    *flags = 0;
+    if (!eng__pack_available() || w->n_rows % ENG_PACK_ROWS != 0) return 0;
+    switch (w->qt->type) {
+    case ENG_GGML_Q4_K:
+        return w->n_cols % ENG_QK_K == 0 ? eng__pack_q4_k_bytes(w->n_rows, w->n_cols) : 0;
+    case ENG_GGML_Q5_0:
+        if (w->n_cols % ENG_QK != 0 || w->n_cols / ENG_QK > ENG_PACK_MAX_BLOCKS) return 0;
+        *flags = ENG_PACK_REPLACES;
+        return eng__pack_q5_0_bytes(w->n_rows, w->n_cols);
+    case ENG_GGML_Q4_1:
+        return batched && w->n_cols % ENG_QK == 0 ? eng__pack_q4_1_bytes(w->n_rows, w->n_cols) : 0;
+    case ENG_GGML_Q8_0:
+        if (!batched || w->n_cols % ENG_QK != 0 || w->n_cols / ENG_QK > ENG_PACK_MAX_BLOCKS)
+            return 0;
+        *flags = ENG_PACK_GET_ROWS;
+        return eng__pack_q8_0_bytes(w->n_rows, w->n_cols);
+    default:
+        return 0;
+    }
+}
+
+static void cpu_pack(void *ctx, void *dst, const struct eng_mat *w)
+{
+    (void)ctx;
+    if (w->qt->type == ENG_GGML_Q4_K)
+        eng__pack_q4_k(dst, w->data, w->row_bytes, w->n_rows, w->n_cols);
+    else if (w->qt->type == ENG_GGML_Q5_0)
+        eng__pack_q5_0(dst, w->data, w->row_bytes, w->n_rows, w->n_cols);
+    else if (w->qt->type == ENG_GGML_Q4_1)
+        eng__pack_q4_1(dst, w->data, w->row_bytes, w->n_rows, w->n_cols);
+    else
+        eng__pack_q8_0(dst, w->data, w->row_bytes, w->n_rows, w->n_cols);
+}
+
 /* ---- the table ---- */
 
 static void cpu_release(void *vctx)
@@ -728,6 +777,10 @@ static void cpu_release(void *vctx)
 static const struct eng_backend_ops cpu_ops = {
     .name = "cpu",
     .release = cpu_release,
+    .matmul_act_bytes = cpu_matmul_act_bytes,
+    .row_invariant = cpu_row_invariant,
+    .pack_bytes = cpu_pack_bytes,
+    .pack = cpu_pack,
     .rmsnorm = cpu_rmsnorm,
     .matmul = cpu_matmul,
     .get_rows = cpu_get_rows,
@@ -770,33 +823,4 @@ int eng_backend_cpu_init(struct eng_backend *be, int n_threads, int max_kv, int 
     be->ops = &cpu_ops;
     be->ctx = c;
     return 0;
-}
-
-void eng_backend_cpu_row_invariant(struct eng_backend *be, bool on)
-{
-    struct cpu_ctx *c = be->ctx;
-    c->row_invariant = on;
-}
-
-void eng_backend_release(struct eng_backend *be)
-{
-    if (be->ops) be->ops->release(be->ctx);
-    be->ops = NULL;
-    be->ctx = NULL;
-}
-
-size_t eng_kv_type_size(enum eng_kv_type type)
-{
-    return type == ENG_KV_F32 ? sizeof(float) : sizeof(uint16_t);
-}
-
-void eng_rope_cache(float *cs, int pos, int n_rot, float base)
-{
-    const float theta_scale = powf(base, -2.0f / (float)n_rot);
-    float theta = (float)pos;
-    for (int i = 0; i < n_rot / 2; i++) {
-        cs[2 * i] = cosf(theta);
-        cs[2 * i + 1] = sinf(theta);
-        theta *= theta_scale;
-    }
 }
