@@ -181,6 +181,9 @@ int sbxd_cell(struct agentd *d, const char *session, const char *code, int64_t t
               const struct sbx_limits *lim, sbxd_cell_fn done, void *ud, struct ag_err *err);
 /* Destroys a session (what runs in it is killed; its cell's callback follows). */
 void sbxd_kill(struct agentd *d, const char *session);
+/* The daemon's sandbox context (sandboxed MCP servers spawn in it), or NULL when the host
+ * cannot make sandboxes or they are stopped. */
+struct sbx_ctx *sbxd_ctx(struct agentd *d);
 /* Sends a notification to c now (loop thread). */
 void conn_notify(struct conn *c, const char *method, const struct proto_val *params);
 /* conn_reply_error with members added to the error's data (borrowed, may be NULL). */

@@ -12,10 +12,16 @@
  * "the server stopped" from a call. Restarts after a crash are the client's (backoff in
  * tools/mcp.c); each change of state becomes an `mcp.server` event of the agent's live runs.
  *
+ * Sandboxes. A definition with `sandbox:` (an object once normalized) runs its server in the
+ * daemon's sandbox context (sandboxes.c) with the limits, network and paths it names; where the
+ * host cannot make sandboxes such a server fails to start, never runs unconfined. sbxd_stop,
+ * after mcpd_stop, kills what is left of them.
+ *
  * Threads: the loop thread only.
  */
 #include "runner_int.h"
 
+#include "../sandbox/sandbox.h"
 #include "../tools/mcp.h"
 
 #include <stdlib.h>
@@ -256,9 +262,20 @@ static struct msrv *start_server(struct mcpd *m, const char *agent, const struct
     s->next = m->servers;
     m->servers = s;
 
-    char **args_owned, **env_owned;
+    char **args_owned, **env_owned, **paths_owned;
     const char **args = strings(proto_get(def, "args"), &args_owned);
     const char **env = strings(proto_get(def, "env"), &env_owned);
+    const struct proto_val *box = proto_get(def, "sandbox");
+    bool boxed = proto_type(box) == PROTO_OBJECT;
+    const char **paths = strings(proto_get(box, "paths"), &paths_owned);
+    struct sbx_limits lim;
+    sbx_limits_default(&lim);
+    if (boxed) {
+        lim.memory_bytes = proto_int(proto_get(box, "memory_mb"), 512) << 20;
+        lim.pids = proto_int(proto_get(box, "pids"), lim.pids);
+        lim.cpu_percent = proto_int(proto_get(box, "cpu_percent"), lim.cpu_percent);
+        lim.workspace_bytes = proto_int(proto_get(box, "disk_mb"), 64) << 20;
+    }
     struct mcp_server_cfg cfg = {
         .name = s->name,
         .command = proto_get_str(def, "command"),
@@ -267,9 +284,22 @@ static struct msrv *start_server(struct mcpd *m, const char *agent, const struct
         .cwd = proto_get_str(def, "cwd"),
         .url = proto_get_str(def, "url"),
         .start_timeout_ms = proto_int(proto_get(def, "start_timeout_ms"), 0),
+        .sandbox = boxed ? sbxd_ctx(m->d) : NULL,
+        .sandbox_limits = &lim,
+        .sandbox_paths = paths,
+        .sandbox_network = boxed && proto_bool(proto_get(box, "network"), false),
     };
     struct ag_err err = {0};
-    if (mcp_client_new(m->d->loop, &cfg, on_state, s, &s->c, &err) != 0) {
+    if (boxed && !cfg.sandbox) {
+        ag_err_set(&err, AG_EUNSUPPORTED,
+                   "MCP server '%s' asks for a sandbox, and this host cannot make sandboxes "
+                   "(see agentd's log)",
+                   s->name);
+        snprintf(s->why, sizeof(s->why), "%s", err.msg);
+        s->c = NULL;
+        s->st = MCP_FAILED;
+        ag_warn("agent %s: %s", agent, err.msg);
+    } else if (mcp_client_new(m->d->loop, &cfg, on_state, s, &s->c, &err) != 0) {
         snprintf(s->why, sizeof(s->why), "%s", err.msg);
         s->c = NULL;
         s->st = MCP_FAILED;
@@ -278,8 +308,10 @@ static struct msrv *start_server(struct mcpd *m, const char *agent, const struct
     for (size_t i = 0; env_owned && env_owned[i]; i++) free(env_owned[i]);
     free(env_owned);
     free(args_owned);
+    free(paths_owned);
     free(args);
     free(env);
+    free(paths);
     return s;
 }
 

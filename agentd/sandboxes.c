@@ -1040,3 +1040,8 @@ int sbxd_in_flight(struct agentd *d)
 {
     return d->sbx ? atomic_load(&d->sbx->in_flight) : 0;
 }
+
+struct sbx_ctx *sbxd_ctx(struct agentd *d)
+{
+    return d->sbx ? d->sbx->ctx : NULL;
+}

@@ -108,6 +108,21 @@ static bool abs_path_ok(const char *s)
     return s[0] == '/';
 }
 
+/* A host path to bind into a sandbox: absolute, not the root, no empty, "." or ".." parts and
+ * no trailing slash, so that what is bound is what the text says. */
+static bool host_path_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 2 || s[0] != '/' || s[n - 1] == '/' || n > 1023) return false;
+    for (const char *c = s; *c; c++) {
+        if (*c != '/') continue;
+        if (c[1] == '/') return false;
+        if (c[1] == '.' && (c[2] == '/' || c[2] == '\0')) return false;
+        if (c[1] == '.' && c[2] == '.' && (c[3] == '/' || c[3] == '\0')) return false;
+    }
+    return true;
+}
+
 static bool env_name_ok(const char *s)
 {
     size_t n = strlen(s);
@@ -132,6 +147,8 @@ static const struct proto__pattern mcp_tool = {mcp_tool_ok, "MCP tool name",
 static const struct proto__pattern server_url = {server_url_ok, "server URL",
                                                  "an http:// or https:// address"};
 static const struct proto__pattern abs_dir = {abs_path_ok, "working directory", "an absolute path"};
+static const struct proto__pattern host_path = {
+    host_path_ok, "host path", "an absolute path without '.', '..', '//' or a trailing '/'"};
 static const struct proto__pattern env_name = {env_name_ok, "environment variable name",
                                                "[A-Za-z_][A-Za-z0-9_]*"};
 
@@ -157,6 +174,7 @@ static int check_model(struct proto__vctx *c, const cJSON *v, cJSON **out);
 static int check_tools(struct proto__vctx *c, const cJSON *v, cJSON **out);
 static int check_mcp(struct proto__vctx *c, const cJSON *v, cJSON **out);
 static int check_env(struct proto__vctx *c, const cJSON *v, cJSON **out);
+static int check_mcp_sandbox(struct proto__vctx *c, const cJSON *v, cJSON **out);
 static int check_blocks(struct proto__vctx *c, const cJSON *v, cJSON **out);
 static int check_triggers(struct proto__vctx *c, const cJSON *v, cJSON **out);
 static int check_cron(struct proto__vctx *c, const cJSON *v, cJSON **out);
@@ -205,6 +223,19 @@ static const struct proto__field mcp_fields[] = {
     {.key = "tools", .kind = PROTO__K_LIST, .flags = PROTO__F_OPTIONAL, .pat = &mcp_tool},
     INT("timeout_ms", 1, 3600000, 60000),      /* per tool call */
     INT("start_timeout_ms", 1, 600000, 30000), /* start and handshake, tool listing included */
+    FN("sandbox", check_mcp_sandbox),          /* stdio: false, or the sandbox's limits */
+    {0},
+};
+
+/* A stdio server's sandbox (`sandbox: true` is all defaults). Limits as in the agent's own
+ * sandbox block, less the per-run ones (cpu_ms, timeout_s): a server lives for many runs. */
+static const struct proto__field mcp_sandbox_fields[] = {
+    INT("memory_mb", 16, 65536, 512),
+    INT("pids", 1, 4096, 64),
+    INT("cpu_percent", 1, 6400, 100), /* 100 = one core */
+    INT("disk_mb", 1, 65536, 64),     /* its /work and /tmp */
+    BOOL("network", 0),
+    LIST("paths", &host_path), /* host paths bound read-only (beside cwd and the program's dir) */
     {0},
 };
 
@@ -338,7 +369,7 @@ static int check_tools(struct proto__vctx *c, const cJSON *v, cJSON **out)
  */
 static int mcp_transport(struct proto__vctx *c, const cJSON *in, const cJSON *norm)
 {
-    static const char *const stdio_only[] = {"args", "env", "cwd"};
+    static const char *const stdio_only[] = {"args", "env", "cwd", "sandbox"};
     bool command = cJSON_GetObjectItemCaseSensitive(norm, "command") != NULL;
     bool url = cJSON_GetObjectItemCaseSensitive(norm, "url") != NULL;
     int rc = 0;
@@ -348,8 +379,10 @@ static int mcp_transport(struct proto__vctx *c, const cJSON *in, const cJSON *no
             c, in, "give exactly one of command (a program to start) or url (an http(s) endpoint)");
     for (size_t i = 0; url && i < sizeof(stdio_only) / sizeof(*stdio_only) && rc == 0; i++) {
         const cJSON *m = cJSON_GetObjectItemCaseSensitive(in, stdio_only[i]);
-        /* Empty args and env are the defaults, which the normalized spec spells out. */
-        if (!m || cJSON_IsNull(m) || ((cJSON_IsArray(m) || cJSON_IsObject(m)) && !m->child))
+        /* Empty args and env, and sandbox false, are the defaults, which the normalized spec
+         * spells out. */
+        if (!m || cJSON_IsNull(m) || cJSON_IsFalse(m) ||
+            ((cJSON_IsArray(m) || cJSON_IsObject(m)) && !m->child))
             continue;
         size_t mark = proto__path_key(&c->path, stdio_only[i]);
         rc = proto__check_fail(c, m, "only for a server started by command, not one at a url");
@@ -363,6 +396,21 @@ static int check_mcp(struct proto__vctx *c, const cJSON *v, cJSON **out)
     static const struct proto__items servers = {mcp_fields, "name",        "server",
                                                 NULL,       mcp_transport, true};
     return proto__check_items(c, v, &servers, out);
+}
+
+/* false (absent), true (the default limits) or an object of limits; normalized to false or to
+ * the complete object. */
+static int check_mcp_sandbox(struct proto__vctx *c, const cJSON *v, cJSON **out)
+{
+    if (!v || cJSON_IsFalse(v)) {
+        *out = proto__must(cJSON_CreateFalse());
+        return 0;
+    }
+    if (cJSON_IsTrue(v)) return proto__check_obj(c, NULL, mcp_sandbox_fields, out);
+    if (!cJSON_IsObject(v))
+        return proto__check_fail(c, v, "expected true, false or an object of limits, got %s",
+                                 proto__type_name(v));
+    return proto__check_obj(c, v, mcp_sandbox_fields, out);
 }
 
 /* Environment variables for a stdio server: names as a shell accepts them, string values. */

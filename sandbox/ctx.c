@@ -110,14 +110,26 @@ int sbx_ctx_new(const struct sbx_ctx_opts *opts, struct sbx_ctx **out, struct ag
     return 0;
 }
 
-void sbx_ctx_free(struct sbx_ctx *ctx)
+void sbx__ctx_destroy(struct sbx_ctx *ctx)
 {
-    if (!ctx) return;
-    sbx__pool_stop(ctx);
     sbx__cg_release(&ctx->cg);
     free(ctx->seccomp.filter);
     pthread_mutex_destroy(&ctx->mu);
     free(ctx);
+}
+
+void sbx_ctx_free(struct sbx_ctx *ctx)
+{
+    if (!ctx) return;
+    sbx__pool_stop(ctx);
+    /* Long-lived processes belong to their spawners (an event loop that frees them once it has
+     * seen them exit): kill them now, and leave the last one to release the context. */
+    pthread_mutex_lock(&ctx->mu);
+    ctx->closing = true;
+    sbx__procs_kill_all(ctx);
+    bool last = ctx->n_procs == 0;
+    pthread_mutex_unlock(&ctx->mu);
+    if (last) sbx__ctx_destroy(ctx);
 }
 
 static const char *mode_name(int m)

@@ -103,7 +103,7 @@ int sbx_exec(struct sbx_ctx *ctx, const struct sbx_exec_req *req, struct sbx_res
     const char *argv_py[] = {ctx->python, "-I", "-c", req->code, NULL};
     const char *argv_sh[] = {"/bin/sh", "-c", req->code, NULL};
     int64_t t0 = ag_now_ns();
-    rc = sbx__spawn(ctx, lim, req->lang == SBX_LANG_SHELL ? argv_sh : argv_py, false, &p, err);
+    rc = sbx__spawn(ctx, lim, req->lang == SBX_LANG_SHELL ? argv_sh : argv_py, NULL, &p, err);
     if (rc != 0) return rc;
 
     struct sbx__capture out = {.max = lim->stdout_max}, er = {.max = lim->stderr_max};

@@ -9,7 +9,7 @@
  * system), a handful of generated /etc files, a fresh /proc, a /dev with null, zero, random and
  * urandom only, a size-limited tmpfs workspace at /work (also the home directory) and /tmp;
  * then pivot_root, the old root detached. The network namespace has only a loopback device that
- * stays down: no network at all.
+ * stays down: no network at all (a long-lived process may ask for the host's; see sbx_proc).
  *
  * Why a user namespace even when agentd runs as root: it is what makes "root inside" nobody
  * outside. The sandbox runs as uid/gid 1000 inside, mapped to one unprivileged host id per
@@ -87,7 +87,9 @@ struct sbx_ctx_opts {
  * sbx_ctx_describe and backed by rlimits.
  */
 int sbx_ctx_new(const struct sbx_ctx_opts *opts, struct sbx_ctx **out, struct ag_err *err);
-/* Kills every sandbox still alive, removes the cgroup directories. */
+/* Stops the pool and SIGKILLs every sbx_proc still alive. The context (its cgroup directories
+ * included) is released now, or when the last of those processes is freed. Sessions must be
+ * freed before. */
 void sbx_ctx_free(struct sbx_ctx *ctx);
 
 struct sbx_info {
@@ -189,5 +191,82 @@ int sbx_session_put(struct sbx_session *s, const char *path, const void *data, s
                     struct ag_err *err);
 int sbx_session_get(struct sbx_session *s, const char *path, size_t max_bytes, char **data,
                     size_t *n, struct ag_err *err);
+
+/* ---- long-lived processes (sandboxed MCP servers) ---- */
+
+/*
+ * A process that runs until it exits or is killed, talking to its spawner over stdin, stdout
+ * and stderr: the spawner owns those three pipe ends and reads and writes them as it likes
+ * (an event loop, typically). No output cap and no wall clock apply: timeout_ms, stdout_max and
+ * stderr_max of the limits are not used; memory, pids, cpu_percent, workspace_bytes,
+ * file_bytes and open_files are.
+ *
+ * What it sees: the sandbox root of every sandbox (read-only /usr and its top-level links, a
+ * writable /work and /tmp, a fresh /proc, a minimal /dev and /etc), plus each of paths, a host
+ * file or directory bound read-only, nosuid, nodev at the same place (not recursively: mounts
+ * beneath it stay hidden). A path under /usr is visible already and is skipped, as is one
+ * beneath another path of the list. Paths under /proc, /dev and /sys, and /, /work and /tmp
+ * themselves, are refused. A path is opened by the sandbox's first process before it drops to
+ * its sandbox ids, with the daemon's uid but no capabilities; what lies beneath is then read
+ * as the sandbox's host uid, so files must be readable by others when agentd runs as root.
+ *
+ * Its environment is the sandbox's (PATH=/usr/local/bin:/usr/bin:/bin, HOME=/work, TMPDIR,
+ * USER, LOGNAME, LANG, PYTHONUNBUFFERED) with env's entries added or replacing: nothing of
+ * agentd's own environment leaks in. With network set it shares the host's network (and sees
+ * the host's /etc/resolv.conf and /etc/ssl); otherwise it has none.
+ *
+ * Its end: pid 1 exits (which takes the whole tree with it: the pid namespace ends), or
+ * sbx_proc_kill. The exit is learnt without blocking: sbx_proc_pidfd becomes readable (poll,
+ * epoll, uv_poll) once pid 1 is a zombie, and sbx_proc_wait(block = false) reaps it.
+ *
+ * Threads: one thread at a time per process; sbx_ctx_free from another thread SIGKILLs every
+ * process still alive, and the context stays allocated until the last one is freed.
+ */
+#define SBX_MAX_PATHS     16            /* paths bound into one process's sandbox */
+#define SBX_MAX_PATH_LEN  1024          /* longest path bound or used as cwd, with its NUL */
+#define SBX_MAX_ENV       64            /* env entries of one process */
+#define SBX_MAX_ARG_BYTES (120u * 1024) /* argv and env together */
+
+struct sbx_proc_req {
+    const char *const *argv;         /* NULL-terminated; argv[0] an absolute path that is
+                                        visible inside, or a name looked up in the sandbox's
+                                        PATH */
+    const char *const *env;          /* "K=V" entries, NULL-terminated, or NULL */
+    const char *cwd;                 /* working directory inside (absolute, visible); NULL:
+                                        /work */
+    const char *const *paths;        /* host paths bound read-only, NULL-terminated, or NULL */
+    const struct sbx_limits *limits; /* NULL for the defaults */
+    bool network;                    /* share the host's network */
+};
+
+struct sbx_proc;
+
+/*
+ * Starts req's program in a fresh sandbox. Returns 0 with *out set and the other ends of its
+ * stdin (write), stdout and stderr (read) in *stdin_fd, *stdout_fd and *stderr_fd: close-on-exec,
+ * blocking, owned by the caller. Errors: AG_EINVAL (a bad request: a path refused, too many),
+ * AG_ENOTFOUND (the program or a path does not exist, or the program would not be visible
+ * inside), AG_ESANDBOX (the sandbox could not be made; its message names the setup stage),
+ * AG_EQUOTA (too many sandboxes alive). Blocks until the program has been exec'ed (a few ms).
+ */
+int sbx_proc_spawn(struct sbx_ctx *ctx, const struct sbx_proc_req *req, struct sbx_proc **out,
+                   int *stdin_fd, int *stdout_fd, int *stderr_fd, struct ag_err *err);
+/* Host pid of its pid 1; 0 once reaped. */
+pid_t sbx_proc_pid(const struct sbx_proc *p);
+/* A pidfd of pid 1, readable once it has exited (-1 when the kernel has no pidfds: poll
+ * sbx_proc_wait then). Owned by p: closed by sbx_proc_free. */
+int sbx_proc_pidfd(const struct sbx_proc *p);
+/* Sends sig to pid 1 (nothing once reaped). SIGKILL ends the whole tree; other signals reach
+ * pid 1 only if it handles them (pid 1 of a namespace ignores default-action signals). */
+void sbx_proc_kill(struct sbx_proc *p, int sig);
+/*
+ * Reaps pid 1. Returns 1 with *status (as waitpid fills it) when it has exited (also on later
+ * calls), 0 while it runs (block false), or a negative AG_E code. *oom (may be NULL) says
+ * whether the memory limit's OOM killer fired during the process's life.
+ */
+int sbx_proc_wait(struct sbx_proc *p, bool block, int *status, bool *oom);
+/* SIGKILLs and reaps pid 1 if still needed (blocking: reap first to never wait), closes the
+ * pidfd and frees p. The caller closes the three fds it was given. */
+void sbx_proc_free(struct sbx_proc *p);
 
 #endif

@@ -59,11 +59,19 @@ struct sbx_ctx {
     char localtime[256];  /* /etc/localtime's link target, "" when not a link */
     char links[8][2][32]; /* top-level symlinks to recreate: name, target */
     int n_links;
-    pthread_mutex_t mu;            /* guards slots, n_alive and the pool */
+    pthread_mutex_t mu;            /* guards slots, n_alive, the pool, procs and closing */
     uint8_t slots[SBX__MAX_SLOTS]; /* 1 = in use */
     int n_alive;                   /* slots in use */
     struct sbx__pool *pool;        /* warm sessions, or NULL */
+    struct sbx_proc *procs;        /* long-lived processes not yet freed (proc.c) */
+    int n_procs;                   /* in that list or being freed: each keeps ctx allocated */
+    bool closing;                  /* sbx_ctx_free was called: the last proc frees ctx */
 };
+
+/* Releases what sbx_ctx_new made (ctx.c); once no proc needs the context any more. */
+void sbx__ctx_destroy(struct sbx_ctx *ctx);
+/* SIGKILLs every long-lived process of ctx (proc.c); the caller holds ctx->mu. */
+void sbx__procs_kill_all(struct sbx_ctx *ctx);
 
 int sbx__slot_get(struct sbx_ctx *ctx, struct ag_err *err);
 void sbx__slot_put(struct sbx_ctx *ctx, int slot);
@@ -83,14 +91,30 @@ struct sbx__proc {
     int rep_fd;          /* sessions: read end of its fd 4 (driver replies), else -1 */
     int ws_fd;           /* O_PATH directory fd of its /work tmpfs, -1 unless asked for */
     uint64_t oom_before; /* memory cgroup OOM kills before the run */
+    int status;          /* wait status once reaped */
     int64_t started_ns;  /* spawn time */
 };
 
+/* How to spawn, beyond argv and the limits. */
+struct sbx__spawn_opts {
+    bool session;             /* fds 3 and 4 are a command and a reply pipe; ws_fd returned */
+    bool long_lived;          /* no RLIMIT_CPU from timeout_ms */
+    bool network;             /* keep the host's network namespace (and no Landlock net rules) */
+    const char *cwd;          /* working directory inside; NULL: /work */
+    const char *const *env;   /* "K=V" added to the sandbox's environment, or NULL */
+    const char *const *binds; /* host paths bound read-only at the same place, already checked
+                                 (absolute, clean, not visible otherwise), shortest first */
+    int n_binds;              /* at most SBX_MAX_PATHS + 2 (network adds resolv.conf, ssl) */
+};
+
 /* Spawns argv (argv[0] an absolute path inside the sandbox) in a new sandbox with lim. With
- * session set, fds 3 and 4 are a command and a reply pipe, stdout/stderr stay open for its
- * life, and ws_fd is returned. */
+ * o->session set, fds 3 and 4 are a command and a reply pipe, stdout/stderr stay open for its
+ * life, and ws_fd is returned. o may be NULL (a one-shot run). */
 int sbx__spawn(struct sbx_ctx *ctx, const struct sbx_limits *lim, const char *const *argv,
-               bool session, struct sbx__proc *p, struct ag_err *err);
+               const struct sbx__spawn_opts *o, struct sbx__proc *p, struct ag_err *err);
+/* Reaps pid 1 without waiting: 1 with *status when it had exited (or was reaped before, then
+ * *status is p->status), 0 while it runs, AG_EIO on a wait error. */
+int sbx__proc_try_reap(struct sbx__proc *p, int *status);
 /* SIGKILL (the whole tree goes with pid 1). */
 void sbx__proc_signal(struct sbx__proc *p, int sig);
 /* Waits for pid 1 (blocking) and fills status like waitpid; no-op when reaped. */

@@ -115,7 +115,8 @@ static int start(struct sbx_session *s, struct ag_err *err)
     const char *argv[] = {s->ctx->python, "-I", "-u", "-c", sbx__driver_py, NULL};
     struct sbx_limits lim = s->lim;
     lim.timeout_ms = 0; /* per cell, not per process */
-    int rc = sbx__spawn(s->ctx, &lim, argv, true, &s->p, err);
+    static const struct sbx__spawn_opts opts = {.session = true};
+    int rc = sbx__spawn(s->ctx, &lim, argv, &opts, &s->p, err);
     if (rc != 0) return rc;
     set_nonblock(s->p.out_fd);
     set_nonblock(s->p.err_fd);

@@ -11,7 +11,10 @@
  *   child:  first joins its slot's v1 cgroups itself (writes "0" to their `tasks` files, which
  *           the parent opened);
  *   parent: writes uid_map/gid_map, moves the child into its v2 cgroups, sends "g";
- *   child:  drops to uid/gid 1000 (still holding every capability in its own user namespace),
+ *   child:  opens the host paths it is to bind (O_PATH, still with the daemon's host uid: a
+ *           bind source must be reachable by the daemon, not by the sandbox's id; and opened in
+ *           the child's own mount namespace, as a bind mount requires of its source), then
+ *           drops to uid/gid 1000 (still holding every capability in its own user namespace),
  *           enters a cgroup namespace rooted at its cgroup, builds the root, sends the /work
  *           directory fd when asked ("W" + SCM_RIGHTS), locks itself down and execs; a failure
  *           sends "E<stage>: <errno text>" and exits 127. ctl is close-on-exec, so EOF tells
@@ -95,7 +98,16 @@ struct plan {
     char group[96];
     struct rlimit rl_nproc, rl_fsize, rl_nofile, rl_as, rl_cpu;
     bool set_nproc, set_as, set_cpu;
-    int cg_self[SBX__CG_N]; /* v1 `tasks` files the child writes "0" to, or -1 */
+    int cg_self[SBX__CG_N];     /* v1 `tasks` files the child writes "0" to, or -1 */
+    bool network;               /* the host's network: no Landlock net rules, DNS in nsswitch */
+    char cwd[SBX_MAX_PATH_LEN]; /* working directory inside */
+    int n_binds;                /* entries of binds in use */
+    struct {
+        char path[SBX_MAX_PATH_LEN]; /* host path, and the place inside */
+        bool dir;                    /* a directory (else a file) */
+        unsigned long flags;         /* locked flags of its host mount */
+        int fd;                      /* child: O_PATH fd of the host path */
+    } binds[SBX_MAX_PATHS + 2];
 };
 
 /* ---- child side: system calls only ---- */
@@ -171,7 +183,42 @@ static void send_ws(const struct plan *pl)
     close(fd);
 }
 
-static void build_root(const struct plan *pl)
+/* Creates the directories of path (relative to the new root) down to its parent. */
+static void make_parents(struct plan *pl, char *path)
+{
+    for (char *q = strchr(path, '/'); q; q = strchr(q + 1, '/')) {
+        *q = '\0';
+        if (mkdir(path, 0755) != 0 && errno != EEXIST) child_fail(pl, path);
+        *q = '/';
+    }
+}
+
+/* Binds host path i, opened as binds[i].fd, read-only at the same place in the new root. Not
+ * recursive: mounts beneath it on the host stay hidden. */
+static void bind_path(struct plan *pl, int i)
+{
+    char *dst = pl->binds[i].path + 1; /* relative to the new root, the cwd now */
+    char src[32];
+    make_parents(pl, dst);
+    if (pl->binds[i].dir) {
+        if (mkdir(dst, 0755) != 0 && errno != EEXIST) child_fail(pl, pl->binds[i].path);
+    } else {
+        int fd = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) child_fail(pl, pl->binds[i].path);
+        close(fd);
+    }
+    /* The fd's magic link in our own /proc names the host file, in our mount namespace. */
+    snprintf(src, sizeof(src), "proc/self/fd/%d", pl->binds[i].fd);
+    if (mount(src, dst, NULL, MS_BIND, NULL) != 0) child_fail(pl, pl->binds[i].path);
+    if (mount(NULL, dst, NULL,
+              MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | pl->binds[i].flags,
+              NULL) != 0)
+        child_fail(pl, pl->binds[i].path);
+    close(pl->binds[i].fd);
+    pl->binds[i].fd = -1;
+}
+
+static void build_root(struct plan *pl)
 {
     const struct sbx_ctx *ctx = pl->ctx;
 
@@ -192,7 +239,9 @@ static void build_root(const struct plan *pl)
     write_file(pl, "etc/group", pl->group);
     write_file(pl, "etc/hosts", "127.0.0.1 localhost sandbox\n::1 localhost\n");
     write_file(pl, "etc/hostname", "sandbox\n");
-    write_file(pl, "etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files\n");
+    write_file(pl, "etc/nsswitch.conf",
+               pl->network ? "passwd: files\ngroup: files\nhosts: files dns\n"
+                           : "passwd: files\ngroup: files\nhosts: files\n");
     write_file(pl, "etc/ld.so.cache", "");
     bind_ro(pl, "/etc/ld.so.cache", "etc/ld.so.cache", pl->etc_flags);
     if (ctx->localtime[0] && symlink(ctx->localtime, "etc/localtime") != 0)
@@ -227,6 +276,8 @@ static void build_root(const struct plan *pl)
     make_dir(pl, "tmp", 0755);
     if (mount("tmpfs", "tmp", "tmpfs", MS_NOSUID | MS_NODEV, pl->tmp_opts) != 0)
         child_fail(pl, "mount /tmp");
+    /* Last, so that a path under /work or /tmp lands on their tmpfs. */
+    for (int i = 0; i < pl->n_binds; i++) bind_path(pl, i);
 
     make_dir(pl, "oldroot", 0755);
     if (syscall(SYS_pivot_root, ".", "oldroot") != 0) child_fail(pl, "pivot_root");
@@ -235,7 +286,7 @@ static void build_root(const struct plan *pl)
     if (rmdir("/oldroot") != 0) child_fail(pl, "rmdir /oldroot");
     if (mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) != 0)
         child_fail(pl, "remount / read-only");
-    if (chdir("/work") != 0) child_fail(pl, "chdir /work");
+    if (chdir(pl->cwd) != 0) child_fail(pl, pl->cwd);
 }
 
 static void add_rule(const struct plan *pl, int ruleset, const char *path, uint64_t access)
@@ -259,7 +310,7 @@ static void landlock(const struct plan *pl)
     struct ll_ruleset_attr attr = {.handled_access_fs = fs};
     size_t size = sizeof(uint64_t);
     if (abi >= 4) {
-        attr.handled_access_net = LL_NET_BIND_TCP | LL_NET_CONNECT;
+        attr.handled_access_net = pl->network ? 0 : LL_NET_BIND_TCP | LL_NET_CONNECT;
         size = 2 * sizeof(uint64_t);
     }
     if (abi >= 6) {
@@ -336,6 +387,9 @@ __attribute__((noreturn)) static void child_main(struct plan *pl)
         child_fail(pl, "close_range");
 
     if (read(pl->ctl, &go, 1) != 1 || go != 'g') _exit(126);
+    for (int i = 0; i < pl->n_binds; i++)
+        if ((pl->binds[i].fd = open(pl->binds[i].path, O_PATH | O_CLOEXEC)) < 0)
+            child_fail(pl, pl->binds[i].path);
     /* Raw system calls, not glibc's wrappers: those make every thread of the process change
      * ids together (a signal to each, then a wait), and this clone has copied the daemon's
      * thread list without its threads: the wrapper would wait for them forever. */
@@ -431,13 +485,43 @@ static int await_exec(struct sbx__proc *p, int ctl, struct ag_err *err)
     }
 }
 
-int sbx__spawn(struct sbx_ctx *ctx, const struct sbx_limits *lim, const char *const *argv,
-               bool session, struct sbx__proc *p, struct ag_err *err)
+/* The sandbox's environment with extra's "K=V" entries added or replacing; the array is the
+ * caller's to free, the strings are borrowed. */
+static char **make_env(const char *const *extra)
 {
+    static const char *const base[] = {"PATH=/usr/local/bin:/usr/bin:/bin",
+                                       "HOME=/work",
+                                       "TMPDIR=/tmp",
+                                       "USER=sandbox",
+                                       "LOGNAME=sandbox",
+                                       "LANG=C.UTF-8",
+                                       "PYTHONUNBUFFERED=1"};
+    size_t nb = sizeof(base) / sizeof(base[0]), m = 0, k = 0;
+    while (extra && extra[m]) m++;
+    char **env = ag_calloc(nb + m + 1, sizeof(*env));
+    for (size_t i = 0; i < nb; i++) {
+        size_t kl = (size_t)(strchr(base[i], '=') - base[i]);
+        bool replaced = false;
+        for (size_t j = 0; j < m && !replaced; j++)
+            replaced = strncmp(extra[j], base[i], kl) == 0 && extra[j][kl] == '=';
+        if (!replaced) env[k++] = (char *)base[i];
+    }
+    for (size_t j = 0; j < m; j++) env[k++] = (char *)extra[j];
+    return env;
+}
+
+int sbx__spawn(struct sbx_ctx *ctx, const struct sbx_limits *lim, const char *const *argv,
+               const struct sbx__spawn_opts *o, struct sbx__proc *p, struct ag_err *err)
+{
+    static const struct sbx__spawn_opts none = {0};
     int in[2] = {-1, -1}, out[2] = {-1, -1}, er[2] = {-1, -1}, cmd[2] = {-1, -1}, rep[2] = {-1, -1},
         ctl[2] = {-1, -1};
     struct plan pl;
+    char **envp = NULL;
     int rc;
+
+    if (!o) o = &none;
+    bool session = o->session;
 
     memset(p, 0, sizeof(*p));
     p->ctx = ctx;
@@ -456,14 +540,7 @@ int sbx__spawn(struct sbx_ctx *ctx, const struct sbx_limits *lim, const char *co
         goto fail_fds;
     }
 
-    static char *const envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin",
-                                 "HOME=/work",
-                                 "TMPDIR=/tmp",
-                                 "USER=sandbox",
-                                 "LOGNAME=sandbox",
-                                 "LANG=C.UTF-8",
-                                 "PYTHONUNBUFFERED=1",
-                                 NULL};
+    envp = make_env(o->env);
     memset(&pl, 0, sizeof(pl));
     pl.ctx = ctx;
     pl.argv = argv;
@@ -479,6 +556,16 @@ int sbx__spawn(struct sbx_ctx *ctx, const struct sbx_limits *lim, const char *co
         pl.n_fds = 5;
     }
     pl.send_ws = session;
+    pl.network = o->network;
+    snprintf(pl.cwd, sizeof(pl.cwd), "%s", o->cwd ? o->cwd : "/work");
+    for (int i = 0; i < o->n_binds && i < (int)(sizeof(pl.binds) / sizeof(pl.binds[0])); i++) {
+        struct stat st;
+        snprintf(pl.binds[i].path, sizeof(pl.binds[i].path), "%s", o->binds[i]);
+        pl.binds[i].dir = stat(o->binds[i], &st) == 0 && S_ISDIR(st.st_mode);
+        pl.binds[i].flags = locked_flags(o->binds[i]);
+        pl.binds[i].fd = -1;
+        pl.n_binds++;
+    }
     pl.setgroups = ctx->root;
     pl.usr_flags = locked_flags("/usr");
     pl.etc_flags = locked_flags("/etc/ld.so.cache");
@@ -506,18 +593,20 @@ int sbx__spawn(struct sbx_ctx *ctx, const struct sbx_limits *lim, const char *co
     rlim_t as = (rlim_t)lim->memory_bytes;
     if (ctx->cg.mode[SBX__CG_MEMORY] != SBX__CG_NONE) as = as * 4 + (1ull << 30);
     pl.rl_as.rlim_cur = pl.rl_as.rlim_max = as;
-    if (!session && lim->timeout_ms > 0) {
+    if (!session && !o->long_lived && lim->timeout_ms > 0) {
         pl.set_cpu = true;
         pl.rl_cpu.rlim_cur = pl.rl_cpu.rlim_max = (rlim_t)(lim->timeout_ms / 1000 + 2);
     }
 
     if ((rc = sbx__cg_open_self(&ctx->cg, p->slot, pl.cg_self, err)) != 0) goto fail_fds;
 
-    long flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC |
-                 CLONE_NEWUTS | SIGCHLD;
+    long flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS |
+                 (o->network ? 0 : CLONE_NEWNET) | SIGCHLD;
     pid_t pid = (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, 0);
     if (pid == 0) child_main(&pl);
     for (int i = 0; i < SBX__CG_N; i++) close_fd(&pl.cg_self[i]);
+    free(envp);
+    envp = NULL;
     if (pid < 0) {
         rc = ag_err_set(err, AG_ESANDBOX, "cannot create the sandbox's namespaces: %s",
                         strerror(errno));
@@ -580,6 +669,7 @@ fail_fds:
         close_fd(&rep[i]);
         close_fd(&ctl[i]);
     }
+    free(envp);
     sbx__slot_put(ctx, p->slot);
     p->slot = -1;
     return rc;
@@ -602,8 +692,26 @@ int sbx__proc_reap(struct sbx__proc *p, int *status)
     do r = waitpid(p->pid, &st, __WALL);
     while (r < 0 && errno == EINTR);
     p->pid = 0;
+    p->status = st;
     if (status) *status = st;
     return r < 0 ? AG_EIO : 0;
+}
+
+int sbx__proc_try_reap(struct sbx__proc *p, int *status)
+{
+    if (p->pid <= 0) {
+        if (status) *status = p->status;
+        return 1;
+    }
+    int st = 0;
+    pid_t r;
+    do r = waitpid(p->pid, &st, __WALL | WNOHANG);
+    while (r < 0 && errno == EINTR);
+    if (r == 0) return 0;
+    p->pid = 0;
+    p->status = st;
+    if (status) *status = st;
+    return r < 0 ? AG_EIO : 1;
 }
 
 void sbx__proc_release(struct sbx__proc *p)

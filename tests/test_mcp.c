@@ -3,12 +3,17 @@
  * Python SDK (tests/mcp/server.py): the handshake and tool list, calls, a tool error, a call
  * that hangs past its timeout, a server that dies mid-call and is restarted, output caps,
  * cancel, stop with a call in flight, a command that does not exist and a server that never
- * answers initialize; then the same client over streamable HTTP. Also the pure parsers alone.
+ * answers initialize; then the same client over streamable HTTP; then the stdio server in a
+ * sandbox (sbx_proc_spawn): calls work, host files and the network are out of reach unless
+ * bound or asked for, a crash restarts it, and stopping leaves no process behind, grandchildren
+ * included. Also the pure parsers alone.
  *
  * The SDK lives in the virtualenv scripts/deps.sh makes (.venv-test/, or $AGENTD_TEST_PYTHON);
- * without it the server tests are skipped.
+ * without it the server tests are skipped. The sandbox tests are skipped where the host cannot
+ * make sandboxes. The virtualenv and tests/mcp are bound read-only into the sandbox.
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -19,8 +24,10 @@
 #include "../tools/mcp_int.h"
 #include "test.h"
 
-static char PY[512];  /* python with the mcp SDK, or "" */
-static bool HAVE_SDK; /* PY can import the SDK */
+static char PY[512];        /* python with the mcp SDK, or "" */
+static bool HAVE_SDK;       /* PY can import the SDK */
+static struct sbx_ctx *SBX; /* for the sandboxed servers, or NULL (SBX_WHY says why) */
+static char SBX_WHY[600];
 
 #define SERVER "tests/mcp/server.py"
 #define SILENT "tests/mcp/silent.py"
@@ -308,10 +315,10 @@ static void test_handshake_and_list(void)
     CHECK(c);
     if (!c) return;
     CHECK(w.n_ready == 1);
-    CHECK_STR(w.msg, "7 tools");
+    CHECK_STR(w.msg, "10 tools");
     const struct mcp_tool *t;
     size_t n = mcp_client_tools(c, &t);
-    CHECK(n == 7);
+    CHECK(n == 10);
     bool seen_add = false, seen_sleep = false;
     for (size_t i = 0; i < n; i++) {
         if (strcmp(t[i].name, "add") == 0) {
@@ -464,7 +471,7 @@ static void test_crash_and_restart(void)
     CHECK(after.ok);
     CHECK_STR(after.text, "3");
     CHECK(w.n_ready == 2);
-    CHECKF(strncmp(w.msg, "restarted; 7 tools", 18) == 0, "%s", w.msg);
+    CHECKF(strncmp(w.msg, "restarted; 10 tools", 19) == 0, "%s", w.msg);
     CHECK(call(&loop, c, "pid", NULL, 10000, 0, &p2));
     CHECK(p1.text && p2.text && strcmp(p1.text, p2.text) != 0);
     CHECK(strstr(mcp_client_last_error(c), "exited (status 3)") != NULL);
@@ -640,7 +647,7 @@ static void http_case(bool json)
     if (!c) goto out;
     CHECKF(state_is(&loop, c, MCP_READY, 20000), "%s", w.msg);
     const struct mcp_tool *t;
-    CHECK(mcp_client_tools(c, &t) == 7);
+    CHECK(mcp_client_tools(c, &t) == 10);
     struct out o = {0};
     CHECK(call(&loop, c, "add", "{\"a\":2,\"b\":40}", 10000, 0, &o));
     CHECK(o.ok);
@@ -698,6 +705,356 @@ static void test_http_unreachable(void)
     finish(&loop, c);
 }
 
+/* ---- sandboxed stdio servers ---- */
+
+#define NEED_SBX()                                                                                 \
+    do {                                                                                           \
+        NEED_SDK();                                                                                \
+        if (!SBX) SKIP(SBX_WHY);                                                                   \
+    } while (0)
+
+/* Starts server.py in a sandbox (cwd tests/mcp, the virtualenv bound) with extra argument tag,
+ * and waits for it to be ready. */
+static struct mcp_client *start_in(struct sbx_ctx *ctx, uv_loop_t *loop, struct watch *w,
+                                   bool network, const char *tag)
+{
+    char *cwd = getcwd(NULL, 0);
+    char dir[600], venv[600];
+    snprintf(dir, sizeof(dir), "%s/tests/mcp", cwd);
+    /* PY is <venv>/bin/python: the virtualenv's root holds pyvenv.cfg and the SDK. */
+    snprintf(venv, sizeof(venv), "%s", PY);
+    for (int i = 0; i < 2; i++) {
+        char *slash = strrchr(venv, '/');
+        if (slash && slash != venv) *slash = '\0';
+    }
+    free(cwd);
+    const char *args[] = {"server.py", tag, NULL};
+    const char *paths[] = {venv, NULL};
+    struct sbx_limits lim;
+    sbx_limits_default(&lim);
+    lim.memory_bytes = 256ll << 20;
+    struct mcp_server_cfg cfg = {
+        .name = "box",
+        .command = PY,
+        .args = args,
+        .env = (const char *const[]){"AGENTD_MCP_TEST=1", NULL},
+        .cwd = dir,
+        .sandbox = ctx,
+        .sandbox_limits = &lim,
+        .sandbox_paths = paths,
+        .sandbox_network = network,
+    };
+    struct mcp_client *c = NULL;
+    struct ag_err err = {0};
+    memset(w, 0, sizeof(*w));
+    uv_loop_init(loop);
+    if (mcp_client_new(loop, &cfg, on_state, w, &c, &err) != 0) {
+        printf("  mcp_client_new: %s\n", err.msg);
+        CHECK(uv_loop_close(loop) == 0);
+        return NULL;
+    }
+    if (!state_is(loop, c, MCP_READY, 30000)) {
+        printf("  not ready: state %s: %s\n  stderr: %s\n", mcp_state_name(mcp_client_state(c)),
+               w->msg, mcp_client_stderr(c));
+        finish(loop, c);
+        return NULL;
+    }
+    return c;
+}
+
+static struct mcp_client *start_sandboxed(uv_loop_t *loop, struct watch *w, bool network,
+                                          const char *tag)
+{
+    return start_in(SBX, loop, w, network, tag);
+}
+
+/* Host processes with an argument equal to arg. */
+static int count_procs(const char *arg)
+{
+    DIR *d = opendir("/proc");
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+        if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+        char path[300], buf[4096];
+        snprintf(path, sizeof(path), "/proc/%s/cmdline", e->d_name);
+        FILE *f = fopen(path, "rb");
+        if (!f) continue;
+        size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[len] = '\0';
+        for (size_t i = 0; i < len; i += strlen(buf + i) + 1)
+            if (strcmp(buf + i, arg) == 0) {
+                n++;
+                break;
+            }
+    }
+    if (d) closedir(d);
+    return n;
+}
+
+/* A TCP listener on 127.0.0.1 of the host; its port in *port. */
+static int listener(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(fd, 8) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static void test_sandbox_calls(void)
+{
+    NEED_SBX();
+    uv_loop_t loop;
+    struct watch w;
+    struct mcp_client *c = start_sandboxed(&loop, &w, false, "--tag=calls");
+    CHECK(c);
+    if (!c) return;
+    CHECK_STR(w.msg, "10 tools");
+    struct out o = {0};
+    CHECK(call(&loop, c, "add", "{\"a\":2,\"b\":40}", 10000, 0, &o));
+    CHECK(o.ok);
+    CHECK_STR(o.text, "42");
+    /* Pid 1 of a pid namespace of its own. */
+    CHECK(call(&loop, c, "pid", NULL, 10000, 0, &o));
+    CHECK_STR(o.text, "1");
+    /* Its working directory is bound, read-only; the rest of the checkout is not there. */
+    CHECK(call(&loop, c, "read_file", "{\"path\":\"server.py\"}", 10000, 0, &o));
+    CHECKF(o.text && strstr(o.text, "MCP test server") != NULL, "%s", o.text);
+    char *cwd = getcwd(NULL, 0);
+    char *args = ag_asprintf("{\"path\":\"%s/tests/test_mcp.c\"}", cwd);
+    CHECK(call(&loop, c, "read_file", args, 10000, 0, &o));
+    CHECKF(o.text && strncmp(o.text, "error: No such file", 19) == 0, "%s", o.text);
+    free(args);
+    free(cwd);
+    /* Host files outside the binds: /etc is the sandbox's own, /root is not there. */
+    CHECK(call(&loop, c, "read_file", "{\"path\":\"/etc/shadow\"}", 10000, 0, &o));
+    CHECKF(o.text && strncmp(o.text, "error: ", 7) == 0, "%s", o.text);
+    CHECK(call(&loop, c, "read_file", "{\"path\":\"/root/.bashrc\"}", 10000, 0, &o));
+    CHECKF(o.text && strncmp(o.text, "error: ", 7) == 0, "%s", o.text);
+    CHECK(call(&loop, c, "read_file", "{\"path\":\"/etc/hostname\"}", 10000, 0, &o));
+    CHECK_STR(o.text, "sandbox\n");
+    /* No network: not even the host's loopback. */
+    int port = 0, lfd = listener(&port);
+    CHECK(lfd >= 0);
+    args = ag_asprintf("{\"host\":\"127.0.0.1\",\"port\":%d}", port);
+    CHECK(call(&loop, c, "connect", args, 20000, 0, &o));
+    CHECKF(o.text && strncmp(o.text, "error: ", 7) == 0, "%s", o.text);
+    free(args);
+    if (lfd >= 0) close(lfd);
+    out_release(&o);
+    finish(&loop, c);
+}
+
+static void test_sandbox_network(void)
+{
+    NEED_SBX();
+    uv_loop_t loop;
+    struct watch w;
+    struct mcp_client *c = start_sandboxed(&loop, &w, true, "--tag=network");
+    CHECK(c);
+    if (!c) return;
+    struct out o = {0};
+    int port = 0, lfd = listener(&port);
+    CHECK(lfd >= 0);
+    char *args = ag_asprintf("{\"host\":\"127.0.0.1\",\"port\":%d}", port);
+    CHECK(call(&loop, c, "connect", args, 20000, 0, &o));
+    CHECK_STR(o.text, "ok");
+    free(args);
+    if (lfd >= 0) close(lfd);
+    out_release(&o);
+    finish(&loop, c);
+}
+
+/* A crash takes the server's grandchildren with it, and the server comes back. */
+static void test_sandbox_crash_and_restart(void)
+{
+    NEED_SBX();
+    uv_loop_t loop;
+    struct watch w;
+    char tag[64], nap[32];
+    snprintf(tag, sizeof(tag), "--tag=crash-%d", (int)getpid());
+    snprintf(nap, sizeof(nap), "611.%d", (int)getpid());
+    struct mcp_client *c = start_sandboxed(&loop, &w, false, tag);
+    CHECK(c);
+    if (!c) return;
+    struct out o = {0};
+    char *args = ag_asprintf("{\"argv\":[\"/usr/bin/sleep\",\"%s\"]}", nap);
+    CHECK(call(&loop, c, "spawn", args, 10000, 0, &o));
+    CHECK(o.ok);
+    CHECK(count_procs(nap) == 1);
+    CHECK(count_procs(tag) == 1);
+    CHECK(call(&loop, c, "crash", "{\"status\":3}", 10000, 0, &o));
+    CHECK(o.err == AG_ECLOSED);
+    CHECKF(o.text && strstr(o.text, "MCP server 'box' exited (status 3) during the call"), "%s",
+           o.text);
+    CHECKF(o.text && strstr(o.text, "crash: exiting on purpose"), "%s", o.text);
+    CHECK(count_procs(nap) == 0);
+    CHECK(state_is(&loop, c, MCP_READY, 30000));
+    CHECK(w.n_restarting == 1 && w.n_ready == 2);
+    CHECK(call(&loop, c, "add", "{\"a\":1,\"b\":2}", 10000, 0, &o));
+    CHECK_STR(o.text, "3");
+    CHECK(count_procs(tag) == 1);
+    free(args);
+    out_release(&o);
+    finish(&loop, c);
+    CHECK(count_procs(tag) == 0);
+}
+
+/* Stopping with a call in flight and a grandchild running leaves nothing behind. */
+static void test_sandbox_stop(void)
+{
+    NEED_SBX();
+    uv_loop_t loop;
+    struct watch w;
+    char tag[64], nap[32];
+    snprintf(tag, sizeof(tag), "--tag=stop-%d", (int)getpid());
+    snprintf(nap, sizeof(nap), "612.%d", (int)getpid());
+    struct mcp_client *c = start_sandboxed(&loop, &w, false, tag);
+    CHECK(c);
+    if (!c) return;
+    struct out o = {0}, s = {0};
+    char *args = ag_asprintf("{\"argv\":[\"/usr/bin/sleep\",\"%s\"]}", nap);
+    CHECK(call(&loop, c, "spawn", args, 10000, 0, &o));
+    free(args);
+    CHECK(count_procs(nap) == 1 && count_procs(tag) == 1);
+    struct sbx_info in;
+    sbx_ctx_info(SBX, &in);
+    CHECK(in.n_alive == 1);
+    CHECK(mcp_call(c, "sleep", "{\"seconds\":30}", 0, 0, on_done, &s, NULL, NULL) == 0);
+    bool never = false;
+    run_until(&loop, &never, 100);
+    int64_t t0 = ag_now_ms();
+    mcp_client_free(c);
+    CHECK(s.done && s.err == AG_ESHUTDOWN);
+    finish(&loop, NULL);
+    CHECKF(ag_now_ms() - t0 < 5000, "%lld ms", (long long)(ag_now_ms() - t0));
+    CHECK(count_procs(nap) == 0 && count_procs(tag) == 0);
+    sbx_ctx_info(SBX, &in);
+    CHECK(in.n_alive == 0);
+    out_release(&o);
+    out_release(&s);
+}
+
+/* The memory limit's OOM killer ends the whole server, and the loss says why. */
+static void test_sandbox_memory_limit(void)
+{
+    NEED_SBX();
+    struct sbx_info in;
+    sbx_ctx_info(SBX, &in);
+    if (strcmp(in.memory, "none") == 0) SKIP("no memory cgroup on this host");
+    uv_loop_t loop;
+    struct watch w;
+    struct mcp_client *c = start_sandboxed(&loop, &w, false, "--tag=oom");
+    CHECK(c);
+    if (!c) return;
+    struct out o = {0};
+    /* 400 MB of text against a 256 MiB limit. */
+    CHECK(call(&loop, c, "big", "{\"n\":800000000}", 30000, 0, &o));
+    CHECK(o.err == AG_ECLOSED);
+    CHECKF(o.text && strstr(o.text, "was killed by signal 9 (Killed) at its sandbox's memory "
+                                    "limit during the call"),
+           "%s", o.text);
+    CHECK(state_is(&loop, c, MCP_READY, 30000));
+    out_release(&o);
+    finish(&loop, c);
+}
+
+/* The daemon's order at shutdown: the client stops, then the sandbox context is freed at once,
+ * before the server has gone. The context kills it and lives until the client lets go. */
+static void test_sandbox_ctx_freed_first(void)
+{
+    NEED_SBX();
+    struct sbx_ctx *ctx = NULL;
+    struct ag_err err = {0};
+    struct sbx_ctx_opts opts = {.tag = "agentd-test-mcp2"};
+    CHECKF(sbx_ctx_new(&opts, &ctx, &err) == 0, "%s", err.msg);
+    if (!ctx) return;
+    uv_loop_t loop;
+    struct watch w;
+    char tag[64];
+    snprintf(tag, sizeof(tag), "--tag=ctxfree-%d", (int)getpid());
+    struct mcp_client *c = start_in(ctx, &loop, &w, false, tag);
+    CHECK(c);
+    if (!c) {
+        sbx_ctx_free(ctx);
+        return;
+    }
+    CHECK(count_procs(tag) == 1);
+    int64_t t0 = ag_now_ms();
+    mcp_client_free(c);
+    sbx_ctx_free(ctx);
+    finish(&loop, NULL);
+    CHECKF(ag_now_ms() - t0 < 1500, "%lld ms", (long long)(ag_now_ms() - t0));
+    CHECK(count_procs(tag) == 0);
+}
+
+/* What cannot run in a sandbox says so at start. */
+static void test_sandbox_errors(void)
+{
+    if (!SBX) SKIP(SBX_WHY);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct watch w = {0};
+    struct mcp_client *c = NULL;
+    struct ag_err err = {0};
+    struct mcp_server_cfg cfg = {.name = "ghost", .command = "no-such-mcp-server", .sandbox = SBX};
+    CHECK(mcp_client_new(&loop, &cfg, on_state, &w, &c, &err) == AG_ENOTFOUND);
+    CHECKF(strstr(err.msg, "MCP server 'ghost': cannot run 'no-such-mcp-server' in the sandbox: "
+                           "not found in its PATH") != NULL,
+           "%s", err.msg);
+    const char *paths[] = {"/nonexistent/dir", NULL};
+    struct mcp_server_cfg nodir = {
+        .name = "x", .command = "true", .sandbox = SBX, .sandbox_paths = paths};
+    CHECK(mcp_client_new(&loop, &nodir, on_state, &w, &c, &err) == AG_ENOTFOUND);
+    CHECKF(strstr(err.msg, "sandbox path '/nonexistent/dir': No such file or directory") != NULL,
+           "%s", err.msg);
+    const char *proc[] = {"/proc/1", NULL};
+    struct mcp_server_cfg badp = {
+        .name = "x", .command = "true", .sandbox = SBX, .sandbox_paths = proc};
+    CHECK(mcp_client_new(&loop, &badp, on_state, &w, &c, &err) == AG_EINVAL);
+    CHECKF(strstr(err.msg, "/proc cannot be bound") != NULL, "%s", err.msg);
+    struct mcp_server_cfg url = {.name = "x", .url = "http://127.0.0.1:1/", .sandbox = SBX};
+    CHECK(mcp_client_new(&loop, &url, on_state, &w, &c, &err) == AG_EINVAL);
+    /* A server that exits at once, never ready: failed, with its own words. */
+    const char *sh[] = {"-c", "echo no luck >&2; exit 5", NULL};
+    struct mcp_server_cfg dies = {.name = "d", .command = "sh", .args = sh, .sandbox = SBX};
+    CHECK(mcp_client_new(&loop, &dies, on_state, &w, &c, &err) == 0);
+    if (c) {
+        CHECK(state_is(&loop, c, MCP_FAILED, 10000));
+        CHECKF(strstr(w.failed, "exited (status 5)") != NULL, "%s", w.failed);
+        CHECKF(strstr(mcp_client_stderr(c), "no luck") != NULL, "%s", mcp_client_stderr(c));
+    }
+    finish(&loop, c);
+}
+
+static void find_sandbox(void)
+{
+    struct ag_err err = {0};
+    struct sbx_ctx_opts o = {.tag = "agentd-test-mcp"};
+    if (sbx_ctx_new(&o, &SBX, &err) != 0) {
+        snprintf(SBX_WHY, sizeof(SBX_WHY), "no sandbox on this host: %s", err.msg);
+        SBX = NULL;
+        return;
+    }
+    /* A kernel without user namespaces for this user refuses the first clone. */
+    struct sbx_result r;
+    struct sbx_exec_req req = {.lang = SBX_LANG_SHELL, .code = "true"};
+    if (sbx_exec(SBX, &req, &r, &err) != 0) {
+        snprintf(SBX_WHY, sizeof(SBX_WHY), "no sandbox on this host: %s", err.msg);
+        sbx_ctx_free(SBX);
+        SBX = NULL;
+        return;
+    }
+    sbx_result_release(&r);
+}
+
 static void find_python(void)
 {
     const char *env = getenv("AGENTD_TEST_PYTHON");
@@ -740,5 +1097,14 @@ int main(int argc, char **argv)
     RUN(test_http_sse);
     RUN(test_http_json);
     RUN(test_http_unreachable);
+    find_sandbox();
+    RUN(test_sandbox_calls);
+    RUN(test_sandbox_network);
+    RUN(test_sandbox_crash_and_restart);
+    RUN(test_sandbox_stop);
+    RUN(test_sandbox_memory_limit);
+    RUN(test_sandbox_ctx_freed_first);
+    RUN(test_sandbox_errors);
+    sbx_ctx_free(SBX);
     return TEST_END();
 }

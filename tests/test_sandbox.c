@@ -6,7 +6,8 @@
  * prints what the kernel answered) and then that the host is unaffected: the planted host file
  * is unchanged, the listener got no connection, no sandbox process outlived its run, this
  * process can still fork. Tests that need what the kernel does not offer here SKIP with the
- * precise reason (e.g. no user namespaces for this user).
+ * precise reason (e.g. no user namespaces for this user). Last, long-lived processes
+ * (sbx_proc): pipes, environment, bound paths, refused requests, kill and context teardown.
  */
 #include "../sandbox/sandbox.h"
 #include "test.h"
@@ -15,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
@@ -941,6 +943,184 @@ static void test_pool(void)
     host_ok();
 }
 
+/* ---- long-lived processes (sbx_proc) ---- */
+
+/* Reads fd to its end (or 10 s) into buf; the length. */
+static size_t read_all(int fd, char *buf, size_t cap)
+{
+    size_t n = 0;
+    int64_t end = ag_now_ms() + 10000;
+    while (n + 1 < cap && ag_now_ms() < end) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, 100) <= 0) continue;
+        ssize_t k = read(fd, buf + n, cap - 1 - n);
+        if (k <= 0) break;
+        n += (size_t)k;
+    }
+    buf[n] = '\0';
+    return n;
+}
+
+/* Waits (poll on the pidfd, never in waitpid) for p's exit; its wait status, or -1. */
+static int exit_of(struct sbx_proc *p)
+{
+    struct pollfd pfd = {.fd = sbx_proc_pidfd(p), .events = POLLIN};
+    CHECK(pfd.fd >= 0 && poll(&pfd, 1, 10000) == 1);
+    int st = -1;
+    CHECK(sbx_proc_wait(p, false, &st, NULL) == 1);
+    return st;
+}
+
+static void test_proc_pipes_env_exit(void)
+{
+    NEED_SANDBOX();
+    const char *argv[] = {"sh", "-c", "read x; echo \"got $x $FOO $HOME $PWD\"; echo e >&2; exit 4",
+                          NULL};
+    const char *env[] = {"FOO=bar", "HOME=/tmp", NULL};
+    struct sbx_proc_req req = {.argv = argv, .env = env};
+    struct sbx_proc *p = NULL;
+    int in = -1, out = -1, er = -1;
+    struct ag_err err = {0};
+    CHECKF(sbx_proc_spawn(CTX, &req, &p, &in, &out, &er, &err) == 0, "%s", err.msg);
+    if (!p) return;
+    CHECK(sbx_proc_pid(p) > 0);
+    CHECK(sbx_proc_wait(p, false, NULL, NULL) == 0); /* waiting for its line */
+    CHECK(write(in, "hi\n", 3) == 3);
+    char buf[256];
+    read_all(out, buf, sizeof(buf));
+    CHECK_STR(buf, "got hi bar /tmp /work\n");
+    read_all(er, buf, sizeof(buf));
+    CHECK_STR(buf, "e\n");
+    int st = exit_of(p);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 4);
+    CHECK(sbx_proc_pid(p) == 0);
+    close(in);
+    close(out);
+    close(er);
+    sbx_proc_free(p);
+    host_ok();
+}
+
+/* Bound host paths are there, read-only; the rest of the host is not. */
+static void test_proc_binds(void)
+{
+    NEED_SANDBOX();
+    char *script = ag_asprintf("cat secret; echo; pwd; (echo x > secret2) 2>/dev/null || echo "
+                               "ro; ls %s/../ | grep -c agentd-sbx-test- ; cat /etc/shadow "
+                               "2>/dev/null || echo noshadow",
+                               HOSTDIR);
+    const char *argv[] = {"/bin/sh", "-c", script, NULL};
+    const char *paths[] = {HOSTDIR, NULL};
+    struct sbx_proc_req req = {.argv = argv, .cwd = HOSTDIR, .paths = paths};
+    struct sbx_proc *p = NULL;
+    int in = -1, out = -1, er = -1;
+    struct ag_err err = {0};
+    /* What is bound is read with the sandbox's host uid: mkdtemp's 0700 would shut it out. */
+    chmod(HOSTDIR, 0755);
+    CHECKF(sbx_proc_spawn(CTX, &req, &p, &in, &out, &er, &err) == 0, "%s", err.msg);
+    free(script);
+    if (!p) {
+        chmod(HOSTDIR, 0700);
+        return;
+    }
+    close(in);
+    char buf[512], want[256];
+    read_all(out, buf, sizeof(buf));
+    /* The sandbox's /tmp is its own: only the bound directory shows in it. */
+    snprintf(want, sizeof(want), "s3cret\n%s\nro\n1\nnoshadow\n", HOSTDIR);
+    CHECK_STR(buf, want);
+    CHECK(WIFEXITED(exit_of(p)));
+    chmod(HOSTDIR, 0700);
+    close(out);
+    close(er);
+    sbx_proc_free(p);
+    CHECK(access(HOSTDIR, F_OK) == 0);
+    host_ok();
+}
+
+static void test_proc_refused(void)
+{
+    NEED_SANDBOX();
+    struct {
+        const char *prog, *cwd, *path;
+        int code;
+        const char *msg;
+    } cases[] = {
+        {"no-such-program", NULL, NULL, AG_ENOTFOUND, "not found in its PATH"},
+        {"/sbin/../bin/sh", NULL, NULL, AG_EINVAL, "give an absolute path"},
+        {HOSTDIR, NULL, NULL, AG_ENOTFOUND, "it is not visible there"},
+        {"sh", "/srv", NULL, AG_EINVAL, "working directory '/srv' is not visible"},
+        {"sh", NULL, "/tmp", AG_EINVAL, "sandbox path '/tmp': cannot be bound"},
+        {"sh", NULL, "/proc/self", AG_EINVAL, "/proc cannot be bound"},
+        {"sh", NULL, "/work/./x", AG_EINVAL, "not an absolute path without '.'"},
+        {"sh", NULL, "/nonexistent", AG_ENOTFOUND, "No such file or directory"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *argv[] = {cases[i].prog, NULL};
+        const char *paths[] = {cases[i].path, NULL};
+        struct sbx_proc_req req = {.argv = argv, .cwd = cases[i].cwd, .paths = paths};
+        struct sbx_proc *p = NULL;
+        int in, out, er;
+        struct ag_err err = {0};
+        int rc = sbx_proc_spawn(CTX, &req, &p, &in, &out, &er, &err);
+        CHECKF(rc == cases[i].code && !p && strstr(err.msg, cases[i].msg), "case %zu: %d %s", i, rc,
+               err.msg);
+    }
+    /* A path under /usr is visible already: skipped, not refused. */
+    const char *argv[] = {"true", NULL};
+    const char *paths[] = {"/usr/share", NULL};
+    struct sbx_proc_req req = {.argv = argv, .paths = paths};
+    struct sbx_proc *p = NULL;
+    int in = -1, out = -1, er = -1;
+    struct ag_err err = {0};
+    CHECKF(sbx_proc_spawn(CTX, &req, &p, &in, &out, &er, &err) == 0, "%s", err.msg);
+    if (!p) return;
+    CHECK(WIFEXITED(exit_of(p)));
+    close(in);
+    close(out);
+    close(er);
+    sbx_proc_free(p);
+}
+
+/* A kill ends the whole tree; so does freeing the context under a live process. */
+static void test_proc_kill_and_ctx_free(void)
+{
+    NEED_SANDBOX();
+    const char *argv[] = {"sh", "-c", "sleep 1000 & sleep 1000", NULL};
+    struct sbx_proc_req req = {.argv = argv};
+    struct sbx_proc *p = NULL;
+    int in = -1, out = -1, er = -1;
+    struct ag_err err = {0};
+    CHECKF(sbx_proc_spawn(CTX, &req, &p, &in, &out, &er, &err) == 0, "%s", err.msg);
+    if (!p) return;
+    sbx_proc_kill(p, SIGTERM); /* pid 1 without a handler: ignored */
+    usleep(100 * 1000);
+    CHECK(sbx_proc_wait(p, false, NULL, NULL) == 0);
+    sbx_proc_kill(p, SIGKILL);
+    int st = exit_of(p);
+    CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    close(in);
+    close(out);
+    close(er);
+    sbx_proc_free(p);
+    host_ok();
+
+    struct sbx_ctx *c2 = NULL;
+    struct sbx_ctx_opts o = {.tag = "agentd-test-proc"};
+    CHECKF(sbx_ctx_new(&o, &c2, &err) == 0, "%s", err.msg);
+    if (!c2) return;
+    CHECKF(sbx_proc_spawn(c2, &req, &p, &in, &out, &er, &err) == 0, "%s", err.msg);
+    sbx_ctx_free(c2); /* kills p; c2 lives until p is freed */
+    if (!p) return;
+    st = exit_of(p);
+    CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    close(in);
+    close(out);
+    close(er);
+    sbx_proc_free(p);
+    host_ok();
+}
+
 int main(int argc, char **argv)
 {
     struct ag_err err = {0};
@@ -1018,6 +1198,10 @@ int main(int argc, char **argv)
     RUN(test_session_output_streams);
     RUN(test_no_orphans);
     RUN(test_pool);
+    RUN(test_proc_pipes_env_exit);
+    RUN(test_proc_binds);
+    RUN(test_proc_refused);
+    RUN(test_proc_kill_and_ctx_free);
 
     sbx_ctx_free(CTX);
     unlink(secret);

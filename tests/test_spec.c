@@ -514,15 +514,45 @@ static void test_mcp(void)
     CHECK_STR(s, "[{\"name\":\"files\",\"command\":\"mcp-server-files\","
                  "\"args\":[\"--root\",\"/srv\"],\"env\":{\"LOG_LEVEL\":\"debug\",\"_X1\":\"\"},"
                  "\"cwd\":\"/srv\",\"tools\":[\"read_file\",\"listDir\"],\"timeout_ms\":5000,"
-                 "\"start_timeout_ms\":30000},"
+                 "\"start_timeout_ms\":30000,\"sandbox\":false},"
                  "{\"name\":\"web-2\",\"url\":\"https://mcp.example.com/mcp\",\"args\":[],"
-                 "\"env\":{},\"timeout_ms\":60000,\"start_timeout_ms\":30000}]");
+                 "\"env\":{},\"timeout_ms\":60000,\"start_timeout_ms\":30000,\"sandbox\":false}]");
     free(s);
     /* Normalized output validates to itself. */
     struct proto_val *again = NULL;
     CHECK(proto_spec_validate(v, &again, &err) == 0);
     CHECK(proto_equal(v, again));
     proto_val_free(again);
+    proto_val_free(v);
+
+    /* sandbox: true is every default; an object fills in the rest; false stays false. */
+    v = load("m.agent.yaml",
+             "name: m\nmcp:\n  - {name: a, command: a, sandbox: true}\n"
+             "  - name: b\n    command: /opt/b/bin/b\n    sandbox:\n      memory_mb: 128\n"
+             "      network: true\n      paths: [/opt/b, /etc/b.conf]\n"
+             "  - {name: c, command: c, sandbox: false}\n",
+             &err);
+    CHECKF(v != NULL, "%s", err.msg);
+    s = v ? proto_print(proto_get(proto_at(proto_get(v, "mcp"), 0), "sandbox")) : NULL;
+    CHECK_STR(s, "{\"memory_mb\":512,\"pids\":64,\"cpu_percent\":100,\"disk_mb\":64,"
+                 "\"network\":false,\"paths\":[]}");
+    free(s);
+    s = v ? proto_print(proto_get(proto_at(proto_get(v, "mcp"), 1), "sandbox")) : NULL;
+    CHECK_STR(s, "{\"memory_mb\":128,\"pids\":64,\"cpu_percent\":100,\"disk_mb\":64,"
+                 "\"network\":true,\"paths\":[\"/opt/b\",\"/etc/b.conf\"]}");
+    free(s);
+    s = v ? proto_print(proto_get(proto_at(proto_get(v, "mcp"), 2), "sandbox")) : NULL;
+    CHECK_STR(s, "false");
+    free(s);
+    again = NULL;
+    CHECK(v && proto_spec_validate(v, &again, &err) == 0);
+    CHECK(v && proto_equal(v, again));
+    proto_val_free(again);
+    proto_val_free(v);
+    /* A url server may say sandbox: false, the default. */
+    v = load("m.agent.yaml", "name: m\nmcp:\n  - {name: w, url: 'http://x/', sandbox: false}\n",
+             &err);
+    CHECKF(v != NULL, "%s", err.msg);
     proto_val_free(v);
 
     EXPECT_ERR("m.agent.yaml", "name: m\nmcp:\n  - name: files\n    args: [x]\n",
@@ -593,6 +623,30 @@ static void test_mcp(void)
                "name: m\nmcp:\n  - name: f\n    command: a\n    start_timeout_ms: 600001\n",
                "m.agent.yaml:5: mcp[0].start_timeout_ms: expected an integer from 1 to 600000, "
                "got 600001");
+    EXPECT_ERR("m.agent.yaml",
+               "name: m\nmcp:\n  - name: f\n    url: http://x/\n    sandbox: true\n",
+               "m.agent.yaml:5: mcp[0].sandbox: only for a server started by command, not one at "
+               "a url");
+    EXPECT_ERR("m.agent.yaml", "name: m\nmcp:\n  - name: f\n    command: a\n    sandbox: yes\n",
+               "m.agent.yaml:5: mcp[0].sandbox: expected true, false or an object of limits, got "
+               "string");
+    EXPECT_ERR("m.agent.yaml",
+               "name: m\nmcp:\n  - name: f\n    command: a\n    sandbox:\n      memory_mb: 8\n",
+               "m.agent.yaml:6: mcp[0].sandbox.memory_mb: expected an integer from 16 to 65536, "
+               "got 8");
+    EXPECT_ERR("m.agent.yaml",
+               "name: m\nmcp:\n  - name: f\n    command: a\n    sandbox: {timeout_s: 5}\n",
+               "m.agent.yaml:5: mcp[0].sandbox.timeout_s: unknown field (expected one of "
+               "memory_mb, pids, cpu_percent, disk_mb, network, paths)");
+    EXPECT_ERR("m.agent.yaml",
+               "name: m\nmcp:\n  - name: f\n    command: a\n    sandbox:\n      paths: [/opt/x, "
+               "/srv/../etc]\n",
+               "m.agent.yaml:6: mcp[0].sandbox.paths[1]: '/srv/../etc' is not a valid host path "
+               "(expected an absolute path without '.', '..', '//' or a trailing '/')");
+    EXPECT_ERR("m.agent.yaml",
+               "name: m\nmcp:\n  - name: f\n    command: a\n    sandbox: {paths: [opt]}\n",
+               "m.agent.yaml:5: mcp[0].sandbox.paths[0]: 'opt' is not a valid host path (expected "
+               "an absolute path without '.', '..', '//' or a trailing '/')");
     EXPECT_ERR("m.agent.yaml", "name: m\nmcp:\n  - name: f\n    comand: a\n",
                "m.agent.yaml:4: mcp[0].comand: unknown field (did you mean 'command'?)");
     EXPECT_ERR("m.agent.yaml", "name: m\nmcp: [files]\n",

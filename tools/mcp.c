@@ -730,8 +730,11 @@ static void maybe_free(struct mcp_client *c)
     free(c->cfg.url);
     for (size_t i = 0; c->cfg.args && c->cfg.args[i]; i++) free(c->cfg.args[i]);
     for (size_t i = 0; c->cfg.env && c->cfg.env[i]; i++) free(c->cfg.env[i]);
+    for (size_t i = 0; c->cfg.sandbox_paths && c->cfg.sandbox_paths[i]; i++)
+        free(c->cfg.sandbox_paths[i]);
     free(c->cfg.args);
     free(c->cfg.env);
+    free(c->cfg.sandbox_paths);
     free(c);
 }
 
@@ -788,6 +791,10 @@ int mcp_client_new(uv_loop_t *loop, const struct mcp_server_cfg *cfg, mcp_state_
         if (!strchr(cfg->env[i], '=') || cfg->env[i][0] == '=')
             return ag_err_set(err, AG_EINVAL, "MCP server '%s': env[%zu] '%s' is not K=V",
                               cfg->name, i, cfg->env[i]);
+    if (has_url && cfg->sandbox)
+        return ag_err_set(err, AG_EINVAL,
+                          "MCP server '%s': only a server started by command can be sandboxed",
+                          cfg->name);
     struct mcp_client *c = ag_calloc(1, sizeof(*c));
     c->loop = loop;
     c->cfg.name = ag_strdup(cfg->name);
@@ -801,6 +808,13 @@ int mcp_client_new(uv_loop_t *loop, const struct mcp_server_cfg *cfg, mcp_state_
     c->cfg.max_message_bytes =
         cfg->max_message_bytes ? cfg->max_message_bytes : MCP_MAX_MESSAGE_BYTES;
     c->cfg.max_restarts = cfg->max_restarts ? cfg->max_restarts : MCP_MAX_RESTARTS;
+    c->cfg.sandbox = cfg->sandbox;
+    if (cfg->sandbox_limits)
+        c->cfg.sandbox_limits = *cfg->sandbox_limits;
+    else
+        sbx_limits_default(&c->cfg.sandbox_limits);
+    c->cfg.sandbox_paths = copy_list(cfg->sandbox_paths);
+    c->cfg.sandbox_network = cfg->sandbox_network;
     c->tr = has_cmd ? &mcp__stdio : &mcp__http;
     c->on_state = on_state;
     c->ud = ud;

@@ -4,7 +4,10 @@
  * One struct mcp_client talks to one server, over one of two transports:
  *   - stdio: the server is a child process (command, args, extra environment) speaking
  *     newline-delimited JSON-RPC 2.0 on its stdin and stdout; its stderr goes to a bounded tail
- *     buffer (and to ag_debug), so a crash can be explained with the server's own last words;
+ *     buffer (and to ag_debug), so a crash can be explained with the server's own last words.
+ *     With cfg.sandbox set the process runs in a sandbox of its own (sandbox/sandbox.h,
+ *     sbx_proc_spawn): no network unless asked, limits, and only /usr plus the paths bound
+ *     read-only (cfg.sandbox_paths, cfg.cwd and the program's directory) to see;
  *   - streamable HTTP: every message is a POST to the server's URL, answered with either one
  *     JSON body or an SSE stream; the Mcp-Session-Id the server hands out at initialize is
  *     sent back on every later request, and the session is DELETEd at stop.
@@ -47,6 +50,9 @@
 #define MCP_MAX_RESTARTS         8            /* default for cfg.max_restarts */
 #define MCP_DEFAULT_OUTPUT_BYTES (1u << 20)   /* mcp_call's max_output_bytes when 0 */
 
+struct sbx_ctx;
+struct sbx_limits;
+
 /* How to reach one server. Exactly one of command and url is set. Everything is copied. */
 struct mcp_server_cfg {
     const char *name;         /* "github": the prefix of its tools ("github.search") */
@@ -60,6 +66,16 @@ struct mcp_server_cfg {
     size_t max_message_bytes; /* longest line or HTTP body accepted; 0: default */
     int max_restarts;         /* failed restarts in a row before giving up; 0: default,
                                  -1: never restart */
+    /* stdio only: run the server in a sandbox of this context, or NULL for a plain child
+     * process. Borrowed: sbx_ctx_free kills the client's process and the client learns it as an
+     * exit; the context memory stays until the process is freed. Sandboxed, the server gets
+     * the sandbox's environment plus env (none of agentd's), cwd is a path inside (bound
+     * read-only, as is the program's directory when command is a path), and command is
+     * looked up in the sandbox's PATH. */
+    struct sbx_ctx *sandbox;
+    const struct sbx_limits *sandbox_limits; /* NULL: sbx_limits_default (copied) */
+    const char *const *sandbox_paths; /* host paths bound read-only, NULL-terminated, or NULL */
+    bool sandbox_network;             /* let the server use the host's network */
 };
 
 enum mcp_state {
@@ -104,7 +120,8 @@ typedef void (*mcp_done_cb)(void *ud, const struct mcp_result *res);
 /*
  * Starts the server of cfg on loop. Returns 0 with *out set, or an error without a client:
  * AG_EINVAL for a bad cfg, AG_ENOTFOUND when the command cannot be run ("MCP server 'x':
- * cannot run 'nope': no such file or directory"), AG_EIO otherwise. on_state (may be NULL)
+ * cannot run 'nope': no such file or directory"; sandboxed, also when it would not be visible
+ * inside), AG_ESANDBOX when its sandbox cannot be made, AG_EIO otherwise. on_state (may be NULL)
  * runs on every change of state, from the loop, with a message for the run's events:
  * MCP_READY ("7 tools"), MCP_RESTARTING ("exited (status 3); restarting in 500 ms"),
  * MCP_FAILED (why). It never runs inside mcp_client_new or mcp_client_free.
@@ -112,9 +129,10 @@ typedef void (*mcp_done_cb)(void *ud, const struct mcp_result *res);
 int mcp_client_new(uv_loop_t *loop, const struct mcp_server_cfg *cfg, mcp_state_cb on_state,
                    void *ud, struct mcp_client **out, struct ag_err *err);
 /*
- * Stops the server (stdin closed, SIGTERM to its process group, SIGKILL 2 s later; an HTTP
- * session is DELETEd) and frees the client once every handle is closed, later on the loop.
- * Calls in flight end first, here, with AG_ESHUTDOWN. on_state is not called again.
+ * Stops the server (stdin closed, SIGTERM to its process group, SIGKILL 2 s later, which in a
+ * sandbox ends the whole tree; an HTTP session is DELETEd) and frees the client once every handle
+ * is closed, later on the loop. Calls in flight end first, here, with AG_ESHUTDOWN. on_state is not
+ * called again.
  */
 void mcp_client_free(struct mcp_client *c);
 

@@ -13,6 +13,8 @@
 
 #include "mcp.h"
 
+#include "../sandbox/sandbox.h"
+
 struct mcp__transport {
     const char *name; /* "stdio", "http" */
     /* Opens a connection; NULL with err set when it cannot be started at all. */
@@ -44,6 +46,10 @@ struct mcp__cfg {
     int64_t start_timeout_ms;
     size_t max_message_bytes;
     int max_restarts;
+    struct sbx_ctx *sandbox;          /* borrowed, or NULL: not sandboxed */
+    struct sbx_limits sandbox_limits; /* the sandbox's limits */
+    char **sandbox_paths;             /* NULL-terminated, or NULL */
+    bool sandbox_network;
 };
 
 /* Read-only access for transports. */

@@ -5,12 +5,14 @@
     server.py --http PORT_FILE --json   the same, answering with JSON bodies instead of SSE
 
 Each tool exercises one path of agentd's MCP client: a plain call, structured output, a tool
-error, a call that hangs, a server that dies mid-call and an oversized answer.
+error, a call that hangs, a server that dies mid-call and an oversized answer; read_file,
+connect and spawn probe what a sandboxed server can reach and leave behind.
 """
 
 import asyncio
 import os
 import socket
+import subprocess
 import sys
 
 from mcp.server.fastmcp import FastMCP
@@ -61,6 +63,34 @@ def big(n: int) -> str:
 def pid() -> int:
     """The server's process id (tells a restarted server from the old one)."""
     return os.getpid()
+
+
+@mcp.tool()
+def read_file(path: str) -> str:
+    """Reads a file: what a sandboxed server may see ("error: ..." when it cannot)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4096).decode("utf-8", "replace")
+    except OSError as e:
+        return f"error: {e.strerror}"
+
+
+@mcp.tool()
+def connect(host: str, port: int) -> str:
+    """Opens a TCP connection: whether a sandboxed server has network ("ok" or "error: ...")."""
+    try:
+        with socket.create_connection((host, port), timeout=5):
+            return "ok"
+    except OSError as e:
+        return f"error: {e.strerror or e}"
+
+
+@mcp.tool()
+def spawn(argv: list[str]) -> int:
+    """Starts a background process that outlives the call (a grandchild of the client); its pid."""
+    return subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    ).pid
 
 
 def main() -> None:
