@@ -220,92 +220,15 @@ static void submit(struct sbxd *x, struct sjob *j)
 
 /* ---- results ---- */
 
-/* Text safe for JSON: invalid UTF-8 bytes become U+FFFD. */
+/* Text safe for JSON: bytes that start no valid UTF-8 character become U+FFFD. */
 static struct proto_val *utf8_val(const char *s, size_t n)
 {
     struct ag_buf b;
     ag_buf_init(&b);
-    const unsigned char *u = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        size_t len = u[i] < 0x80         ? 1
-                     : (u[i] >> 5) == 6  ? 2
-                     : (u[i] >> 4) == 14 ? 3
-                     : (u[i] >> 3) == 30 ? 4
-                                         : 0;
-        bool ok = len > 0 && i + len <= n && u[i] != 0;
-        for (size_t k = 1; ok && k < len; k++) ok = (u[i + k] & 0xC0) == 0x80;
-        if (ok) {
-            ag_buf_append(&b, s + i, len);
-            i += len;
-        } else {
-            ag_buf_puts(&b, "\xEF\xBF\xBD");
-            i++;
-        }
-    }
+    ag_utf8_append(&b, s, n);
     struct proto_val *v = proto_new_str(b.data ? b.data : "");
     ag_buf_release(&b);
     return v;
-}
-
-static bool is_text(const char *s, size_t n)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        size_t len = u[i] < 0x80         ? 1
-                     : (u[i] >> 5) == 6  ? 2
-                     : (u[i] >> 4) == 14 ? 3
-                     : (u[i] >> 3) == 30 ? 4
-                                         : 0;
-        if (len == 0 || u[i] == 0 || i + len > n) return false;
-        for (size_t k = 1; k < len; k++)
-            if ((u[i + k] & 0xC0) != 0x80) return false;
-        i += len;
-    }
-    return true;
-}
-
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static char *b64_encode(const char *s, size_t n)
-{
-    char *out = ag_malloc(4 * ((n + 2) / 3) + 1), *o = out;
-    const unsigned char *u = (const unsigned char *)s;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)u[i] << 16 | (i + 1 < n ? (uint32_t)u[i + 1] << 8 : 0) |
-                     (i + 2 < n ? u[i + 2] : 0);
-        *o++ = b64[v >> 18];
-        *o++ = b64[(v >> 12) & 63];
-        *o++ = i + 1 < n ? b64[(v >> 6) & 63] : '=';
-        *o++ = i + 2 < n ? b64[v & 63] : '=';
-    }
-    *o = '\0';
-    return out;
-}
-
-static int b64_decode(const char *s, char **out, size_t *len)
-{
-    size_t n = strlen(s);
-    char *buf = ag_malloc(n / 4 * 3 + 3);
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '=') break;
-        const char *p = strchr(b64, s[i]);
-        if (!p || !s[i]) {
-            free(buf);
-            return AG_EPARAMS;
-        }
-        acc = acc << 6 | (uint32_t)(p - b64);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            buf[o++] = (char)(acc >> bits);
-        }
-    }
-    *out = buf;
-    *len = o;
-    return 0;
 }
 
 static struct proto_val *result_json(const struct sjob *j)
@@ -437,10 +360,10 @@ static void job_done(struct sjob *j)
             j->result = proto_obj();
             proto_add_str(j->result, "path", proto_get_str(j->req.params, "path"));
             proto_add_int(j->result, "size", (int64_t)j->len);
-            if (is_text(j->data, j->len)) {
+            if (ag_utf8_valid(j->data, j->len)) {
                 proto_add_str(j->result, "data", j->data);
             } else {
-                char *e = b64_encode(j->data, j->len);
+                char *e = ag_base64_encode(j->data, j->len);
                 proto_add_str(j->result, "base64", e);
                 free(e);
             }
@@ -792,7 +715,7 @@ int sbxd_dispatch(struct conn *c, struct proto_req *req, struct proto_val **resu
             if (!data == !enc)
                 return ag_err_set(err, AG_EPARAMS,
                                   "params: give exactly one of 'data' (text) or 'base64'");
-            if (enc && b64_decode(enc, &bin, &bin_len) != 0)
+            if (enc && ag_base64_decode(enc, &bin, &bin_len) != 0)
                 return ag_err_set(err, AG_EPARAMS, "params.base64: not valid base64");
         } else if ((rc = proto_param_int(p, "max_bytes", false, 0, SBXD_MAX_FILE, &n, err)) != 0) {
             return rc;

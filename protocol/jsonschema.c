@@ -77,14 +77,6 @@ static const char *with_article(const char *type)
     return type;
 }
 
-/* UTF-8 characters in s. */
-static size_t utf8_len(const char *s)
-{
-    size_t n = 0;
-    for (; *s; s++) n += ((unsigned char)*s & 0xC0) != 0x80;
-    return n;
-}
-
 static const cJSON *resolve(const cJSON *root, const char *ref)
 {
     if (strcmp(ref, "#") == 0) return root;
@@ -409,7 +401,7 @@ enum_ok:;
     if (cJSON_IsNumber(v) && !ranged && (rc = params_number(c, s, v, path)) != 0) return rc;
     if (cJSON_IsString(v)) {
         const cJSON *mn = kw(s, "minLength"), *mx = kw(s, "maxLength");
-        size_t n = utf8_len(v->valuestring);
+        size_t n = ag_utf8_count(v->valuestring);
         if (cJSON_IsNumber(mn) && (double)n < mn->valuedouble)
             return mn->valuedouble <= 1
                        ? fail(c, path, "must not be empty")
@@ -464,7 +456,7 @@ static int document_rest(struct vctx *c, const cJSON *s, const cJSON *v, const c
     }
     if (cJSON_IsString(v)) {
         const cJSON *mn = kw(s, "minLength"), *mx = kw(s, "maxLength");
-        size_t n = utf8_len(v->valuestring);
+        size_t n = ag_utf8_count(v->valuestring);
         if (cJSON_IsNumber(mn) && (double)n < mn->valuedouble)
             return fail(c, path, "shorter than minLength");
         if (cJSON_IsNumber(mx) && (double)n > mx->valuedouble)

@@ -569,12 +569,12 @@ static void to_utf8(struct ag_buf *out, const char *s, size_t n, const char *cha
 {
     if (!*charset || strcasecmp(charset, "utf-8") == 0 || strcasecmp(charset, "utf8") == 0 ||
         strcasecmp(charset, "us-ascii") == 0) {
-        fetch_utf8_append(out, s, n);
+        ag_utf8_append(out, s, n);
         return;
     }
     iconv_t cd = iconv_open("UTF-8//TRANSLIT", charset);
     if (cd == (iconv_t)-1) {
-        fetch_utf8_append(out, s, n);
+        ag_utf8_append(out, s, n);
         return;
     }
     size_t cap = n * 4 + 16;
@@ -590,7 +590,7 @@ static void to_utf8(struct ag_buf *out, const char *s, size_t n, const char *cha
         }
     }
     iconv_close(cd);
-    fetch_utf8_append(out, buf, (size_t)(o - buf));
+    ag_utf8_append(out, buf, (size_t)(o - buf));
     free(buf);
 }
 
