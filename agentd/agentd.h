@@ -90,7 +90,7 @@ struct conn_sink {
 struct conn {
     uv_pipe_t pipe;               /* the client socket; pipe.data points back here */
     struct agentd *d;             /* the daemon */
-    struct conn *prev, *next;     /* list of open connections */
+    struct ag_list node;          /* in agentd.conns */
     uint64_t id;                  /* sequential, for logs */
     uid_t uid;                    /* peer credentials from SO_PEERCRED */
     pid_t pid;                    /* peer pid (0 when unknown) */
@@ -218,7 +218,7 @@ struct agentd {
     struct engd *eng;         /* the inference engine service */
     struct runner *runner;    /* agent runs */
     struct webd *web;         /* web fetches */
-    struct conn *conns;       /* open connections */
+    struct ag_list conns;     /* open connections (struct conn.node), newest first */
     uint64_t n_conns;         /* open connections */
     uint64_t next_conn_id;    /* for logs */
     uint64_t n_requests;      /* requests answered since start */

@@ -301,8 +301,10 @@ static void unlink_sess(struct sbxd *x, struct sess *s)
 
 static struct conn *conn_by_id(struct agentd *d, uint64_t id)
 {
-    for (struct conn *c = d->conns; c; c = c->next)
+    ag_list_foreach (it, &d->conns) {
+        struct conn *c = ag_list_entry(it, struct conn, node);
         if (c->id == id && !c->closing) return c;
+    }
     return NULL;
 }
 

@@ -16,8 +16,7 @@ static const char *values(struct ag_list *l)
     static char out[256];
     size_t o = 0;
     out[0] = '\0';
-    ag_list_foreach(it, l)
-    {
+    ag_list_foreach (it, l) {
         struct item *x = ag_list_entry(it, struct item, node);
         o += (size_t)snprintf(out + o, sizeof(out) - o, o ? ",%d" : "%d", x->v);
     }
@@ -56,8 +55,7 @@ static void test_list(void)
 
     /* The safe walk may remove what it visits. */
     for (int i = 0; i < 5; i++) ag_list_insert_tail(&l, &it[i].node);
-    ag_list_foreach_safe(n, &l)
-    {
+    ag_list_foreach_safe (n, &l) {
         if (ag_list_entry(n, struct item, node)->v % 2 == 0) ag_list_remove(n);
     }
     CHECK_STR(values(&l), "1,3");
