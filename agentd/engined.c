@@ -5,8 +5,8 @@
  * engine.generate takes OpenAI chat-completions parameters (messages or prompt, tools,
  * response_format, max_tokens, temperature, top_p, seed, stop, stream, ...), parses them on the
  * loop thread (so a bad request is answered at once, naming the field) and submits the request.
- * The engine thread's events come back through an outbox and uv_async_send; the loop drains it
- * in order: `engine.delta` notifications while streaming, then the response. A request is
+ * The engine thread's events come back through an outbox-only hand-off (handoff.c); the loop
+ * drains it in order: `engine.delta` notifications while streaming, then the response. A request is
  * cancelled by engine.cancel {request_id} from any connection, or when its client closes the
  * connection (read EOF included: a client must keep its side open while it waits).
  */
@@ -15,7 +15,6 @@
 #include "../engine/serve.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +34,7 @@ struct greq {
 
 /* An event on its way to the loop. */
 struct gout {
-    struct gout *next;
+    struct ag_list node; /* in engd.ho's outbox */
     struct greq *g;
     enum eng_ev_type type;
     struct proto_val *payload; /* DELTA: params; DONE: result; ERROR: error data */
@@ -45,10 +44,8 @@ struct gout {
 struct engd {
     struct agentd *d;
     struct eng_serve *srv; /* NULL without --model */
-    uv_async_t async;
-    pthread_mutex_t mu; /* guards the outbox */
-    struct gout *out_head, *out_tail;
-    struct greq *live; /* in flight */
+    struct handoff ho;     /* events from the engine thread (an outbox only) */
+    struct greq *live;     /* in flight */
     int n_live;
     uint64_t next_name; /* for generated request ids */
 };
@@ -141,15 +138,7 @@ static void on_event(void *ud, const struct eng_gen_event *ev)
         }
         proto_add(o->payload, "usage", usage_val(&ev->usage));
     }
-    struct engd *e = g->e;
-    pthread_mutex_lock(&e->mu);
-    if (e->out_tail)
-        e->out_tail->next = o;
-    else
-        e->out_head = o;
-    e->out_tail = o;
-    pthread_mutex_unlock(&e->mu);
-    uv_async_send(&e->async);
+    handoff_post(&g->e->ho, &o->node);
 }
 
 /* ---- the loop's side ---- */
@@ -166,39 +155,27 @@ static void greq_free(struct engd *e, struct greq *g)
     free(g);
 }
 
-static void drain(struct engd *e)
+static void event_done(struct ag_list *item, void *ud)
 {
-    pthread_mutex_lock(&e->mu);
-    struct gout *o = e->out_head;
-    e->out_head = e->out_tail = NULL;
-    pthread_mutex_unlock(&e->mu);
-    while (o) {
-        struct gout *next = o->next;
-        struct greq *g = o->g;
-        struct conn *c = g->c;
-        if (o->type == ENG_EV_DELTA) {
-            if (g->stream && !c->closing) conn_notify(c, "engine.delta", o->payload);
-        } else {
-            if (!c->closing) {
-                if (o->type == ENG_EV_DONE)
-                    conn_reply(c, g->req.id, o->payload);
-                else
-                    conn_reply_error_data(c, g->req.id, &o->err, o->payload);
-            }
-            conn_end_async(c);
-            greq_free(e, g);
+    struct engd *e = ud;
+    struct gout *o = ag_list_entry(item, struct gout, node);
+    struct greq *g = o->g;
+    struct conn *c = g->c;
+    if (o->type == ENG_EV_DELTA) {
+        if (g->stream && !c->closing) conn_notify(c, "engine.delta", o->payload);
+    } else {
+        if (!c->closing) {
+            if (o->type == ENG_EV_DONE)
+                conn_reply(c, g->req.id, o->payload);
+            else
+                conn_reply_error_data(c, g->req.id, &o->err, o->payload);
         }
-        proto_val_free(o->payload);
-        free(o);
-        o = next;
+        conn_end_async(c);
+        greq_free(e, g);
     }
+    proto_val_free(o->payload);
+    free(o);
 }
-
-static void on_async(uv_async_t *h)
-{
-    drain(h->data);
-}
-
 /* ---- parameters ---- */
 
 /* A message's content: a string, null, or an array of {"type": "text", "text": ...} parts. */
@@ -685,7 +662,6 @@ int engd_start(struct agentd *d, struct ag_err *err)
 {
     struct engd *e = ag_calloc(1, sizeof(*e));
     e->d = d;
-    pthread_mutex_init(&e->mu, NULL);
     if (d->cfg.model_path[0]) {
         struct eng_serve_params p = {
             .model_path = d->cfg.model_path,
@@ -698,23 +674,20 @@ int engd_start(struct agentd *d, struct ag_err *err)
         };
         int rc = eng_serve_start(&p, &e->srv, err);
         if (rc < 0) {
-            pthread_mutex_destroy(&e->mu);
             free(e);
             return rc;
         }
         ag_info("engine: loading %s", d->cfg.model_path);
     }
-    uv_async_init(d->loop, &e->async, on_async);
-    e->async.data = e;
+    /* No work function, so no thread to start: this cannot fail. */
+    (void)handoff_start(&e->ho, d->loop, NULL, event_done, e, 0, 0, err);
     d->eng = e;
     return 0;
 }
 
-static void on_closed(uv_handle_t *h)
+static void on_closed(struct handoff *h)
 {
-    struct engd *e = h->data;
-    pthread_mutex_destroy(&e->mu);
-    free(e);
+    free(h->ud);
 }
 
 void engd_stop(struct agentd *d)
@@ -723,7 +696,7 @@ void engd_stop(struct agentd *d)
     if (!e) return;
     eng_serve_stop(e->srv); /* every request gets its error event */
     e->srv = NULL;
-    drain(e);
+    handoff_stop(&e->ho); /* delivers those events */
     d->eng = NULL;
-    uv_close((uv_handle_t *)&e->async, on_closed);
+    handoff_close(&e->ho, on_closed);
 }
