@@ -32,8 +32,8 @@
 
 #define CC(v) ((const cJSON *)(v))
 
-#define MAX_DEPTH 512 /* checks nested deeper than this fail (a $ref cycle, a hostile value) */
-#define PATH_MAX_ 1024
+#define MAX_DEPTH  512  /* checks nested deeper than this fail (a $ref cycle, a hostile value) */
+#define PATH_BYTES 1024 /* longest path a message names; deeper ones are cut */
 
 struct vctx {
     const cJSON *root;  /* the whole schema, for $ref */
@@ -102,12 +102,12 @@ static const char *shown(const char *path)
 
 static void path_key(const struct vctx *c, char *out, const char *path, const char *key)
 {
-    snprintf(out, PATH_MAX_, c->params ? "%s.%s" : "%s/%s", path, key);
+    snprintf(out, PATH_BYTES, c->params ? "%s.%s" : "%s/%s", path, key);
 }
 
 static void path_index(const struct vctx *c, char *out, const char *path, int i)
 {
-    snprintf(out, PATH_MAX_, c->params ? "%s[%d]" : "%s/%d", path, i);
+    snprintf(out, PATH_BYTES, c->params ? "%s[%d]" : "%s/%d", path, i);
 }
 
 static int check(struct vctx *c, const cJSON *s, const cJSON *v, const char *path);
@@ -274,7 +274,7 @@ static int params_object(struct vctx *c, const cJSON *s, const cJSON *v, const c
     const cJSON *props = kw(s, "properties");
     const cJSON *req = kw(s, "required");
     const cJSON *addl = kw(s, "additionalProperties");
-    char p[PATH_MAX_];
+    char p[PATH_BYTES];
     int rc;
 
     for (const cJSON *m = v->child; m; m = m->next) {
@@ -421,7 +421,7 @@ enum_ok:;
         const cJSON *items = kw(s, "items");
         if (items) {
             int i = 0;
-            char p[PATH_MAX_];
+            char p[PATH_BYTES];
             for (const cJSON *e = v->child; e; e = e->next, i++) {
                 path_index(c, p, path, i);
                 if ((rc = check(c, items, e, p)) != 0) return rc;
@@ -473,7 +473,7 @@ static int document_rest(struct vctx *c, const cJSON *s, const cJSON *v, const c
             if (bad) return fail(c, path, "out of range (%s)", bounds[i]);
         }
     }
-    char p[PATH_MAX_];
+    char p[PATH_BYTES];
     int rc;
     if (cJSON_IsArray(v)) {
         const cJSON *mn = kw(s, "minItems"), *mx = kw(s, "maxItems");
@@ -577,7 +577,7 @@ static int lint_list(const cJSON *root, const cJSON *s, const char *key, const c
     if (!l) return 0;
     if (!cJSON_IsArray(l))
         return ag_err_set(err, AG_EINVAL, "schema %s.%s: expected an array", where, key);
-    char w[PATH_MAX_];
+    char w[PATH_BYTES];
     int i = 0, rc;
     for (const cJSON *e = l->child; e; e = e->next, i++) {
         snprintf(w, sizeof(w), "%s.%s[%d]", where, key, i);
@@ -593,7 +593,7 @@ static int lint(const cJSON *root, const cJSON *s, const char *where, int depth,
     static const char *const numeric[] = {"minimum",          "maximum",   "exclusiveMinimum",
                                           "exclusiveMaximum", "minLength", "maxLength",
                                           "minItems",         "maxItems"};
-    char w[PATH_MAX_];
+    char w[PATH_BYTES];
     int rc;
 
     if (depth > 64) return ag_err_set(err, AG_EINVAL, "schema %s: nested too deep", where);
