@@ -20,7 +20,7 @@
 /* One generation in flight (loop thread, except what the engine thread's callback reads:
  * g->e, which never changes). */
 struct greq {
-    struct greq *prev, *next; /* list of requests in flight */
+    struct ag_list node; /* in engd.live */
     struct engd *e;
     uint64_t eid;                 /* the engine's id */
     char request_id[80];          /* the caller's name for it (engine.cancel, engine.delta) */
@@ -52,7 +52,7 @@ struct engd {
     struct agentd *d;
     struct eng_serve *srv; /* NULL without --model */
     struct handoff ho;     /* events from the engine thread (an outbox only) */
-    struct greq *live;     /* in flight */
+    struct ag_list live;   /* generations in flight (struct greq.node) */
     int n_live;
     uint64_t next_name; /* for generated request ids */
 };
@@ -107,11 +107,7 @@ static void on_event(void *ud, const struct eng_gen_event *ev)
 
 static void greq_unlink(struct engd *e, struct greq *g)
 {
-    if (g->prev)
-        g->prev->next = g->next;
-    else
-        e->live = g->next;
-    if (g->next) g->next->prev = g->prev;
+    ag_list_remove(&g->node);
     e->n_live--;
 }
 
@@ -180,8 +176,8 @@ static struct greq *submit(struct engd *e, struct eng_gen_req *r, const char *na
             return ag_err_set(err, AG_EPARAMS, "params.request_id: 1 to %zu bytes",
                               sizeof(((struct greq *)0)->request_id) - 1),
                    NULL;
-        for (struct greq *o = e->live; o; o = o->next)
-            if (strcmp(o->request_id, name) == 0)
+        ag_list_foreach (it, &e->live)
+            if (strcmp(ag_list_entry(it, struct greq, node)->request_id, name) == 0)
                 return ag_err_set(err, AG_EEXISTS, "params.request_id: '%s' is already running",
                                   name),
                        NULL;
@@ -196,9 +192,7 @@ static struct greq *submit(struct engd *e, struct eng_gen_req *r, const char *na
     else
         snprintf(g->request_id, sizeof(g->request_id), "gen-%llu",
                  (unsigned long long)++e->next_name);
-    g->next = e->live;
-    if (e->live) e->live->prev = g;
-    e->live = g;
+    ag_list_insert_head(&e->live, &g->node);
     e->n_live++;
     if (eng_serve_submit(e->srv, r, on_event, g, &g->eid, err) < 0) {
         greq_unlink(e, g);
@@ -227,11 +221,13 @@ void engd_cancel(struct agentd *d, uint64_t id)
 {
     struct engd *e = d->eng;
     if (!e || !e->srv) return;
-    for (struct greq *g = e->live; g; g = g->next)
+    ag_list_foreach (it, &e->live) {
+        struct greq *g = ag_list_entry(it, struct greq, node);
         if (g->eid == id && !g->cancel_sent) {
             eng_serve_cancel(e->srv, g->eid);
             g->cancel_sent = true;
         }
+    }
 }
 
 /* ---- engine.generate: the JSON-RPC adapter ---- */
@@ -633,7 +629,9 @@ static int m_cancel(struct engd *e, const struct proto_val *p, struct proto_val 
                     struct ag_err *err)
 {
     const char *rid = proto_get_str(p, "request_id");
-    for (struct greq *g = e ? e->live : NULL; g; g = g->next)
+    if (!e) return ag_err_set(err, AG_ENOTFOUND, "no engine request '%s' is running", rid);
+    ag_list_foreach (it, &e->live) {
+        struct greq *g = ag_list_entry(it, struct greq, node);
         if (strcmp(g->request_id, rid) == 0) {
             if (!g->cancel_sent && e->srv) eng_serve_cancel(e->srv, g->eid);
             g->cancel_sent = true;
@@ -641,6 +639,7 @@ static int m_cancel(struct engd *e, const struct proto_val *p, struct proto_val 
             proto_add_bool(*result, "cancelled", true);
             return 0;
         }
+    }
     return ag_err_set(err, AG_ENOTFOUND, "no engine request '%s' is running", rid);
 }
 
@@ -781,11 +780,13 @@ void engd_conn_gone(struct conn *c)
 {
     struct engd *e = c->d->eng;
     if (!e || !e->srv) return;
-    for (struct greq *g = e->live; g; g = g->next)
+    ag_list_foreach (it, &e->live) {
+        struct greq *g = ag_list_entry(it, struct greq, node);
         if (g->owner == c && !g->cancel_sent) {
             eng_serve_cancel(e->srv, g->eid);
             g->cancel_sent = true;
         }
+    }
 }
 
 int engd_in_flight(struct agentd *d)
@@ -797,6 +798,7 @@ int engd_start(struct agentd *d, struct ag_err *err)
 {
     struct engd *e = ag_calloc(1, sizeof(*e));
     e->d = d;
+    ag_list_init(&e->live);
     if (d->cfg.model_path[0]) {
         struct eng_serve_params p = {
             .model_path = d->cfg.model_path,
