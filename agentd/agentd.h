@@ -57,6 +57,57 @@ struct agentd_config {
  * negative AG_E code with err set, or 1 when --help/--version was printed (exit 0). */
 int agentd_config_load(struct agentd_config *cfg, int argc, char **argv, struct ag_err *err);
 
+/* ---- hand-off between the loop and worker threads (handoff.c) ----
+ *
+ * The one way work crosses threads (DESIGN.md section 2), after libuv's thread pool. Items
+ * embed a struct ag_list. The loop submits items to an inbox; worker threads pop them in FIFO
+ * order and run work() on each. A finished item, or one any thread posts, joins an outbox and
+ * one uv_async_send wakes the loop, which takes the whole outbox at once and runs done() on
+ * each item in order (several sends may coalesce into one wake-up). An item is on one list at
+ * a time and belongs to whichever side holds it. A handoff without work() has no inbox and no
+ * threads: it is the outbox of a thread agentd does not own (the engine's).
+ *
+ * Threads start with the handoff (min_threads) or when an item arrives and none is idle (up to
+ * max_threads); they live until handoff_stop. Threads are uv_thread_t, locks uv_mutex_t.
+ */
+#define HANDOFF_MAX_THREADS 64
+
+/* Runs on a worker thread (work) or on the loop thread (done, which may free item). */
+typedef void (*handoff_fn)(struct ag_list *item, void *ud);
+
+struct handoff {
+    uv_async_t async;                         /* wakes the loop; async.data is the handoff */
+    uv_mutex_t mu;                            /* guards the lists, the counts and stop */
+    uv_cond_t cv;                             /* the inbox gained an item, or stop was set */
+    struct ag_list inbox;                     /* items waiting for a worker */
+    struct ag_list outbox;                    /* items waiting for the loop */
+    uv_thread_t threads[HANDOFF_MAX_THREADS]; /* the workers started */
+    int n_threads;                            /* entries of threads in use */
+    int max_threads;                          /* the most that may start */
+    int n_idle;                               /* workers waiting for an item */
+    bool stop;                                /* set by handoff_stop; written on the loop only */
+    handoff_fn work;                          /* NULL: an outbox only */
+    handoff_fn done;                          /* runs on the loop for each outbox item */
+    void *ud;                                 /* passed to work and done */
+    void (*closed)(struct handoff *h);        /* handoff_close's callback */
+};
+
+/* Initializes h (in memory the caller owns) and starts min_threads workers. On failure the
+ * async handle is closing: h must stay allocated until the loop has run. */
+int handoff_start(struct handoff *h, uv_loop_t *loop, handoff_fn work, handoff_fn done, void *ud,
+                  int min_threads, int max_threads, struct ag_err *err);
+/* Loop thread: queues item for a worker, starting one when none is idle and max allows. */
+void handoff_submit(struct handoff *h, struct ag_list *item);
+/* Any thread: queues item for the loop's done() and wakes the loop. */
+void handoff_post(struct handoff *h, struct ag_list *item);
+/* Loop thread: runs done() on everything in the outbox now (the async callback does this). */
+void handoff_drain(struct handoff *h);
+/* Loop thread: lets the workers finish the inbox, joins them, then drains the outbox. */
+void handoff_stop(struct handoff *h);
+/* Loop thread, after handoff_stop: closes the async handle; closed(h) runs once it is closed
+ * and the lock is destroyed, and may free the memory that holds h. */
+void handoff_close(struct handoff *h, void (*closed)(struct handoff *h));
+
 /* ---- storage thread (storeq.c) ---- */
 struct storeq_job;
 typedef void (*storeq_fn)(struct storeq_job *job, struct mem_store *st);
@@ -64,9 +115,9 @@ typedef void (*storeq_done_fn)(struct storeq_job *job);
 
 /* Embed at the start of a job struct; the storage queue links jobs through it. */
 struct storeq_job {
-    struct storeq_job *next; /* queue link */
-    storeq_fn work;          /* runs on the storage thread */
-    storeq_done_fn done;     /* runs on the loop thread; frees the job */
+    struct ag_list node; /* in the storage thread's hand-off */
+    storeq_fn work;      /* runs on the storage thread */
+    storeq_done_fn done; /* runs on the loop thread; frees the job */
 };
 
 struct storeq;
@@ -82,20 +133,20 @@ void storeq_stop(struct storeq *q);
 struct conn;
 
 struct conn {
-    uv_pipe_t pipe;           /* the client socket; pipe.data points back here */
-    struct agentd *d;         /* the daemon */
-    struct conn *prev, *next; /* list of open connections */
-    uint64_t id;              /* sequential, for logs */
-    uid_t uid;                /* peer credentials from SO_PEERCRED */
-    pid_t pid;                /* peer pid (0 when unknown) */
-    struct proto_framer fr;   /* request bytes -> lines */
-    struct ag_buf out;        /* responses not yet handed to the kernel or libuv */
-    int refs;                 /* 1 for the open handle + 1 per job in flight */
-    bool busy;                /* a request waits on a job; later frames wait in fr */
-    bool reading;             /* uv_read_start is active */
-    bool eof;                 /* the client closed its side; close after answering */
-    bool closing;             /* uv_close called */
-    bool initialized;         /* initialize was called (optional for now) */
+    uv_pipe_t pipe;         /* the client socket; pipe.data points back here */
+    struct agentd *d;       /* the daemon */
+    struct ag_list node;    /* in agentd.conns */
+    uint64_t id;            /* sequential, for logs */
+    uid_t uid;              /* peer credentials from SO_PEERCRED */
+    pid_t pid;              /* peer pid (0 when unknown) */
+    struct proto_framer fr; /* request bytes -> lines */
+    struct ag_buf out;      /* responses not yet handed to the kernel or libuv */
+    int refs;               /* 1 for the open handle + 1 per job in flight */
+    bool busy;              /* a request waits on a job; later frames wait in fr */
+    bool reading;           /* uv_read_start is active */
+    bool eof;               /* the client closed its side; close after answering */
+    bool closing;           /* uv_close called */
+    bool initialized;       /* initialize was called (optional for now) */
 };
 
 /* Appends a result or error response for id to c's output (flushed by the caller). */
@@ -351,7 +402,7 @@ struct agentd {
     struct runner *runner;    /* agent runs */
     struct webd *web;         /* web fetches */
     struct mcpd *mcp;         /* agents' MCP servers */
-    struct conn *conns;       /* open connections */
+    struct ag_list conns;     /* open connections (struct conn.node), newest first */
     uint64_t n_conns;         /* open connections */
     uint64_t next_conn_id;    /* for logs */
     uint64_t n_requests;      /* requests answered since start */

@@ -5,15 +5,14 @@
  * engine.generate takes OpenAI chat-completions parameters (messages or prompt, tools,
  * response_format, max_tokens, temperature, top_p, seed, stop, stream, ...), parses them on the
  * loop thread (so a bad request is answered at once, naming the field) and submits the request.
- * The engine thread's events come back through an outbox and uv_async_send; the loop drains it
- * in order: `engine.delta` notifications while streaming, then the response. A request is
+ * The engine thread's events come back through an outbox-only hand-off (handoff.c); the loop
+ * drains it in order: `engine.delta` notifications while streaming, then the response. A request is
  * cancelled by engine.cancel {request_id} from any connection, or when its client closes the
  * connection (read EOF included: a client must keep its side open while it waits).
  */
 #include "agentd.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +20,7 @@
 /* One generation in flight (loop thread, except what the engine thread's callback reads:
  * g->e, which never changes). */
 struct greq {
-    struct greq *prev, *next; /* list of requests in flight */
+    struct ag_list node; /* in engd.live */
     struct engd *e;
     uint64_t eid;                 /* the engine's id */
     char request_id[80];          /* the caller's name for it (engine.cancel, engine.delta) */
@@ -33,7 +32,7 @@ struct greq {
 
 /* An event on its way to the loop: a copy of what the engine thread's callback saw. */
 struct gout {
-    struct gout *next;
+    struct ag_list node; /* in engd.ho's outbox */
     struct greq *g;
     enum eng_ev_type type;
     char *text;                  /* DELTA: new text; DONE: the content (chat) or whole text */
@@ -52,10 +51,8 @@ struct gout {
 struct engd {
     struct agentd *d;
     struct eng_serve *srv; /* NULL without --model */
-    uv_async_t async;
-    pthread_mutex_t mu; /* guards the outbox */
-    struct gout *out_head, *out_tail;
-    struct greq *live; /* in flight */
+    struct handoff ho;     /* events from the engine thread (an outbox only) */
+    struct ag_list live;   /* generations in flight (struct greq.node) */
     int n_live;
     uint64_t next_name; /* for generated request ids */
 };
@@ -103,26 +100,14 @@ static void on_event(void *ud, const struct eng_gen_event *ev)
         o->n_ctx = ev->n_ctx;
         o->max_tokens = ev->max_tokens;
     }
-    struct engd *e = g->e;
-    pthread_mutex_lock(&e->mu);
-    if (e->out_tail)
-        e->out_tail->next = o;
-    else
-        e->out_head = o;
-    e->out_tail = o;
-    pthread_mutex_unlock(&e->mu);
-    uv_async_send(&e->async);
+    handoff_post(&g->e->ho, &o->node);
 }
 
 /* ---- the loop's side ---- */
 
 static void greq_unlink(struct engd *e, struct greq *g)
 {
-    if (g->prev)
-        g->prev->next = g->next;
-    else
-        e->live = g->next;
-    if (g->next) g->next->prev = g->prev;
+    ag_list_remove(&g->node);
     e->n_live--;
 }
 
@@ -163,23 +148,12 @@ static void deliver(struct gout *o)
     free(g);
 }
 
-static void drain(struct engd *e)
+static void event_done(struct ag_list *item, void *ud)
 {
-    pthread_mutex_lock(&e->mu);
-    struct gout *o = e->out_head;
-    e->out_head = e->out_tail = NULL;
-    pthread_mutex_unlock(&e->mu);
-    while (o) {
-        struct gout *next = o->next;
-        deliver(o);
-        gout_free(o);
-        o = next;
-    }
-}
-
-static void on_async(uv_async_t *h)
-{
-    drain(h->data);
+    (void)ud;
+    struct gout *o = ag_list_entry(item, struct gout, node);
+    deliver(o);
+    gout_free(o);
 }
 
 static int no_engine(struct ag_err *err)
@@ -202,8 +176,8 @@ static struct greq *submit(struct engd *e, struct eng_gen_req *r, const char *na
             return ag_err_set(err, AG_EPARAMS, "params.request_id: 1 to %zu bytes",
                               sizeof(((struct greq *)0)->request_id) - 1),
                    NULL;
-        for (struct greq *o = e->live; o; o = o->next)
-            if (strcmp(o->request_id, name) == 0)
+        ag_list_foreach (it, &e->live)
+            if (strcmp(ag_list_entry(it, struct greq, node)->request_id, name) == 0)
                 return ag_err_set(err, AG_EEXISTS, "params.request_id: '%s' is already running",
                                   name),
                        NULL;
@@ -218,9 +192,7 @@ static struct greq *submit(struct engd *e, struct eng_gen_req *r, const char *na
     else
         snprintf(g->request_id, sizeof(g->request_id), "gen-%llu",
                  (unsigned long long)++e->next_name);
-    g->next = e->live;
-    if (e->live) e->live->prev = g;
-    e->live = g;
+    ag_list_insert_head(&e->live, &g->node);
     e->n_live++;
     if (eng_serve_submit(e->srv, r, on_event, g, &g->eid, err) < 0) {
         greq_unlink(e, g);
@@ -249,11 +221,13 @@ void engd_cancel(struct agentd *d, uint64_t id)
 {
     struct engd *e = d->eng;
     if (!e || !e->srv) return;
-    for (struct greq *g = e->live; g; g = g->next)
+    ag_list_foreach (it, &e->live) {
+        struct greq *g = ag_list_entry(it, struct greq, node);
         if (g->eid == id && !g->cancel_sent) {
             eng_serve_cancel(e->srv, g->eid);
             g->cancel_sent = true;
         }
+    }
 }
 
 /* ---- engine.generate: the JSON-RPC adapter ---- */
@@ -655,7 +629,9 @@ static int m_cancel(struct engd *e, const struct proto_val *p, struct proto_val 
                     struct ag_err *err)
 {
     const char *rid = proto_get_str(p, "request_id");
-    for (struct greq *g = e ? e->live : NULL; g; g = g->next)
+    if (!e) return ag_err_set(err, AG_ENOTFOUND, "no engine request '%s' is running", rid);
+    ag_list_foreach (it, &e->live) {
+        struct greq *g = ag_list_entry(it, struct greq, node);
         if (strcmp(g->request_id, rid) == 0) {
             if (!g->cancel_sent && e->srv) eng_serve_cancel(e->srv, g->eid);
             g->cancel_sent = true;
@@ -663,6 +639,7 @@ static int m_cancel(struct engd *e, const struct proto_val *p, struct proto_val 
             proto_add_bool(*result, "cancelled", true);
             return 0;
         }
+    }
     return ag_err_set(err, AG_ENOTFOUND, "no engine request '%s' is running", rid);
 }
 
@@ -803,11 +780,13 @@ void engd_conn_gone(struct conn *c)
 {
     struct engd *e = c->d->eng;
     if (!e || !e->srv) return;
-    for (struct greq *g = e->live; g; g = g->next)
+    ag_list_foreach (it, &e->live) {
+        struct greq *g = ag_list_entry(it, struct greq, node);
         if (g->owner == c && !g->cancel_sent) {
             eng_serve_cancel(e->srv, g->eid);
             g->cancel_sent = true;
         }
+    }
 }
 
 int engd_in_flight(struct agentd *d)
@@ -819,7 +798,7 @@ int engd_start(struct agentd *d, struct ag_err *err)
 {
     struct engd *e = ag_calloc(1, sizeof(*e));
     e->d = d;
-    pthread_mutex_init(&e->mu, NULL);
+    ag_list_init(&e->live);
     if (d->cfg.model_path[0]) {
         struct eng_serve_params p = {
             .model_path = d->cfg.model_path,
@@ -832,23 +811,20 @@ int engd_start(struct agentd *d, struct ag_err *err)
         };
         int rc = eng_serve_start(&p, &e->srv, err);
         if (rc < 0) {
-            pthread_mutex_destroy(&e->mu);
             free(e);
             return rc;
         }
         ag_info("engine: loading %s", d->cfg.model_path);
     }
-    uv_async_init(d->loop, &e->async, on_async);
-    e->async.data = e;
+    /* No work function, so no thread to start: this cannot fail. */
+    (void)handoff_start(&e->ho, d->loop, NULL, event_done, e, 0, 0, err);
     d->eng = e;
     return 0;
 }
 
-static void on_closed(uv_handle_t *h)
+static void on_closed(struct handoff *h)
 {
-    struct engd *e = h->data;
-    pthread_mutex_destroy(&e->mu);
-    free(e);
+    free(h->ud);
 }
 
 void engd_stop(struct agentd *d)
@@ -857,7 +833,7 @@ void engd_stop(struct agentd *d)
     if (!e) return;
     eng_serve_stop(e->srv); /* every request gets its error event */
     e->srv = NULL;
-    drain(e);
+    handoff_stop(&e->ho); /* delivers those events */
     d->eng = NULL;
-    uv_close((uv_handle_t *)&e->async, on_closed);
+    handoff_close(&e->ho, on_closed);
 }

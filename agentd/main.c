@@ -59,9 +59,11 @@ static bool all_idle(struct agentd *d)
     if (storeq_pending(d->sq) != 0 || sbxd_in_flight(d) != 0 || engd_in_flight(d) != 0 ||
         runner_in_flight(d) != 0 || webd_in_flight(d) != 0)
         return false;
-    for (struct conn *c = d->conns; c; c = c->next)
+    ag_list_foreach (it, &d->conns) {
+        struct conn *c = ag_list_entry(it, struct conn, node);
         if (c->busy || c->out.len || uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe))
             return false;
+    }
     return true;
 }
 
@@ -220,6 +222,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     d.loop = uv_default_loop();
     d.lock_fd = -1;
+    ag_list_init(&d.conns);
     d.started_ms = ag_now_ms();
     if ((rc = start(&d, &err)) != 0) {
         fprintf(stderr, "agentd: %s\n", err.msg);

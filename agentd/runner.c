@@ -40,17 +40,22 @@ const char *run_end_name(enum run_end e)
     return names[e];
 }
 
+/* for each live run r of R (r may end, not be freed, inside the body) */
+#define FOR_LIVE(r, R)                                                                             \
+    ag_list_foreach (r##_it, &(R)->live)                                                           \
+        for (struct run *r = ag_list_entry(r##_it, struct run, node); r; r = NULL)
+
 struct run *run__find_live(struct runner *R, const char *uid)
 {
-    for (struct run *r = R->live; r; r = r->next)
-        if (strcmp(r->uid, uid) == 0) return r;
+    FOR_LIVE(r, R)
+    if (strcmp(r->uid, uid) == 0) return r;
     return NULL;
 }
 
 static struct run *find_session(struct runner *R, const char *session)
 {
-    for (struct run *r = R->live; r; r = r->next)
-        if (r->session[0] && strcmp(r->session, session) == 0) return r;
+    FOR_LIVE(r, R)
+    if (r->session[0] && strcmp(r->session, session) == 0) return r;
     return NULL;
 }
 
@@ -122,13 +127,8 @@ static void on_handle_closed(uv_handle_t *h)
 
 static void unlink_live(struct run *r)
 {
-    struct runner *R = r->R;
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        R->live = r->next;
-    if (r->next) r->next->prev = r->prev;
-    R->n_live--;
+    ag_list_remove(&r->node);
+    r->R->n_live--;
 }
 
 static void close_handles(struct run *r)
@@ -760,9 +760,10 @@ void runner_mcp_state(struct agentd *d, const char *agent, const char *server, c
                       const char *msg)
 {
     struct runner *R = d->runner;
-    for (struct run *r = R ? R->live : NULL; r; r = r->next)
-        if (r->n_evs && r->st != RS_ENDING && r->st != RS_DONE && strcmp(r->agent, agent) == 0)
-            mcp_event(r, server, state, msg);
+    if (!R) return;
+    FOR_LIVE(r, R)
+    if (r->n_evs && r->st != RS_ENDING && r->st != RS_DONE && strcmp(r->agent, agent) == 0)
+        mcp_event(r, server, state, msg);
 }
 
 static void cjob_done(struct storeq_job *base)
@@ -880,9 +881,7 @@ struct run *runner_create(struct runner *R, const struct run_opts *o, const stru
     uv_timer_init(R->d->loop, &r->wall_timer);
     r->flush_timer.data = r->wall_timer.data = r;
     r->handles_open = 2;
-    r->next = R->live;
-    if (R->live) R->live->prev = r;
-    R->live = r;
+    ag_list_insert_head(&R->live, &r->node);
     R->n_live++;
 
     struct cjob *j = ag_calloc(1, sizeof(*j));
@@ -931,6 +930,7 @@ void runner_start(struct agentd *d)
 {
     struct runner *R = ag_calloc(1, sizeof(*R));
     R->d = d;
+    ag_list_init(&R->live);
     if (d->eng && d->cfg.model_path[0])
         R->model = (struct run_model){engine_generate, engine_cancel, d};
     run__env_init(&R->env, d);
@@ -941,7 +941,8 @@ void runner_conn_gone(struct conn *c)
 {
     struct runner *R = c->d->runner;
     if (!R) return;
-    for (struct run *r = R->live; r; r = r->next) {
+    FOR_LIVE(r, R)
+    {
         run__unsubscribe(r, c);
         if (r->owner == c) run__cancel(r);
     }
@@ -956,11 +957,11 @@ void runner_drain(struct agentd *d)
 {
     struct runner *R = d->runner;
     if (!R) return;
-    for (struct run *r = R->live; r; r = r->next)
-        if (!r->shutdown && r->st != RS_ENDING && r->st != RS_DONE) {
-            r->shutdown = true;
-            run__interrupt(r);
-        }
+    FOR_LIVE(r, R)
+    if (!r->shutdown && r->st != RS_ENDING && r->st != RS_DONE) {
+        r->shutdown = true;
+        run__interrupt(r);
+    }
 }
 
 void runner_stop(struct agentd *d)

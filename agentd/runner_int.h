@@ -54,7 +54,7 @@ struct run_call {
 };
 
 struct run {
-    struct run *prev, *next; /* live runs */
+    struct ag_list node; /* in runner.live */
     struct runner *R;
     enum run_state st;
     char uid[32], session[32], agent[80];
@@ -128,7 +128,7 @@ struct run {
 
 struct runner {
     struct agentd *d;
-    struct run *live;
+    struct ag_list live; /* runs not yet finished (struct run.node) */
     int n_live;
     struct run_model model;              /* who thinks */
     struct tool_env env;                 /* what tools may use */

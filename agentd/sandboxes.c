@@ -2,10 +2,10 @@
  * sandboxes.c - the sandbox.* methods: one-shot runs and named code-interpreter sessions.
  *
  * Sandbox work blocks (a cell may run for minutes), so none of it happens on the loop thread.
- * Jobs go to a pool of sandbox worker threads through a mutex+condvar inbox; finished jobs and
- * streamed output come back through one outbox and uv_async_send, and the loop drains the whole
- * outbox per wake-up, in order (a cell's output events are sent before its result). The pool
- * grows when every worker is busy (up to SBXD_MAX_WORKERS) and its threads live until agentd
+ * Jobs go to a pool of sandbox worker threads through the hand-off's inbox (handoff.c);
+ * finished jobs and streamed output come back through its one outbox, and the loop drains the
+ * whole outbox per wake-up, in order (a cell's output events are sent before its result). The
+ * pool grows when every worker is busy (up to SBXD_MAX_WORKERS) and its threads live until agentd
  * stops: a sandbox dies with the thread that spawned it (PR_SET_PDEATHSIG), which is what makes
  * every sandbox die with agentd, and what must not happen earlier.
  *
@@ -20,7 +20,6 @@
 
 #include "../sandbox/sandbox.h"
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,7 +55,7 @@ struct sess {
 };
 
 struct sjob {
-    struct sjob *next;        /* queue link */
+    struct ag_list node;      /* in the hand-off's inbox or outbox */
     enum sjob_kind kind;      /* what to do */
     struct sbxd *x;           /* manager */
     struct conn *c;           /* who asked (referenced until done), NULL for internal jobs */
@@ -85,16 +84,8 @@ struct sbxd {
     struct agentd *d;      /* the daemon */
     struct sbx_ctx *ctx;   /* NULL when sandboxes are unavailable (why says why) */
     char why[600];         /* reason sandboxes are unavailable */
-    uv_async_t async;      /* wakes the loop when the outbox has items */
+    struct handoff ho;     /* the worker pool: jobs in, jobs and SJ_OUTPUT chunks out */
     uv_timer_t idle_timer; /* idle expiry scan */
-    pthread_mutex_t mu;    /* guards the queues and the worker counts */
-    pthread_cond_t cv;     /* inbox gained a job, or stop */
-    struct sjob *in_head, *in_tail;
-    struct sjob *out_head, *out_tail;
-    pthread_t workers[SBXD_MAX_WORKERS];
-    int n_workers;         /* started */
-    int n_idle;            /* waiting for a job */
-    bool stop;             /* workers exit once the inbox is empty */
     struct sess *sessions; /* owned by the loop thread */
     int n_sessions;
     uint64_t next_name;      /* for generated names */
@@ -102,16 +93,6 @@ struct sbxd {
     atomic_int in_flight;    /* jobs submitted and not done */
     volatile int cancel_all; /* set by sbxd_stop: running one-shot runs are killed */
 };
-
-static void push(struct sjob **head, struct sjob **tail, struct sjob *j)
-{
-    j->next = NULL;
-    if (*tail)
-        (*tail)->next = j;
-    else
-        *head = j;
-    *tail = j;
-}
 
 /* ---- worker threads ---- */
 
@@ -123,10 +104,7 @@ static void on_output(void *ud, int stream, const char *data, size_t n)
     o->stream_no = stream;
     o->data = ag_strndup(data, n);
     o->len = n;
-    pthread_mutex_lock(&j->x->mu);
-    push(&j->x->out_head, &j->x->out_tail, o);
-    pthread_mutex_unlock(&j->x->mu);
-    uv_async_send(&j->x->async);
+    handoff_post(&j->x->ho, &o->node); /* ahead of j's own completion */
 }
 
 static void job_work(struct sjob *j)
@@ -183,66 +161,26 @@ static void job_work(struct sjob *j)
     }
 }
 
-static void *worker_main(void *arg)
+static void item_work(struct ag_list *item, void *ud)
 {
-    struct sbxd *x = arg;
-    pthread_mutex_lock(&x->mu);
-    for (;;) {
-        while (!x->in_head && !x->stop) {
-            x->n_idle++;
-            pthread_cond_wait(&x->cv, &x->mu);
-            x->n_idle--;
-        }
-        if (!x->in_head) break;
-        struct sjob *j = x->in_head;
-        x->in_head = j->next;
-        if (!x->in_head) x->in_tail = NULL;
-        pthread_mutex_unlock(&x->mu);
-        job_work(j);
-        pthread_mutex_lock(&x->mu);
-        push(&x->out_head, &x->out_tail, j);
-        uv_async_send(&x->async);
-    }
-    pthread_mutex_unlock(&x->mu);
-    return NULL;
+    (void)ud;
+    job_work(ag_list_entry(item, struct sjob, node));
 }
 
 static void submit(struct sbxd *x, struct sjob *j)
 {
     atomic_fetch_add(&x->in_flight, 1);
-    pthread_mutex_lock(&x->mu);
-    push(&x->in_head, &x->in_tail, j);
-    if (x->n_idle == 0 && x->n_workers < SBXD_MAX_WORKERS &&
-        pthread_create(&x->workers[x->n_workers], NULL, worker_main, x) == 0)
-        x->n_workers++;
-    pthread_cond_signal(&x->cv);
-    pthread_mutex_unlock(&x->mu);
+    handoff_submit(&x->ho, &j->node);
 }
 
 /* ---- results ---- */
 
-/* Text safe for JSON: invalid UTF-8 bytes become U+FFFD. */
+/* Text safe for JSON: bytes that start no valid UTF-8 character become U+FFFD. */
 static struct proto_val *utf8_val(const char *s, size_t n)
 {
     struct ag_buf b;
     ag_buf_init(&b);
-    const unsigned char *u = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        size_t len = u[i] < 0x80         ? 1
-                     : (u[i] >> 5) == 6  ? 2
-                     : (u[i] >> 4) == 14 ? 3
-                     : (u[i] >> 3) == 30 ? 4
-                                         : 0;
-        bool ok = len > 0 && i + len <= n && u[i] != 0;
-        for (size_t k = 1; ok && k < len; k++) ok = (u[i + k] & 0xC0) == 0x80;
-        if (ok) {
-            ag_buf_append(&b, s + i, len);
-            i += len;
-        } else {
-            ag_buf_puts(&b, "\xEF\xBF\xBD");
-            i++;
-        }
-    }
+    ag_utf8_append(&b, s, n);
     struct proto_val *v = proto_new_str(b.data ? b.data : "");
     ag_buf_release(&b);
     return v;
@@ -252,11 +190,13 @@ static struct proto_val *utf8_val(const char *s, size_t n)
 static void utf8_fix(char **s, size_t *n)
 {
     if (!*s) return;
-    struct proto_val *v = utf8_val(*s, n ? *n : strlen(*s));
+    struct ag_buf b;
+    ag_buf_init(&b);
+    ag_utf8_append(&b, *s, n ? *n : strlen(*s));
+    ag_buf_putc(&b, '\0');
     free(*s);
-    *s = ag_strdup(proto_str(v));
-    if (n) *n = strlen(*s);
-    proto_val_free(v);
+    *s = b.data;
+    if (n) *n = b.len - 1;
 }
 
 static void result_fix(struct sbx_result *r)
@@ -266,67 +206,6 @@ static void result_fix(struct sbx_result *r)
     utf8_fix(&r->value, NULL);
     utf8_fix(&r->error_message, NULL);
     utf8_fix(&r->traceback, NULL);
-}
-
-static bool is_text(const char *s, size_t n)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        size_t len = u[i] < 0x80         ? 1
-                     : (u[i] >> 5) == 6  ? 2
-                     : (u[i] >> 4) == 14 ? 3
-                     : (u[i] >> 3) == 30 ? 4
-                                         : 0;
-        if (len == 0 || u[i] == 0 || i + len > n) return false;
-        for (size_t k = 1; k < len; k++)
-            if ((u[i + k] & 0xC0) != 0x80) return false;
-        i += len;
-    }
-    return true;
-}
-
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static char *b64_encode(const char *s, size_t n)
-{
-    char *out = ag_malloc(4 * ((n + 2) / 3) + 1), *o = out;
-    const unsigned char *u = (const unsigned char *)s;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)u[i] << 16 | (i + 1 < n ? (uint32_t)u[i + 1] << 8 : 0) |
-                     (i + 2 < n ? u[i + 2] : 0);
-        *o++ = b64[v >> 18];
-        *o++ = b64[(v >> 12) & 63];
-        *o++ = i + 1 < n ? b64[(v >> 6) & 63] : '=';
-        *o++ = i + 2 < n ? b64[v & 63] : '=';
-    }
-    *o = '\0';
-    return out;
-}
-
-static int b64_decode(const char *s, char **out, size_t *len)
-{
-    size_t n = strlen(s);
-    char *buf = ag_malloc(n / 4 * 3 + 3);
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '=') break;
-        const char *p = strchr(b64, s[i]);
-        if (!p || !s[i]) {
-            free(buf);
-            return AG_EPARAMS;
-        }
-        acc = acc << 6 | (uint32_t)(p - b64);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            buf[o++] = (char)(acc >> bits);
-        }
-    }
-    *out = buf;
-    *len = o;
-    return 0;
 }
 
 static struct proto_val *result_json(const struct sjob *j)
@@ -399,8 +278,10 @@ static void unlink_sess(struct sbxd *x, struct sess *s)
 
 static struct conn *conn_by_id(struct agentd *d, uint64_t id)
 {
-    for (struct conn *c = d->conns; c; c = c->next)
+    ag_list_foreach (it, &d->conns) {
+        struct conn *c = ag_list_entry(it, struct conn, node);
         if (c->id == id && !c->closing) return c;
+    }
     return NULL;
 }
 
@@ -408,7 +289,7 @@ static struct conn *conn_by_id(struct agentd *d, uint64_t id)
 static void free_later(struct sbxd *x, struct sess *s)
 {
     unlink_sess(x, s);
-    if (s->s && x->stop) {
+    if (s->s && x->ho.stop) {
         sbx_session_free(s->s); /* stopping: the workers are gone */
     } else if (s->s) {
         struct sjob *j = ag_calloc(1, sizeof(*j));
@@ -458,10 +339,10 @@ static void job_done(struct sjob *j)
             j->result = proto_obj();
             proto_add_str(j->result, "path", proto_get_str(j->req.params, "path"));
             proto_add_int(j->result, "size", (int64_t)j->len);
-            if (is_text(j->data, j->len)) {
+            if (ag_utf8_valid(j->data, j->len)) {
                 proto_add_str(j->result, "data", j->data);
             } else {
-                char *e = b64_encode(j->data, j->len);
+                char *e = ag_base64_encode(j->data, j->len);
                 proto_add_str(j->result, "base64", e);
                 free(e);
             }
@@ -512,25 +393,14 @@ static void output_done(struct sjob *o)
     free(o);
 }
 
-static void drain(struct sbxd *x)
+static void item_done(struct ag_list *item, void *ud)
 {
-    pthread_mutex_lock(&x->mu);
-    struct sjob *j = x->out_head;
-    x->out_head = x->out_tail = NULL;
-    pthread_mutex_unlock(&x->mu);
-    while (j) {
-        struct sjob *next = j->next;
-        if (j->kind == SJ_OUTPUT)
-            output_done(j);
-        else
-            job_done(j);
-        j = next;
-    }
-}
-
-static void on_async(uv_async_t *h)
-{
-    drain(h->data);
+    struct sjob *j = ag_list_entry(item, struct sjob, node);
+    (void)ud;
+    if (j->kind == SJ_OUTPUT)
+        output_done(j);
+    else
+        job_done(j);
 }
 
 static void on_idle_tick(uv_timer_t *t)
@@ -882,7 +752,7 @@ static int files_op(struct conn *c, struct proto_req *req, struct ag_err *err, b
         if (!data == !enc)
             return ag_err_set(err, AG_EPARAMS,
                               "params: give exactly one of 'data' (text) or 'base64'");
-        if (enc && b64_decode(enc, &bin, &bin_len) != 0)
+        if (enc && ag_base64_decode(enc, &bin, &bin_len) != 0)
             return ag_err_set(err, AG_EPARAMS, "params.base64: not valid base64");
     }
     if ((rc = usable(x, name, &s, err)) != 0) {
@@ -974,8 +844,6 @@ void sbxd_start(struct agentd *d)
     char tag[64];
 
     x->d = d;
-    pthread_mutex_init(&x->mu, NULL);
-    pthread_cond_init(&x->cv, NULL);
     x->idle_ms = env_int("AGENTD_SANDBOX_IDLE_S", 900) * 1000;
     snprintf(tag, sizeof(tag), "agentd-%d", (int)getpid());
     struct sbx_ctx_opts o = {.tag = tag, .pool_size = (int)env_int("AGENTD_SANDBOX_POOL", 2)};
@@ -989,8 +857,8 @@ void sbxd_start(struct agentd *d)
         ag_info("sandboxes: memory limit via %s, pids via %s, cpu via %s, Landlock ABI %d",
                 in.memory, in.pids, in.cpu, in.landlock_abi);
     }
-    uv_async_init(d->loop, &x->async, on_async);
-    x->async.data = x;
+    /* No thread starts yet (the pool grows on demand), so this cannot fail. */
+    (void)handoff_start(&x->ho, d->loop, item_work, item_done, x, 0, SBXD_MAX_WORKERS, &err);
     uv_timer_init(d->loop, &x->idle_timer);
     x->idle_timer.data = x;
     uv_timer_start(&x->idle_timer, on_idle_tick, 1000, 1000);
@@ -1013,26 +881,19 @@ void sbxd_stop(struct agentd *d)
         struct sbx_session *ls = s->s ? s->s : atomic_load(&s->live);
         if (s->busy && ls) sbx_session_kill(ls);
     }
-    pthread_mutex_lock(&x->mu);
-    x->stop = true;
-    pthread_cond_broadcast(&x->cv);
-    pthread_mutex_unlock(&x->mu);
-    for (int i = 0; i < x->n_workers; i++) pthread_join(x->workers[i], NULL);
-    drain(x);
+    handoff_stop(&x->ho); /* the workers finish, and so does what they sent */
     while (x->sessions) {
         struct sess *s = x->sessions;
         x->sessions = s->next;
         sbx_session_free(s->s);
         free(s);
     }
-    drain(x); /* free jobs queued by the loop above never ran: none are left after join */
+    handoff_drain(&x->ho); /* frees queued above never ran: none are left after the join */
     sbx_ctx_free(x->ctx);
-    uv_close((uv_handle_t *)&x->async, on_closed);
+    handoff_close(&x->ho, NULL);
     uv_close((uv_handle_t *)&x->idle_timer, on_closed);
     d->sbx = NULL;
     /* x itself is freed once the handles are closed: keep it simple, free after the loop ends. */
-    pthread_mutex_destroy(&x->mu);
-    pthread_cond_destroy(&x->cv);
     d->sbx_mem = x;
 }
 

@@ -44,11 +44,7 @@ static void on_close(uv_handle_t *h)
     struct conn *c = h->data;
     struct agentd *d = c->d;
 
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        d->conns = c->next;
-    if (c->next) c->next->prev = c->prev;
+    ag_list_remove(&c->node);
     d->n_conns--;
     conn_unref(c);
 }
@@ -322,9 +318,7 @@ static void on_connection(uv_stream_t *server, int status)
         proto_framer_release(&c->fr);
         return;
     }
-    c->next = d->conns;
-    if (d->conns) d->conns->prev = c;
-    d->conns = c;
+    ag_list_insert_head(&d->conns, &c->node);
     d->n_conns++;
     if (uv_fileno((uv_handle_t *)&c->pipe, &fd) == 0 &&
         getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) == 0) {
@@ -395,5 +389,5 @@ void server_stop_listening(struct agentd *d)
 
 void server_close_all(struct agentd *d)
 {
-    for (struct conn *c = d->conns; c; c = c->next) conn_close(c);
+    ag_list_foreach (it, &d->conns) conn_close(ag_list_entry(it, struct conn, node));
 }

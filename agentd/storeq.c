@@ -1,11 +1,11 @@
 /*
  * storeq.c - the storage thread: one SQLite writer connection, fed FIFO jobs by the loop.
  *
- * The loop thread never touches SQLite, so an fsync never stalls a client. Jobs go in through a
- * mutex+condvar inbox; finished jobs come back through an outbox and one uv_async_send; the
- * loop drains the whole outbox per wake-up (several sends may coalesce into one callback).
- * FIFO order matters: an agent.create acknowledged to one client is visible to the next
- * agent.list of any client.
+ * The loop thread never touches SQLite, so an fsync never stalls a client. Jobs cross through
+ * a hand-off (handoff.c) with exactly one worker thread: its inbox feeds the thread, its
+ * outbox returns finished jobs to the loop, which drains it whole per wake-up. FIFO order
+ * matters: an agent.create acknowledged to one client is visible to the next agent.list of
+ * any client.
  */
 #include "agentd.h"
 
@@ -13,70 +13,24 @@
 #include <stdlib.h>
 
 struct storeq {
-    uv_loop_t *loop;             /* loop that receives completions */
-    uv_async_t async;            /* wakes the loop when the outbox is non-empty */
-    uv_thread_t thread;          /* the storage thread */
-    uv_mutex_t mu;               /* guards the inbox, the outbox and stop */
-    uv_cond_t cv;                /* signalled when the inbox gains a job or stop is set */
-    struct storeq_job *in_head;  /* jobs waiting for the thread */
-    struct storeq_job *in_tail;  /* last job in the inbox */
-    struct storeq_job *out_head; /* finished jobs waiting for the loop */
-    struct storeq_job *out_tail; /* last job in the outbox */
-    bool stop;                   /* thread exits once the inbox is empty */
-    _Atomic size_t pending;      /* submitted, done() not yet run */
-    struct mem_store *st;        /* owned; used only by the thread */
+    struct handoff ho;      /* one thread; items are struct storeq_job.node */
+    _Atomic size_t pending; /* submitted, done() not yet run */
+    struct mem_store *st;   /* owned; used only by the thread */
 };
 
-static void push(struct storeq_job **head, struct storeq_job **tail, struct storeq_job *job)
+static void job_work(struct ag_list *item, void *ud)
 {
-    job->next = NULL;
-    if (*tail)
-        (*tail)->next = job;
-    else
-        *head = job;
-    *tail = job;
+    struct storeq *q = ud;
+    struct storeq_job *job = ag_list_entry(item, struct storeq_job, node);
+    job->work(job, q->st);
 }
 
-static void thread_main(void *arg)
+static void job_done(struct ag_list *item, void *ud)
 {
-    struct storeq *q = arg;
-
-    uv_mutex_lock(&q->mu);
-    for (;;) {
-        while (!q->in_head && !q->stop) uv_cond_wait(&q->cv, &q->mu);
-        if (!q->in_head) break;
-        struct storeq_job *job = q->in_head;
-        q->in_head = job->next;
-        if (!q->in_head) q->in_tail = NULL;
-        uv_mutex_unlock(&q->mu);
-
-        job->work(job, q->st);
-
-        uv_mutex_lock(&q->mu);
-        push(&q->out_head, &q->out_tail, job);
-        uv_async_send(&q->async);
-    }
-    uv_mutex_unlock(&q->mu);
-}
-
-static void drain_outbox(struct storeq *q)
-{
-    uv_mutex_lock(&q->mu);
-    struct storeq_job *job = q->out_head;
-    q->out_head = q->out_tail = NULL;
-    uv_mutex_unlock(&q->mu);
-
-    while (job) {
-        struct storeq_job *next = job->next;
-        atomic_fetch_sub(&q->pending, 1);
-        job->done(job);
-        job = next;
-    }
-}
-
-static void on_async(uv_async_t *h)
-{
-    drain_outbox(h->data);
+    struct storeq *q = ud;
+    struct storeq_job *job = ag_list_entry(item, struct storeq_job, node);
+    atomic_fetch_sub(&q->pending, 1);
+    job->done(job);
 }
 
 int storeq_start(uv_loop_t *loop, struct mem_store *st, struct storeq **out, struct ag_err *err)
@@ -84,16 +38,10 @@ int storeq_start(uv_loop_t *loop, struct mem_store *st, struct storeq **out, str
     struct storeq *q = ag_calloc(1, sizeof(*q));
     int rc;
 
-    q->loop = loop;
     q->st = st;
-    uv_mutex_init(&q->mu);
-    uv_cond_init(&q->cv);
-    uv_async_init(loop, &q->async, on_async);
-    q->async.data = q;
-    if ((rc = uv_thread_create(&q->thread, thread_main, q)) != 0) {
-        uv_close((uv_handle_t *)&q->async, NULL);
-        return ag_err_set(err, AG_EINTERNAL, "cannot start the storage thread: %s",
-                          uv_strerror(rc));
+    if ((rc = handoff_start(&q->ho, loop, job_work, job_done, q, 1, 1, err)) != 0) {
+        ag_err_prefix(err, "storage: ");
+        return rc; /* q stays allocated: its async handle is closing */
     }
     *out = q;
     return 0;
@@ -102,10 +50,7 @@ int storeq_start(uv_loop_t *loop, struct mem_store *st, struct storeq **out, str
 void storeq_submit(struct storeq *q, struct storeq_job *job)
 {
     atomic_fetch_add(&q->pending, 1);
-    uv_mutex_lock(&q->mu);
-    push(&q->in_head, &q->in_tail, job);
-    uv_cond_signal(&q->cv);
-    uv_mutex_unlock(&q->mu);
+    handoff_submit(&q->ho, &job->node);
 }
 
 size_t storeq_pending(const struct storeq *q)
@@ -113,23 +58,15 @@ size_t storeq_pending(const struct storeq *q)
     return atomic_load(&((struct storeq *)q)->pending);
 }
 
-static void free_after_close(uv_handle_t *h)
+static void free_after_close(struct handoff *h)
 {
-    struct storeq *q = h->data;
-    uv_mutex_destroy(&q->mu);
-    uv_cond_destroy(&q->cv);
-    free(q);
+    free(h->ud);
 }
 
 void storeq_stop(struct storeq *q)
 {
-    uv_mutex_lock(&q->mu);
-    q->stop = true;
-    uv_cond_signal(&q->cv);
-    uv_mutex_unlock(&q->mu);
-    uv_thread_join(&q->thread);
-    drain_outbox(q); /* jobs finished after the last async callback */
+    handoff_stop(&q->ho); /* runs every queued job, then their done() */
     mem_store_close(q->st);
     q->st = NULL;
-    uv_close((uv_handle_t *)&q->async, free_after_close);
+    handoff_close(&q->ho, free_after_close);
 }

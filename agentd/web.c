@@ -18,7 +18,7 @@
 #define WEB_MAX_PATTERNS  64
 
 struct wreq {
-    struct wreq *prev, *next;
+    struct ag_list node; /* in webd.live */
     struct webd *w;
     struct conn *c;
     struct proto_req req;
@@ -31,18 +31,14 @@ struct webd {
     struct fetcher *f;
     struct fetch_net nets[WEB_MAX_NETS];
     size_t n_nets;
-    struct wreq *live;
+    struct ag_list live; /* web.fetch requests in flight (struct wreq.node) */
     int n_live;
     uint64_t next_name;
 };
 
 static void unlink_req(struct webd *w, struct wreq *q)
 {
-    if (q->prev)
-        q->prev->next = q->next;
-    else
-        w->live = q->next;
-    if (q->next) q->next->prev = q->prev;
+    ag_list_remove(&q->node);
     w->n_live--;
 }
 
@@ -137,9 +133,7 @@ static int m_fetch(struct webd *w, struct conn *c, struct proto_req *req, struct
     };
     q->req = *req;
     memset(req, 0, sizeof(*req));
-    q->next = w->live;
-    if (w->live) w->live->prev = q;
-    w->live = q;
+    ag_list_insert_head(&w->live, &q->node);
     w->n_live++;
     conn_begin_async(c);
     q->id = fetch_start(w->f, url, &o, on_fetched, q);
@@ -159,12 +153,15 @@ static int m_cancel(struct conn *c, struct proto_req *req, struct proto_val **re
 {
     struct webd *w = c->d->web;
     const char *rid = proto_get_str(req->params, "request_id");
-    for (struct wreq *q = w ? w->live : NULL; q; q = q->next)
-        if (strcmp(q->request_id, rid) == 0) {
-            fetch_cancel(w->f, q->id); /* answers the fetch, frees q */
-            *result = proto_obj();
-            proto_add_bool(*result, "cancelled", true);
-            return 0;
+    if (w)
+        ag_list_foreach (it, &w->live) {
+            struct wreq *q = ag_list_entry(it, struct wreq, node);
+            if (strcmp(q->request_id, rid) == 0) {
+                fetch_cancel(w->f, q->id); /* answers the fetch, frees q */
+                *result = proto_obj();
+                proto_add_bool(*result, "cancelled", true);
+                return 0;
+            }
         }
     return ag_err_set(err, AG_ENOTFOUND, "no fetch '%s' is running", rid);
 }
@@ -190,11 +187,9 @@ void webd_conn_gone(struct conn *c)
 {
     struct webd *w = c->d->web;
     if (!w) return;
-    struct wreq *q = w->live;
-    while (q) {
-        struct wreq *next = q->next;
+    ag_list_foreach_safe (it, &w->live) {
+        struct wreq *q = ag_list_entry(it, struct wreq, node);
         if (q->c == c) fetch_cancel(w->f, q->id);
-        q = next;
     }
 }
 
@@ -223,6 +218,7 @@ int webd_start(struct agentd *d, struct ag_err *err)
 {
     struct webd *w = ag_calloc(1, sizeof(*w));
     w->d = d;
+    ag_list_init(&w->live);
     char list[sizeof(d->cfg.fetch_allow)];
     snprintf(list, sizeof(list), "%s", d->cfg.fetch_allow);
     for (char *save = NULL, *t = strtok_r(list, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {

@@ -6,14 +6,15 @@
  * forever, so clients and logs can rely on it. Detail for a human goes into an optional
  * struct ag_err (code + message naming the file, line or field at fault).
  *
- * Also here: levelled logging, a bump arena, a growable byte buffer, clocks and a few string and
- * filesystem helpers. Host out-of-memory aborts (nothing a user does can cause it); everything a
- * user or a file can cause returns an error.
+ * Also here: levelled logging, a bump arena, a growable byte buffer, an intrusive list, UTF-8 and
+ * base64 helpers, clocks and a few string and filesystem helpers. Host out-of-memory aborts
+ * (nothing a user does can cause it); everything a user or a file can cause returns an error.
  */
 #ifndef AG_BASE_H
 #define AG_BASE_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -132,6 +133,62 @@ void ag_buf_consume(struct ag_buf *b, size_t n);
 void ag_buf_reset(struct ag_buf *b);
 /* Hands the data to the caller (who frees it) and leaves b empty. */
 char *ag_buf_detach(struct ag_buf *b, size_t *len);
+
+/* ---- intrusive doubly linked list (after libuv's queue.h) ----
+ *
+ * A list is a head node; items embed a struct ag_list and are found again with ag_list_entry.
+ * The list is circular: an empty head points at itself, so insert and remove never test for
+ * the ends. A removed node points at itself too, and removing a node that is on no list
+ * (removed already, or zeroed) does nothing.
+ *
+ *   struct conn { struct ag_list node; ... };
+ *   ag_list_insert_tail(&d->conns, &c->node);
+ *   ag_list_foreach(it, &d->conns) { struct conn *c = ag_list_entry(it, struct conn, node); }
+ */
+struct ag_list {
+    struct ag_list *prev, *next;
+};
+
+void ag_list_init(struct ag_list *l);
+bool ag_list_empty(const struct ag_list *l);
+void ag_list_insert_head(struct ag_list *l, struct ag_list *node);
+void ag_list_insert_tail(struct ag_list *l, struct ag_list *node);
+void ag_list_remove(struct ag_list *node);
+/* The first node, unlinked; NULL when l is empty (a FIFO with insert_tail). */
+struct ag_list *ag_list_pop(struct ag_list *l);
+/* Moves every node of from to the end of to, in order; from is left empty. */
+void ag_list_move(struct ag_list *from, struct ag_list *to);
+/* The struct of type that holds node as its member field. */
+#define ag_list_entry(node, type, field) ((type *)(void *)((char *)(node)-offsetof(type, field)))
+/* Walks l's nodes front to back; the body must not remove node (see the _safe form). */
+#define ag_list_foreach(node, l)                                                                   \
+    for (struct ag_list *node = (l)->next; node != (l); node = node->next)
+/* The same, where the body may remove (or free) node. */
+#define ag_list_foreach_safe(node, l)                                                              \
+    for (struct ag_list *node = (l)->next, *node##_next = node->next; node != (l);                 \
+         node = node##_next, node##_next = node->next)
+
+/* ---- UTF-8 ----
+ * Valid means what RFC 3629 allows: no overlong forms, no surrogates, nothing past U+10FFFF.
+ * NUL counts as invalid here, since the text goes into C strings and JSON. */
+/* Bytes of the valid character that starts s (n bytes available): 1..4, or 0 when none does. */
+size_t ag_utf8_char(const char *s, size_t n);
+/* True when all n bytes are valid UTF-8 (and no NUL). */
+bool ag_utf8_valid(const char *s, size_t n);
+/* Appends s to b with each byte that starts no valid character replaced by U+FFFD. */
+void ag_utf8_append(struct ag_buf *b, const char *s, size_t n);
+/* Characters in the NUL-terminated s (bytes that are not continuation bytes). */
+size_t ag_utf8_count(const char *s);
+/* The longest prefix of s (n bytes) that is at most max bytes and does not end inside a
+ * character: where to cut a long text. */
+size_t ag_utf8_prefix(const char *s, size_t n, size_t max);
+
+/* ---- base64 (RFC 4648, with padding) ---- */
+/* NUL-terminated encoding of n bytes; caller frees. */
+char *ag_base64_encode(const void *data, size_t n);
+/* Decodes s up to its first '=' (or its end) into *out (n_out bytes, NUL-terminated as well;
+ * caller frees). AG_EINVAL, *out untouched, when s holds a byte outside the alphabet. */
+int ag_base64_decode(const char *s, char **out, size_t *n_out);
 
 /* ---- clocks ---- */
 int64_t ag_now_ms(void);  /* monotonic milliseconds */

@@ -155,11 +155,7 @@ static int run_session(struct mem_store *st, const char *agent, const char *sess
     if (!agent || !*agent) return ag_err_set(err, AG_EINVAL, "a run needs an agent or a session");
     /* A new session is titled with the start of its first message. */
     char title[61];
-    size_t n = strlen(input);
-    if (n > 60) {
-        n = 60;
-        while (n > 0 && ((unsigned char)input[n] & 0xC0) == 0x80) n--;
-    }
+    size_t n = ag_utf8_prefix(input, strlen(input), 60);
     memcpy(title, input, n);
     title[n] = '\0';
     if ((rc = mem__new_uid("ses_", uid, err)) < 0) return rc;

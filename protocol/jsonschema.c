@@ -32,8 +32,8 @@
 
 #define CC(v) ((const cJSON *)(v))
 
-#define MAX_DEPTH 512 /* checks nested deeper than this fail (a $ref cycle, a hostile value) */
-#define PATH_MAX_ 1024
+#define MAX_DEPTH  512  /* checks nested deeper than this fail (a $ref cycle, a hostile value) */
+#define PATH_BYTES 1024 /* longest path a message names; deeper ones are cut */
 
 struct vctx {
     const cJSON *root;  /* the whole schema, for $ref */
@@ -77,14 +77,6 @@ static const char *with_article(const char *type)
     return type;
 }
 
-/* UTF-8 characters in s. */
-static size_t utf8_len(const char *s)
-{
-    size_t n = 0;
-    for (; *s; s++) n += ((unsigned char)*s & 0xC0) != 0x80;
-    return n;
-}
-
 static const cJSON *resolve(const cJSON *root, const char *ref)
 {
     if (strcmp(ref, "#") == 0) return root;
@@ -110,12 +102,12 @@ static const char *shown(const char *path)
 
 static void path_key(const struct vctx *c, char *out, const char *path, const char *key)
 {
-    snprintf(out, PATH_MAX_, c->params ? "%s.%s" : "%s/%s", path, key);
+    snprintf(out, PATH_BYTES, c->params ? "%s.%s" : "%s/%s", path, key);
 }
 
 static void path_index(const struct vctx *c, char *out, const char *path, int i)
 {
-    snprintf(out, PATH_MAX_, c->params ? "%s[%d]" : "%s/%d", path, i);
+    snprintf(out, PATH_BYTES, c->params ? "%s[%d]" : "%s/%d", path, i);
 }
 
 static int check(struct vctx *c, const cJSON *s, const cJSON *v, const char *path);
@@ -282,7 +274,7 @@ static int params_object(struct vctx *c, const cJSON *s, const cJSON *v, const c
     const cJSON *props = kw(s, "properties");
     const cJSON *req = kw(s, "required");
     const cJSON *addl = kw(s, "additionalProperties");
-    char p[PATH_MAX_];
+    char p[PATH_BYTES];
     int rc;
 
     for (const cJSON *m = v->child; m; m = m->next) {
@@ -409,7 +401,7 @@ enum_ok:;
     if (cJSON_IsNumber(v) && !ranged && (rc = params_number(c, s, v, path)) != 0) return rc;
     if (cJSON_IsString(v)) {
         const cJSON *mn = kw(s, "minLength"), *mx = kw(s, "maxLength");
-        size_t n = utf8_len(v->valuestring);
+        size_t n = ag_utf8_count(v->valuestring);
         if (cJSON_IsNumber(mn) && (double)n < mn->valuedouble)
             return mn->valuedouble <= 1
                        ? fail(c, path, "must not be empty")
@@ -429,7 +421,7 @@ enum_ok:;
         const cJSON *items = kw(s, "items");
         if (items) {
             int i = 0;
-            char p[PATH_MAX_];
+            char p[PATH_BYTES];
             for (const cJSON *e = v->child; e; e = e->next, i++) {
                 path_index(c, p, path, i);
                 if ((rc = check(c, items, e, p)) != 0) return rc;
@@ -464,7 +456,7 @@ static int document_rest(struct vctx *c, const cJSON *s, const cJSON *v, const c
     }
     if (cJSON_IsString(v)) {
         const cJSON *mn = kw(s, "minLength"), *mx = kw(s, "maxLength");
-        size_t n = utf8_len(v->valuestring);
+        size_t n = ag_utf8_count(v->valuestring);
         if (cJSON_IsNumber(mn) && (double)n < mn->valuedouble)
             return fail(c, path, "shorter than minLength");
         if (cJSON_IsNumber(mx) && (double)n > mx->valuedouble)
@@ -481,7 +473,7 @@ static int document_rest(struct vctx *c, const cJSON *s, const cJSON *v, const c
             if (bad) return fail(c, path, "out of range (%s)", bounds[i]);
         }
     }
-    char p[PATH_MAX_];
+    char p[PATH_BYTES];
     int rc;
     if (cJSON_IsArray(v)) {
         const cJSON *mn = kw(s, "minItems"), *mx = kw(s, "maxItems");
@@ -585,7 +577,7 @@ static int lint_list(const cJSON *root, const cJSON *s, const char *key, const c
     if (!l) return 0;
     if (!cJSON_IsArray(l))
         return ag_err_set(err, AG_EINVAL, "schema %s.%s: expected an array", where, key);
-    char w[PATH_MAX_];
+    char w[PATH_BYTES];
     int i = 0, rc;
     for (const cJSON *e = l->child; e; e = e->next, i++) {
         snprintf(w, sizeof(w), "%s.%s[%d]", where, key, i);
@@ -601,7 +593,7 @@ static int lint(const cJSON *root, const cJSON *s, const char *where, int depth,
     static const char *const numeric[] = {"minimum",          "maximum",   "exclusiveMinimum",
                                           "exclusiveMaximum", "minLength", "maxLength",
                                           "minItems",         "maxItems"};
-    char w[PATH_MAX_];
+    char w[PATH_BYTES];
     int rc;
 
     if (depth > 64) return ag_err_set(err, AG_EINVAL, "schema %s: nested too deep", where);

@@ -444,20 +444,12 @@ static int check_env(struct proto__vctx *c, const cJSON *v, cJSON **out)
     return rc;
 }
 
-/* Characters (UTF-8 code points) in s: what a block's limit counts. */
-static size_t utf8_chars(const char *s)
-{
-    size_t n = 0;
-    for (; *s; s++) n += ((unsigned char)*s & 0xc0) != 0x80;
-    return n;
-}
-
 /* A block's initial value must fit its limit, or the first edit by the agent would fail. */
 static int block_fits(struct proto__vctx *c, const cJSON *in, const cJSON *norm)
 {
     const char *value = cJSON_GetObjectItemCaseSensitive(norm, "value")->valuestring;
     double limit = cJSON_GetObjectItemCaseSensitive(norm, "limit")->valuedouble;
-    size_t n = utf8_chars(value);
+    size_t n = ag_utf8_count(value); /* what a block's limit counts */
     int rc = 0;
 
     if ((double)n > limit) {

@@ -37,9 +37,8 @@ int proto__check_fail(struct proto__vctx *c, const cJSON *at, const char *fmt, .
  * shown as '?'. */
 static const char *shown(const char *s, char buf[48])
 {
-    size_t n = strlen(s), cut = n > 40 ? 40 : n;
+    size_t n = strlen(s), cut = ag_utf8_prefix(s, n, 40);
 
-    while (cut < n && cut > 0 && ((unsigned char)s[cut] & 0xc0) == 0x80) cut--;
     for (size_t i = 0; i < cut; i++)
         buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
     strcpy(buf + cut, cut < n ? "..." : "");

@@ -211,7 +211,7 @@ struct fetcher {
     uv_loop_t *loop;
     CURLM *multi;
     uv_timer_t timer;
-    struct freq *reqs; /* in flight */
+    struct ag_list reqs; /* in flight (struct freq.node), newest first */
     int n_reqs;
     uint64_t next_id;
     struct robots_entry *robots;
@@ -227,7 +227,7 @@ struct sock_ctx {
 
 /* One request: a chain of transfers. */
 struct freq {
-    struct freq *next, *prev;
+    struct ag_list node; /* in fetcher.reqs */
     struct fetcher *f;
     uint64_t id;
     fetch_cb cb;
@@ -295,11 +295,7 @@ static void finish(struct freq *q, int code, const char *fmt, ...)
         q->res.err_code = code;
         memcpy(q->res.err, msg, sizeof(msg));
     }
-    if (q->prev)
-        q->prev->next = q->next;
-    else
-        f->reqs = q->next;
-    if (q->next) q->next->prev = q->prev;
+    ag_list_remove(&q->node);
     f->n_reqs--;
     struct fetch_result res = q->res;
     memset(&q->res, 0, sizeof(q->res));
@@ -569,12 +565,12 @@ static void to_utf8(struct ag_buf *out, const char *s, size_t n, const char *cha
 {
     if (!*charset || strcasecmp(charset, "utf-8") == 0 || strcasecmp(charset, "utf8") == 0 ||
         strcasecmp(charset, "us-ascii") == 0) {
-        fetch_utf8_append(out, s, n);
+        ag_utf8_append(out, s, n);
         return;
     }
     iconv_t cd = iconv_open("UTF-8//TRANSLIT", charset);
     if (cd == (iconv_t)-1) {
-        fetch_utf8_append(out, s, n);
+        ag_utf8_append(out, s, n);
         return;
     }
     size_t cap = n * 4 + 16;
@@ -590,7 +586,7 @@ static void to_utf8(struct ag_buf *out, const char *s, size_t n, const char *cha
         }
     }
     iconv_close(cd);
-    fetch_utf8_append(out, buf, (size_t)(o - buf));
+    ag_utf8_append(out, buf, (size_t)(o - buf));
     free(buf);
 }
 
@@ -730,6 +726,7 @@ int fetcher_new(uv_loop_t *loop, struct fetcher **out, struct ag_err *err)
     }
     struct fetcher *f = ag_calloc(1, sizeof(*f));
     f->loop = loop;
+    ag_list_init(&f->reqs);
     f->multi = curl_multi_init();
     if (!f->multi) {
         free(f);
@@ -755,7 +752,9 @@ static void on_timer_closed(uv_handle_t *h)
 void fetcher_free(struct fetcher *f)
 {
     if (!f) return;
-    while (f->reqs) finish(f->reqs, AG_ECANCELLED, "cancelled: agentd is stopping");
+    while (!ag_list_empty(&f->reqs))
+        finish(ag_list_entry(f->reqs.next, struct freq, node), AG_ECANCELLED,
+               "cancelled: agentd is stopping");
     curl_multi_cleanup(f->multi); /* sockets are removed through on_socket first */
     f->multi = NULL;
     while (f->robots) {
@@ -817,9 +816,7 @@ uint64_t fetch_start(struct fetcher *f, const char *url, const struct fetch_opts
     q->url = ag_strdup(url ? url : "");
     q->deadline_ms = ag_now_ms() + q->o.timeout_ms;
     ag_buf_init(&q->body);
-    q->next = f->reqs;
-    if (f->reqs) f->reqs->prev = q;
-    f->reqs = q;
+    ag_list_insert_head(&f->reqs, &q->node);
     f->n_reqs++;
     /* The first hop starts from the loop, so cb can never run inside this call. */
     struct deferred *d = ag_calloc(1, sizeof(*d));
@@ -833,11 +830,13 @@ uint64_t fetch_start(struct fetcher *f, const char *url, const struct fetch_opts
 
 void fetch_cancel(struct fetcher *f, uint64_t id)
 {
-    for (struct freq *q = f->reqs; q; q = q->next)
+    ag_list_foreach (it, &f->reqs) {
+        struct freq *q = ag_list_entry(it, struct freq, node);
         if (q->id == id) {
             finish(q, AG_ECANCELLED, "cancelled");
             return;
         }
+    }
 }
 
 int fetch_in_flight(const struct fetcher *f)

@@ -90,9 +90,6 @@ void fetch_cancel(struct fetcher *f, uint64_t id);
 /* Requests in flight. */
 int fetch_in_flight(const struct fetcher *f);
 
-/* Appends s as UTF-8, invalid sequences (and NUL) replaced by U+FFFD (html.c). */
-void fetch_utf8_append(struct ag_buf *b, const char *s, size_t n);
-
 /* HTML to readable UTF-8 text (html.c). charset: from the Content-Type header, or NULL to let
  * the document say. *title (may be NULL) gets the <title>. */
 int html_to_text(const char *html, size_t len, const char *charset, struct ag_buf *out,

@@ -106,34 +106,6 @@ static const xmlNode *find(const xmlNode *n, const char *name, int depth)
     return NULL;
 }
 
-/* Appends s as UTF-8 with invalid sequences replaced by U+FFFD. */
-void fetch_utf8_append(struct ag_buf *b, const char *s, size_t n)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        size_t len = u[i] < 0x80                      ? 1
-                     : (u[i] >= 0xC2 && u[i] <= 0xDF) ? 2
-                     : (u[i] >= 0xE0 && u[i] <= 0xEF) ? 3
-                     : (u[i] >= 0xF0 && u[i] <= 0xF4) ? 4
-                                                      : 0;
-        bool ok = len && i + len <= n;
-        for (size_t k = 1; ok && k < len; k++) ok = (u[i + k] & 0xC0) == 0x80;
-        /* No overlong forms, surrogates or code points past U+10FFFF. */
-        if (ok && len == 3 && u[i] == 0xE0 && u[i + 1] < 0xA0) ok = false;
-        if (ok && len == 3 && u[i] == 0xED && u[i + 1] >= 0xA0) ok = false;
-        if (ok && len == 4 && u[i] == 0xF0 && u[i + 1] < 0x90) ok = false;
-        if (ok && len == 4 && u[i] == 0xF4 && u[i + 1] >= 0x90) ok = false;
-        if (ok && u[i] == 0) ok = false;
-        if (ok) {
-            ag_buf_append(b, s + i, len);
-            i += len;
-        } else {
-            ag_buf_puts(b, "\xEF\xBF\xBD");
-            i++;
-        }
-    }
-}
-
 int html_to_text(const char *html, size_t len, const char *charset, struct ag_buf *out,
                  char **title, struct ag_err *err)
 {
@@ -156,7 +128,7 @@ int html_to_text(const char *html, size_t len, const char *charset, struct ag_bu
                 put_text(&tw, (const char *)s);
                 struct ag_buf clean;
                 ag_buf_init(&clean);
-                fetch_utf8_append(&clean, tb.data ? tb.data : "", tb.len);
+                ag_utf8_append(&clean, tb.data ? tb.data : "", tb.len);
                 ag_buf_putc(&clean, '\0');
                 ag_buf_release(&tb);
                 *title = clean.data;
@@ -171,7 +143,7 @@ int html_to_text(const char *html, size_t len, const char *charset, struct ag_bu
     const xmlNode *body = find(root, "body", 0);
     walk(&w, body ? body : root, 0);
     xmlFreeDoc(doc);
-    fetch_utf8_append(out, raw.data ? raw.data : "", raw.len);
+    ag_utf8_append(out, raw.data ? raw.data : "", raw.len);
     ag_buf_release(&raw);
     return 0;
 }
