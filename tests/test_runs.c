@@ -4,7 +4,6 @@
  * real SQLite file. A run's events are checked for order, for what a resubscribing client
  * receives, and for what survives kill -9.
  */
-#include <cjson/cJSON.h>
 #include <limits.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -22,6 +21,7 @@ static bool UP;
 static char AGENTS[320];
 static const char *START_ARGS[16];
 static struct http_server H;
+static bool MCP_OK; /* .venv-test has the MCP SDK: the mcpcalc agent can use its server */
 
 #define NEED()                                                                                     \
     do {                                                                                           \
@@ -614,6 +614,43 @@ static void test_fetch_tool(void)
     tconn_close(&c);
 }
 
+/* An agent whose only tool comes from an MCP server (the official SDK's server of tests/mcp,
+ * started in the sandbox on the agent's first run): the real model calls it, the sum comes back
+ * from the server, and the run reports the server's start as an mcp.server event. */
+static void test_mcp_tool(void)
+{
+    NEED();
+    if (!MCP_OK) SKIP("no python with the mcp SDK in .venv-test (run scripts/deps.sh)");
+    struct tconn c;
+    CHECK(tconn_open(&c, D.sock));
+    CHECK(send_req(&c, 1, "run.create",
+                   "{\"agent\":\"mcpcalc\",\"input\":\"Add 19 and 23.\",\"stream\":true}"));
+    struct stream s = {0};
+    CHECK(collect(&c, 1, &s, 0));
+    const struct proto_val *st = find_ev(&s, "mcp.server"),
+                           *call_ev = find_ev(&s, "tool_call.done"),
+                           *r = find_ev(&s, "tool.result");
+    CHECKF(st && strcmp(proto_get_str(st, "state"), "ready") == 0, "%s",
+           st ? proto_get_str(st, "message") : "no mcp.server event");
+    CHECKF(call_ev && strcmp(proto_get_str(call_ev, "name"), "demo.add") == 0, "%s",
+           call_ev ? proto_get_str(call_ev, "name") : "no call");
+    if (call_ev && r) {
+        const char *a = proto_get_str(call_ev, "arguments");
+        struct proto_val *args = a ? proto_parse(a, strlen(a), NULL) : NULL;
+        long long want = proto_int(proto_get(args, "a"), 0) + proto_int(proto_get(args, "b"), 0);
+        char sum[32];
+        snprintf(sum, sizeof(sum), "%lld", want);
+        CHECKF(proto_bool(proto_get(r, "ok"), false) &&
+                   strcmp(proto_get_str(r, "output"), sum) == 0,
+               "args %s: %s", a, proto_get_str(r, "output"));
+        proto_val_free(args);
+    } else {
+        CHECK(r != NULL);
+    }
+    stream_free(&s);
+    tconn_close(&c);
+}
+
 /* Runs the agentctl binary; its stdout and stderr go to out. Returns the exit status. */
 static int agentctl(const char *args, struct ag_buf *out)
 {
@@ -734,6 +771,29 @@ static bool write_agent(void)
     fputs("name: chatty\ninstructions: Answer briefly.\n"
           "model:\n  temperature: 0\n  max_tokens: 16\n",
           f);
+    if (fclose(f) != 0) return false;
+    /* An agent whose one tool is an MCP server's, run in the sandbox. */
+    char cwd[300];
+    if (!getcwd(cwd, sizeof(cwd))) return false;
+    char py[400];
+    snprintf(py, sizeof(py), "%s/.venv-test/bin/python", cwd);
+    MCP_OK = access(py, X_OK) == 0;
+    snprintf(path, sizeof(path), "%s/mcpcalc.agent.yaml", AGENTS);
+    f = fopen(path, "w");
+    if (!f) return false;
+    fprintf(f,
+            "name: mcpcalc\n"
+            "instructions: Use the add tool to add numbers, then answer with its result.\n"
+            "model:\n  temperature: 0\n  max_tokens: 48\n  tool_choice: required\n"
+            "limits:\n  max_steps: 2\n"
+            "mcp:\n"
+            "  - name: demo\n"
+            "    command: %s\n"
+            "    args: [server.py]\n"
+            "    cwd: %s/tests/mcp\n"
+            "    tools: [add]\n"
+            "    sandbox:\n      paths: [%s/.venv-test]\n",
+            py, cwd, cwd);
     return fclose(f) == 0;
 }
 
@@ -762,6 +822,7 @@ int main(int argc, char **argv)
     RUN(test_long_conversation);
     RUN(test_memory);
     RUN(test_fetch_tool);
+    RUN(test_mcp_tool);
     RUN(test_agentctl_run);
     RUN(test_kill9_mid_run);
     if (D.pid) CHECK(tdaemon_cleanup(&D));
