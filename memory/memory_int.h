@@ -21,8 +21,6 @@
  * newer agentd, and with AG_EDB when it is not an agentd database or SQLite reports an error.
  * path is used only in messages. */
 int mem__migrate(sqlite3 *db, const char *path, int *version, struct ag_err *err);
-/* The newest schema version this build knows (the number of migrations). */
-int mem__schema_latest(void);
 
 /* Statement slots of the files beside store.c (runs.c), prepared on first use. */
 #define MEM__EXTRA_STMTS 24

@@ -113,11 +113,6 @@ static const char *const migrations[] = {
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
-int mem__schema_latest(void)
-{
-    return N_MIGRATIONS;
-}
-
 static int db_fail(sqlite3 *db, const char *path, const char *what, struct ag_err *err)
 {
     return ag_err_set(err, AG_EDB, "database '%s': %s: %s", path, what, sqlite3_errmsg(db));

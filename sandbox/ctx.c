@@ -75,6 +75,7 @@ static void probe_links(struct sbx_ctx *ctx)
 int sbx_ctx_new(const struct sbx_ctx_opts *opts, struct sbx_ctx **out, struct ag_err *err)
 {
     struct sbx_ctx *ctx = ag_calloc(1, sizeof(*ctx));
+    ag_list_init(&ctx->procs);
     char tag[64], why[512];
     int rc;
 

@@ -31,9 +31,9 @@
 #include <unistd.h>
 
 struct sbx_proc {
-    struct sbx__proc p;           /* the sandbox; p.pid 0 once reaped */
-    struct sbx_proc *prev, *next; /* ctx->procs, under ctx->mu */
-    bool oom;                     /* the OOM killer fired in its memory cgroup (known at reap) */
+    struct sbx__proc p;  /* the sandbox; p.pid 0 once reaped */
+    struct ag_list node; /* in ctx->procs, under ctx->mu */
+    bool oom;            /* the OOM killer fired in its memory cgroup (known at reap) */
 };
 
 /* ---- path checks ---- */
@@ -275,9 +275,7 @@ int sbx_proc_spawn(struct sbx_ctx *ctx, const struct sbx_proc_req *req, struct s
     *stderr_fd = p->p.err_fd;
     p->p.in_fd = p->p.out_fd = p->p.err_fd = -1;
     pthread_mutex_lock(&ctx->mu);
-    p->next = ctx->procs;
-    if (p->next) p->next->prev = p;
-    ctx->procs = p;
+    ag_list_insert_head(&ctx->procs, &p->node);
     /* sbx_ctx_free ran on another thread during the spawn: this one dies with the rest. */
     if (ctx->closing) sbx__proc_signal(&p->p, SIGKILL);
     pthread_mutex_unlock(&ctx->mu);
@@ -323,11 +321,7 @@ void sbx_proc_free(struct sbx_proc *p)
     struct sbx_ctx *ctx = p->p.ctx;
     /* Off the list first: sbx_ctx_free must not signal a pidfd being closed. */
     pthread_mutex_lock(&ctx->mu);
-    if (p->prev)
-        p->prev->next = p->next;
-    else
-        ctx->procs = p->next;
-    if (p->next) p->next->prev = p->prev;
+    ag_list_remove(&p->node);
     pthread_mutex_unlock(&ctx->mu);
     sbx__proc_release(&p->p);
     free(p);
@@ -336,6 +330,8 @@ void sbx_proc_free(struct sbx_proc *p)
 
 void sbx__procs_kill_all(struct sbx_ctx *ctx)
 {
-    for (struct sbx_proc *p = ctx->procs; p; p = p->next)
+    ag_list_foreach (it, &ctx->procs) {
+        struct sbx_proc *p = ag_list_entry(it, struct sbx_proc, node);
         if (p->p.pidfd >= 0) syscall(SYS_pidfd_send_signal, p->p.pidfd, SIGKILL, NULL, 0);
+    }
 }

@@ -63,7 +63,7 @@ struct sbx_ctx {
     uint8_t slots[SBX__MAX_SLOTS]; /* 1 = in use */
     int n_alive;                   /* slots in use */
     struct sbx__pool *pool;        /* warm sessions, or NULL */
-    struct sbx_proc *procs;        /* long-lived processes not yet freed (proc.c) */
+    struct ag_list procs;          /* long-lived processes not yet freed (proc.c) */
     int n_procs;                   /* in that list or being freed: each keeps ctx allocated */
     bool closing;                  /* sbx_ctx_free was called: the last proc frees ctx */
 };

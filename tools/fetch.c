@@ -212,7 +212,6 @@ struct fetcher {
     CURLM *multi;
     uv_timer_t timer;
     struct ag_list reqs; /* in flight (struct freq.node), newest first */
-    int n_reqs;
     uint64_t next_id;
     struct robots_entry *robots;
     bool closing;
@@ -283,7 +282,6 @@ static void detach_easy(struct freq *q)
 /* Ends q: its callback gets the result (or the error when code != 0). */
 static void finish(struct freq *q, int code, const char *fmt, ...)
 {
-    struct fetcher *f = q->f;
     detach_easy(q);
     if (q->first) q->first->q = NULL; /* cancelled before its first hop started */
     if (code) {
@@ -296,7 +294,6 @@ static void finish(struct freq *q, int code, const char *fmt, ...)
         memcpy(q->res.err, msg, sizeof(msg));
     }
     ag_list_remove(&q->node);
-    f->n_reqs--;
     struct fetch_result res = q->res;
     memset(&q->res, 0, sizeof(q->res));
     q->cb(q->ud, &res);
@@ -817,7 +814,6 @@ uint64_t fetch_start(struct fetcher *f, const char *url, const struct fetch_opts
     q->deadline_ms = ag_now_ms() + q->o.timeout_ms;
     ag_buf_init(&q->body);
     ag_list_insert_head(&f->reqs, &q->node);
-    f->n_reqs++;
     /* The first hop starts from the loop, so cb can never run inside this call. */
     struct deferred *d = ag_calloc(1, sizeof(*d));
     d->q = q;
@@ -837,9 +833,4 @@ void fetch_cancel(struct fetcher *f, uint64_t id)
             return;
         }
     }
-}
-
-int fetch_in_flight(const struct fetcher *f)
-{
-    return f ? f->n_reqs : 0;
 }

@@ -87,8 +87,6 @@ uint64_t fetch_start(struct fetcher *f, const char *url, const struct fetch_opts
                      void *ud);
 /* Cancels request id (its callback runs with AG_ECANCELLED); unknown ids are ignored. */
 void fetch_cancel(struct fetcher *f, uint64_t id);
-/* Requests in flight. */
-int fetch_in_flight(const struct fetcher *f);
 
 /* HTML to readable UTF-8 text (html.c). charset: from the Content-Type header, or NULL to let
  * the document say. *title (may be NULL) gets the <title>. */

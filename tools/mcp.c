@@ -37,8 +37,8 @@ enum req_kind { REQ_INIT, REQ_LIST, REQ_CALL };
 
 /* One request sent to the server (or waiting to be). */
 struct mcp_req {
-    struct mcp_req *next, *prev;
-    int64_t id; /* JSON-RPC id; also the call id handed out */
+    struct ag_list node; /* in mcp_client.reqs; self-linked once unlinked */
+    int64_t id;          /* JSON-RPC id; also the call id handed out */
     enum req_kind kind;
     bool sent;              /* written to the current connection */
     int64_t deadline_ms;    /* 0: none */
@@ -63,7 +63,7 @@ struct mcp_client {
     bool relisting;   /* READY, listing again after notifications/tools/list_changed */
     bool ever_ready;
     int64_t next_id;
-    struct mcp_req *head, *tail; /* every request, oldest first */
+    struct ag_list reqs; /* every struct mcp_req, oldest first */
     size_t n_calls;
     int64_t hs_deadline_ms; /* the handshake's deadline while handshaking */
     uv_timer_t deadline;    /* the earliest deadline of the list and the handshake */
@@ -121,17 +121,22 @@ static void set_state(struct mcp_client *c, enum mcp_state st, const char *msg)
     if (c->on_state && !c->freeing) c->on_state(c->ud, c, st, msg ? msg : "");
 }
 
+static struct mcp_req *req_of(struct ag_list *node)
+{
+    return ag_list_entry(node, struct mcp_req, node);
+}
+
+/* The oldest request, or NULL. */
+static struct mcp_req *req_first(struct mcp_client *c)
+{
+    return ag_list_empty(&c->reqs) ? NULL : req_of(c->reqs.next);
+}
+
+/* Takes q off the list; a no-op when it is off already (ag_list_remove leaves it self-linked). */
 static void unlink_req(struct mcp_client *c, struct mcp_req *q)
 {
-    if (q->prev)
-        q->prev->next = q->next;
-    else
-        c->head = q->next;
-    if (q->next)
-        q->next->prev = q->prev;
-    else
-        c->tail = q->prev;
-    q->next = q->prev = NULL;
+    if (ag_list_empty(&q->node)) return;
+    ag_list_remove(&q->node);
     if (q->kind == REQ_CALL) c->n_calls--;
 }
 
@@ -147,20 +152,15 @@ static struct mcp_req *req_new(struct mcp_client *c, enum req_kind kind)
     struct mcp_req *q = ag_calloc(1, sizeof(*q));
     q->id = ++c->next_id;
     q->kind = kind;
-    q->prev = c->tail;
-    if (c->tail)
-        c->tail->next = q;
-    else
-        c->head = q;
-    c->tail = q;
+    ag_list_insert_tail(&c->reqs, &q->node);
     if (kind == REQ_CALL) c->n_calls++;
     return q;
 }
 
 static struct mcp_req *req_find(struct mcp_client *c, int64_t id)
 {
-    for (struct mcp_req *q = c->head; q; q = q->next)
-        if (q->id == id) return q;
+    ag_list_foreach (it, &c->reqs)
+        if (req_of(it)->id == id) return req_of(it);
     return NULL;
 }
 
@@ -168,7 +168,7 @@ static struct mcp_req *req_find(struct mcp_client *c, int64_t id)
 static void call_end(struct mcp_client *c, struct mcp_req *q, int code, bool ok, const char *text,
                      const char *structured, bool truncated)
 {
-    if (q->next || q->prev || c->head == q) unlink_req(c, q);
+    unlink_req(c, q);
     struct mcp_result res = {
         .call_id = (uint64_t)q->id,
         .err_code = code,
@@ -239,8 +239,10 @@ static void arm_deadline(struct mcp_client *c)
 {
     if (c->freeing) return;
     int64_t first = c->handshaking ? c->hs_deadline_ms : 0;
-    for (struct mcp_req *q = c->head; q; q = q->next)
+    ag_list_foreach (it, &c->reqs) {
+        const struct mcp_req *q = req_of(it);
         if (q->deadline_ms && (!first || q->deadline_ms < first)) first = q->deadline_ms;
+    }
     if (!first) {
         uv_timer_stop(&c->deadline);
         return;
@@ -255,16 +257,23 @@ static void on_deadline(uv_timer_t *t)
     int64_t now = ag_now_ms();
     if (c->handshaking && now >= c->hs_deadline_ms) {
         bool init = false;
-        for (struct mcp_req *q = c->head; q; q = q->next) init |= q->kind == REQ_INIT;
+        ag_list_foreach (it, &c->reqs) init |= req_of(it)->kind == REQ_INIT;
         char why[256];
         snprintf(why, sizeof(why), "did not %s within %lld ms",
                  init ? "answer initialize" : "list its tools", (long long)c->cfg.start_timeout_ms);
         attempt_failed(c, why);
         if (c->freeing) return;
     }
+    /* Each failure runs a callback that may end other requests: look again from the start. */
     for (;;) {
-        struct mcp_req *q = c->head;
-        while (q && !(q->deadline_ms && q->deadline_ms <= now)) q = q->next;
+        struct mcp_req *q = NULL;
+        ag_list_foreach (it, &c->reqs) {
+            struct mcp_req *r = req_of(it);
+            if (r->deadline_ms && r->deadline_ms <= now) {
+                q = r;
+                break;
+            }
+        }
         if (!q) break;
         char reason[128];
         snprintf(reason, sizeof(reason), "timed out after %lld ms", (long long)q->timeout_ms);
@@ -362,16 +371,21 @@ static void attempt_failed(struct mcp_client *c, const char *why)
     snprintf(c->last_error, sizeof(c->last_error), "MCP server '%s' %s", c->cfg.name, why);
 
     /* Internal requests die with the connection; sent calls fail; unsent calls wait. */
-    for (struct mcp_req *q = c->head, *nx; q; q = nx) {
-        nx = q->next;
+    ag_list_foreach_safe (it, &c->reqs) {
+        struct mcp_req *q = req_of(it);
         if (q->kind != REQ_CALL) {
             unlink_req(c, q);
             req_free(q);
         }
     }
     for (;;) {
-        struct mcp_req *q = c->head;
-        while (q && !q->sent) q = q->next;
+        struct mcp_req *q = NULL;
+        ag_list_foreach (it, &c->reqs) {
+            if (req_of(it)->sent) {
+                q = req_of(it);
+                break;
+            }
+        }
         if (!q) break;
         call_fail(c, q, AG_ECLOSED, "MCP server '%s' %s during the call%s", c->cfg.name, why, said);
         if (c->freeing) return;
@@ -390,7 +404,7 @@ static void attempt_failed(struct mcp_client *c, const char *why)
         set_state(c, MCP_FAILED, msg);
         free(msg);
         if (c->freeing) return;
-        for (struct mcp_req *q; (q = c->head) != NULL;) {
+        for (struct mcp_req *q; (q = req_first(c)) != NULL;) {
             call_fail(c, q, AG_ECLOSED, "%s", c->last_error);
             if (c->freeing) return;
         }
@@ -472,9 +486,17 @@ static void list_done(struct mcp_client *c)
              c->n_tools == 1 ? "" : "s");
     set_state(c, MCP_READY, msg);
     if (c->freeing) return;
-    /* Calls that waited go out in the order they were made. */
-    for (struct mcp_req *q = c->head; q && c->tp; q = q->next)
+    /*
+     * Calls that waited go out in the order they were made. A send that fails at once ends its
+     * call, or the connection and with it the requests after it: hence the _safe walk, and the
+     * stop as soon as tp is gone.
+     */
+    ag_list_foreach_safe (it, &c->reqs) {
+        struct mcp_req *q = req_of(it);
+        if (!c->tp) break;
         if (q->kind == REQ_CALL && !q->sent) send_call(c, q);
+        if (!c->tp) break;
+    }
     arm_deadline(c);
 }
 
@@ -797,6 +819,7 @@ int mcp_client_new(uv_loop_t *loop, const struct mcp_server_cfg *cfg, mcp_state_
                           cfg->name);
     struct mcp_client *c = ag_calloc(1, sizeof(*c));
     c->loop = loop;
+    ag_list_init(&c->reqs);
     c->cfg.name = ag_strdup(cfg->name);
     c->cfg.command = has_cmd ? ag_strdup(cfg->command) : NULL;
     c->cfg.args = copy_list(cfg->args);
@@ -839,7 +862,7 @@ void mcp_client_free(struct mcp_client *c)
     if (!c || c->freeing) return;
     /* Calls end first, while everything they might look at is still there. */
     c->on_state = NULL;
-    for (struct mcp_req *q; (q = c->head) != NULL;) {
+    for (struct mcp_req *q; (q = req_first(c)) != NULL;) {
         if (q->kind != REQ_CALL) {
             unlink_req(c, q);
             req_free(q);

@@ -48,7 +48,7 @@ struct hsess {
     CURLM *multi;
     uv_timer_t timer;           /* curl's timeout */
     int open;                   /* uv handles not yet closed (timer and polls) */
-    struct hpost *posts;        /* transfers in flight */
+    struct ag_list posts;       /* transfers in flight (struct hpost), newest first */
     struct hev *evq, *evq_tail; /* events not yet delivered */
     char *session_id;           /* Mcp-Session-Id, once the server gave one */
     int busy;                   /* inside drive(): curl and the queue are being worked */
@@ -61,7 +61,7 @@ struct hsock {
 };
 
 struct hpost {
-    struct hpost *next, *prev;
+    struct ag_list node; /* in hsess.posts */
     struct hsess *s;
     CURL *easy;
     struct curl_slist *hdrs;
@@ -127,11 +127,7 @@ static void ev_free_all(struct hsess *s)
 
 static void post_free(struct hsess *s, struct hpost *p)
 {
-    if (p->prev)
-        p->prev->next = p->next;
-    else
-        s->posts = p->next;
-    if (p->next) p->next->prev = p->prev;
+    ag_list_remove(&p->node);
     if (p->easy) {
         curl_multi_remove_handle(s->multi, p->easy);
         curl_easy_cleanup(p->easy);
@@ -314,9 +310,7 @@ static struct hpost *post_start(struct hsess *s, int64_t id, const char *json, s
     curl_easy_setopt(e, CURLOPT_USERAGENT, "agentd-mcp/0.1");
     /* Answers are not compressed or cached by proxies in between: an SSE stream must flow. */
     curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
-    p->next = s->posts;
-    if (s->posts) s->posts->prev = p;
-    s->posts = p;
+    ag_list_insert_head(&s->posts, &p->node);
     if (curl_multi_add_handle(s->multi, e) != CURLM_OK) {
         post_free(s, p);
         return NULL;
@@ -412,10 +406,11 @@ static void begin_close(struct hsess *s)
 {
     s->close_begun = true;
     ev_free_all(s);
-    while (s->posts) post_free(s, s->posts);
+    for (struct ag_list *it; (it = ag_list_pop(&s->posts)) != NULL;)
+        post_free(s, ag_list_entry(it, struct hpost, node));
     /* A polite goodbye; a server that ended the session already needs none. */
     if (s->session_id && !s->lost) post_start(s, 0, NULL, 0, true);
-    if (!s->posts) finalize(s);
+    if (ag_list_empty(&s->posts)) finalize(s);
 }
 
 /* Hands queued events to the client, outside every curl callback. */
@@ -441,7 +436,7 @@ static void deliver(struct hsess *s)
     s->busy--;
     if (s->closing && !s->close_begun)
         begin_close(s);
-    else if (s->close_begun && !s->posts)
+    else if (s->close_begun && ag_list_empty(&s->posts))
         finalize(s);
 }
 
@@ -475,6 +470,7 @@ static void *http_start(struct mcp_client *c, struct ag_err *err)
     }
     struct hsess *s = ag_calloc(1, sizeof(*s));
     s->c = c;
+    ag_list_init(&s->posts);
     s->multi = curl_multi_init();
     if (!s->multi) {
         free(s);
@@ -504,11 +500,13 @@ static void http_abandon(void *tp, int64_t id)
 {
     struct hsess *s = tp;
     if (s->closing) return;
-    for (struct hpost *p = s->posts; p; p = p->next)
+    ag_list_foreach_safe (it, &s->posts) {
+        struct hpost *p = ag_list_entry(it, struct hpost, node);
         if (p->id == id) {
             post_free(s, p);
             return;
         }
+    }
 }
 
 static void http_close(void *tp)
