@@ -54,7 +54,7 @@ help:
 	@echo "               service (beside llama.cpp when LLAMA_CPP_BIN=dir), sandbox start-up"
 	@echo "               (beside bare python and bwrap), a one-tool agent run's latency split;"
 	@echo "               see bench/RESULTS.md"
-	@echo "  make model    fetch model weights into models/ (MODEL=smollm2|gemma3|all|list; default smollm2)"
+	@echo "  make model    fetch model weights into models/ (MODEL=smollm2|gemma3|qwen|all|list; default smollm2)"
 	@echo "  make format   clang-format every C source and header"
 	@echo "  make clean    remove build outputs"
 	@echo "variables: WERROR=0 (packagers), OPT='-O0 -g', BUILD=dir, FUZZ_SECONDS=N"
