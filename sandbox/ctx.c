@@ -1,5 +1,5 @@
 /*
- * ctx.c - the sandbox context: what the host offers (probed once), the seccomp program, the
+ * ctx.c - the sandbox context: what the host offers (probed once), the seccomp programs, the
  * cgroup directories, and the slots that give each live sandbox its cgroups and host ids.
  */
 #include "sbx_int.h"
@@ -74,28 +74,28 @@ static void probe_links(struct sbx_ctx *ctx)
 
 int sbx_ctx_new(const struct sbx_ctx_opts *opts, struct sbx_ctx **out, struct ag_err *err)
 {
-    struct sbx_ctx *ctx = ag_calloc(1, sizeof(*ctx));
-    ag_list_init(&ctx->procs);
     char tag[64], why[512];
     int rc;
 
     const char *py = opts && opts->python ? opts->python : "/usr/bin/python3";
-    if (strncmp(py, "/usr/", 5) != 0 || access(py, X_OK) != 0) {
-        free(ctx);
+    if (strncmp(py, "/usr/", 5) != 0 || access(py, X_OK) != 0)
         return ag_err_set(err, AG_EUNSUPPORTED,
                           "sandbox: %s is not an executable under /usr (the sandbox exposes "
                           "only /usr); install Debian's python3",
                           py);
-    }
+    struct sbx_ctx *ctx = ag_calloc(1, sizeof(*ctx));
+    ag_list_init(&ctx->procs);
     snprintf(ctx->python, sizeof(ctx->python), "%s", py);
-    if ((rc = sbx__seccomp_build(&ctx->seccomp, err)) != 0) {
+    if ((rc = sbx__seccomp_build(&ctx->seccomp, false, err)) != 0 ||
+        (rc = sbx__seccomp_build(&ctx->seccomp_net, true, err)) != 0) {
+        free(ctx->seccomp.filter);
         free(ctx);
         return rc;
     }
-    ctx->landlock_abi = sbx__landlock_abi();
     ctx->root = geteuid() == 0;
     ctx->uid = geteuid();
     ctx->gid = getegid();
+    ctx->landlock_abi = sbx__landlock_abi();
     ssize_t n = readlink("/etc/localtime", ctx->localtime, sizeof(ctx->localtime) - 1);
     ctx->localtime[n > 0 && ctx->localtime[0] == '/' ? n : 0] = '\0';
     probe_links(ctx);
@@ -115,6 +115,7 @@ void sbx__ctx_destroy(struct sbx_ctx *ctx)
 {
     sbx__cg_release(&ctx->cg);
     free(ctx->seccomp.filter);
+    free(ctx->seccomp_net.filter);
     pthread_mutex_destroy(&ctx->mu);
     free(ctx);
 }

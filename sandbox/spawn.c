@@ -354,8 +354,8 @@ static void lock_down(const struct plan *pl)
     if (syscall(SYS_capset, &hdr, data) != 0) child_fail(pl, "capset");
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail(pl, "no_new_privs");
     landlock(pl);
-    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &pl->ctx->seccomp, 0, 0) != 0)
-        child_fail(pl, "seccomp");
+    const struct sock_fprog *filter = pl->network ? &pl->ctx->seccomp_net : &pl->ctx->seccomp;
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, filter, 0, 0) != 0) child_fail(pl, "seccomp");
 }
 
 __attribute__((noreturn)) static void child_main(struct plan *pl)

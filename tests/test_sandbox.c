@@ -28,6 +28,7 @@
 
 static struct sbx_ctx *CTX;
 static char SKIP_WHY[600]; /* set when no sandbox can be made here */
+static unsigned UID_LO;    /* first host uid of CTX's range (agentd as root) */
 static char HOSTDIR[64];   /* host temp dir with a planted secret */
 
 /* Python helpers prepended to every snippet: sc() makes a raw system call and returns
@@ -76,7 +77,7 @@ static void expect(const char *code, const char *want)
 /* No process of ours runs under a sandbox host uid any more. */
 static bool no_sandbox_left(void)
 {
-    unsigned lo = AGENTD_SBX_UID_BASE + (unsigned)(getpid() % 1000) * 1024, hi = lo + 1024;
+    unsigned lo = UID_LO, hi = lo + 1024;
     DIR *d = opendir("/proc");
     struct dirent *de;
     bool none = true;
@@ -290,13 +291,15 @@ static void test_escape_leaked_fds(void)
 static void test_escape_network_external(void)
 {
     NEED_SANDBOX();
+    /* Without the network the socket itself is refused (policy.c); the connect is a backstop. */
     expect("for a in [('1.1.1.1', 53), ('8.8.8.8', 443)]:\n"
-           "    s = socket.socket(); s.settimeout(2)\n"
-           "    try: s.connect(a); print('ESCAPED')\n"
+           "    try:\n"
+           "        s = socket.socket(); s.settimeout(2); s.connect(a); print('ESCAPED')\n"
            "    except OSError as e: print('blocked', errno.errorcode.get(e.errno, e))\n",
            "blocked");
-    expect("s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-           "try: s.sendto(b'x', ('1.1.1.1', 53)); print('ESCAPED')\n"
+    expect("try:\n"
+           "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+           "    s.sendto(b'x', ('1.1.1.1', 53)); print('ESCAPED')\n"
            "except OSError as e: print('udp blocked')",
            "udp blocked");
     host_ok();
@@ -310,8 +313,9 @@ static void test_escape_host_loopback(void)
     socklen_t sl = sizeof(sa);
     CHECK(bind(ls, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(ls, 8) == 0);
     CHECK(getsockname(ls, (struct sockaddr *)&sa, &sl) == 0);
-    char *code = ag_asprintf("s = socket.socket(); s.settimeout(2)\n"
-                             "try: s.connect(('127.0.0.1', %d)); print('ESCAPED')\n"
+    char *code = ag_asprintf("try:\n"
+                             "    s = socket.socket(); s.settimeout(2)\n"
+                             "    s.connect(('127.0.0.1', %d)); print('ESCAPED')\n"
                              "except OSError as e: print('blocked')\n",
                              ntohs(sa.sin_port));
     expect(code, "blocked");
@@ -1121,6 +1125,79 @@ static void test_proc_kill_and_ctx_free(void)
     host_ok();
 }
 
+/* ---- escape suite: what a sandbox may ask of the kernel and the host ---- */
+
+/* Socket kinds a sandbox does not need, each a protocol module the kernel could load. */
+#define BAD_SOCKETS                                                                                \
+    "cases = [('mptcp', 2, 1, 262), ('udplite', 2, 2, 136), ('sctp', 2, 5, 132),\n"                \
+    "         ('dccp6', 10, 6, 0), ('raw', 2, 3, 1), ('raw6', 10, 3, 58), ('icmp', 2, 2, 1),\n"    \
+    "         ('tcp_udp', 2, 1, 17), ('packet', 17, 3, 0)]\n"                                      \
+    "for name, fam, typ, proto in cases:\n"                                                        \
+    "    try: socket.socket(fam, typ, proto).close(); print(name, 'OPEN')\n"                       \
+    "    except OSError as e: print(name, errno.errorcode.get(e.errno, e.errno))\n"
+#define BAD_SOCKETS_REFUSED                                                                        \
+    "mptcp EPERM\nudplite EPERM\nsctp EPERM\ndccp6 EPERM\nraw EPERM\nraw6 EPERM\nicmp EPERM\n"     \
+    "tcp_udp EPERM\npacket EPERM\n"
+
+/* Without the network: only Unix sockets, and Python starts and runs asyncio as usual. */
+static void test_escape_socket_kinds(void)
+{
+    NEED_SANDBOX();
+    expect(BAD_SOCKETS "for name, fam, typ in [('tcp', 2, 1), ('udp6', 10, 2)]:\n"
+                       "    try: socket.socket(fam, typ).close(); print(name, 'OPEN')\n"
+                       "    except OSError as e: print(name, errno.errorcode[e.errno])\n"
+                       "a, b = socket.socketpair(); a.send(b'u'); print('unix', b.recv(1))\n"
+                       "import asyncio; print('asyncio', asyncio.run(asyncio.sleep(0, 'ok')))",
+           BAD_SOCKETS_REFUSED "tcp EPERM\nudp6 EPERM\nunix b'u'\nasyncio ok");
+    host_ok();
+}
+
+/* With the host's network: TCP and UDP over IPv4 and IPv6 (flags or-ed into the type, protocol
+ * 0 or explicit), and nothing else. */
+static void test_escape_socket_kinds_network(void)
+{
+    NEED_SANDBOX();
+    int ls = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    CHECK(bind(ls, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(ls, 8) == 0);
+    CHECK(getsockname(ls, (struct sockaddr *)&sa, &sl) == 0);
+    char *code = ag_asprintf(
+        "import ctypes, errno, socket\n" BAD_SOCKETS "S = socket\n"
+        "for name, fam, typ, proto in [('tcp', 2, S.SOCK_STREAM | S.SOCK_NONBLOCK, 0),\n"
+        "        ('tcp6', 10, 1, 6), ('udp', 2, 2, 17), ('udp6', 10, S.SOCK_DGRAM, 0)]:\n"
+        "    try: socket.socket(fam, typ, proto).close(); print(name, 'ok')\n"
+        "    except OSError as e: print(name, errno.errorcode[e.errno])\n"
+        "c = socket.create_connection(('127.0.0.1', %d), timeout=5); print('connect ok')\n",
+        ntohs(sa.sin_port));
+    const char *argv[] = {"/usr/bin/python3", "-I", "-c", code, NULL};
+    struct sbx_proc_req req = {.argv = argv, .network = true};
+    struct sbx_proc *p = NULL;
+    int in = -1, out = -1, er = -1;
+    struct ag_err err = {0};
+    CHECKF(sbx_proc_spawn(CTX, &req, &p, &in, &out, &er, &err) == 0, "%s", err.msg);
+    free(code);
+    if (p) {
+        char buf[1024], ebuf[1024];
+        close(in);
+        read_all(out, buf, sizeof(buf));
+        read_all(er, ebuf, sizeof(ebuf));
+        CHECKF(strcmp(buf, BAD_SOCKETS_REFUSED "tcp ok\ntcp6 ok\nudp ok\nudp6 ok\nconnect ok\n") ==
+                   0,
+               "stdout '%s', stderr '%s'", buf, ebuf);
+        int st = exit_of(p);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        close(out);
+        close(er);
+        sbx_proc_free(p);
+    }
+    int c = accept(ls, NULL, NULL);
+    CHECK(c >= 0); /* the one connection asked for */
+    if (c >= 0) close(c);
+    close(ls);
+    host_ok();
+}
+
 int main(int argc, char **argv)
 {
     struct ag_err err = {0};
@@ -1137,13 +1214,18 @@ int main(int argc, char **argv)
         snprintf(SKIP_WHY, sizeof(SKIP_WHY), "no sandbox on this host: %s", err.msg);
     } else {
         /* Probe: a kernel without user namespaces for this user refuses the first clone. */
-        struct sbx_result r;
-        struct sbx_exec_req req = {.lang = SBX_LANG_SHELL, .code = "true"};
+        struct sbx_result r = {0};
+        struct sbx_exec_req req = {.lang = SBX_LANG_SHELL, .code = "cat /proc/self/uid_map"};
+        unsigned in_id, host_id, n_ids;
         if (sbx_exec(CTX, &req, &r, &err) != 0 && strstr(err.msg, "namespaces")) {
             snprintf(SKIP_WHY, sizeof(SKIP_WHY), "the kernel refuses sandboxes here: %s", err.msg);
             sbx_ctx_free(CTX);
             CTX = NULL;
         } else {
+            /* The range CTX claimed (sandbox.h), from the probe's uid map. */
+            if (r.out && sscanf(r.out, "%u %u %u", &in_id, &host_id, &n_ids) == 3 &&
+                host_id >= AGENTD_SBX_UID_BASE)
+                UID_LO = host_id - (host_id - AGENTD_SBX_UID_BASE) % 1024;
             sbx_result_release(&r);
             struct sbx_info in;
             sbx_ctx_info(CTX, &in);
@@ -1202,6 +1284,8 @@ int main(int argc, char **argv)
     RUN(test_proc_binds);
     RUN(test_proc_refused);
     RUN(test_proc_kill_and_ctx_free);
+    RUN(test_escape_socket_kinds);
+    RUN(test_escape_socket_kinds_network);
 
     sbx_ctx_free(CTX);
     unlink(secret);
