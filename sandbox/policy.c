@@ -26,7 +26,11 @@
  *               all: the namespace has only a loopback device, CPython's start-up opens no
  *               socket, and asyncio and multiprocessing use AF_UNIX. socketpair AF_UNIX only;
  *   prctl       naming threads, death signals, no_new_privs and a few getters;
- *   mknod(at)   FIFOs only; prlimit64 on the calling process only.
+ *   setrlimit,  any limit but RLIMIT_CORE, which stays at 1 (spawn.c: the kernel's "no pipe
+ *   prlimit64   dump" value; lowering it to 0 would let a pipe core_pattern run again); reading
+ *               every limit; prlimit64 on the calling process only. Resources are compared on
+ *               the 32 bits the kernel reads, one rule per allowed one;
+ *   mknod(at)   FIFOs only.
  * Other architectures (i386, x32 on x86_64) are killed: the filter is for the native ABI.
  */
 #include "sbx_int.h"
@@ -40,6 +44,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -238,7 +243,6 @@ static const char *const allowed[] = {
     "setsid",
     "setpgid",
     "getrlimit",
-    "setrlimit",
     "getrusage",
     "times",
     "sysinfo",
@@ -333,6 +337,26 @@ static int add_sockets(scmp_filter_ctx f, bool network)
     return rc;
 }
 
+/* setrlimit and prlimit64: see the header comment. An "unsigned int resource" is compared on
+ * its low 32 bits, as the kernel reads it: a "!= RLIMIT_CORE" on all 64 would let
+ * (1 << 32) | RLIMIT_CORE through. */
+static int add_rlimits(scmp_filter_ctx f)
+{
+    int rc = 0;
+    for (int r = 0; r < RLIM_NLIMITS && rc == 0; r++) {
+        if (r == RLIMIT_CORE) continue;
+        struct scmp_arg_cmp a_res = arg(0, SCMP_CMP_MASKED_EQ, 0xffffffffu, (scmp_datum_t)r);
+        rc = add(f, SCMP_ACT_ALLOW, "setrlimit", 1, &a_res);
+        struct scmp_arg_cmp a_set[2] = {arg(0, SCMP_CMP_EQ, 0, 0),
+                                        arg(1, SCMP_CMP_MASKED_EQ, 0xffffffffu, (scmp_datum_t)r)};
+        if (rc == 0) rc = add(f, SCMP_ACT_ALLOW, "prlimit64", 2, a_set);
+    }
+    /* Reading any limit (glibc's getrlimit is prlimit64 with no new value). */
+    struct scmp_arg_cmp a_get[2] = {arg(0, SCMP_CMP_EQ, 0, 0), arg(2, SCMP_CMP_EQ, 0, 0)};
+    if (rc == 0) rc = add(f, SCMP_ACT_ALLOW, "prlimit64", 2, a_get);
+    return rc;
+}
+
 static int build(scmp_filter_ctx f, bool network)
 {
     int rc = 0;
@@ -364,9 +388,7 @@ static int build(scmp_filter_ctx f, bool network)
     struct scmp_arg_cmp a_fifo2 = arg(2, SCMP_CMP_MASKED_EQ, S_IFMT, S_IFIFO);
     if (rc == 0) rc = add(f, SCMP_ACT_ALLOW, "mknod", 1, &a_fifo1);
     if (rc == 0) rc = add(f, SCMP_ACT_ALLOW, "mknodat", 1, &a_fifo2);
-    struct scmp_arg_cmp a_self = arg(0, SCMP_CMP_EQ, 0, 0);
-    if (rc == 0) rc = add(f, SCMP_ACT_ALLOW, "prlimit64", 1, &a_self);
-    return rc;
+    return rc == 0 ? add_rlimits(f) : rc;
 }
 
 int sbx__seccomp_build(struct sock_fprog *prog, bool network, struct ag_err *err)

@@ -333,13 +333,17 @@ static void landlock(const struct plan *pl)
 
 static void lock_down(const struct plan *pl)
 {
-    struct rlimit zero = {0, 0};
+    struct rlimit zero = {0, 0}, one = {1, 1};
     if (pl->set_nproc && setrlimit(RLIMIT_NPROC, &pl->rl_nproc) != 0) child_fail(pl, "NPROC");
     if (setrlimit(RLIMIT_FSIZE, &pl->rl_fsize) != 0) child_fail(pl, "RLIMIT_FSIZE");
     if (setrlimit(RLIMIT_NOFILE, &pl->rl_nofile) != 0) child_fail(pl, "RLIMIT_NOFILE");
     if (pl->set_as && setrlimit(RLIMIT_AS, &pl->rl_as) != 0) child_fail(pl, "RLIMIT_AS");
     if (pl->set_cpu && setrlimit(RLIMIT_CPU, &pl->rl_cpu) != 0) child_fail(pl, "RLIMIT_CPU");
-    if (setrlimit(RLIMIT_CORE, &zero) != 0) child_fail(pl, "RLIMIT_CORE");
+    /* 1, not 0: a core_pattern pipe (systemd-coredump, apport: host root) ignores a limit of 0
+     * but takes 1 to mean "no dump", and a core file needs a page. The seccomp filter keeps it
+     * at 1. Not dumpable would stop every kind of dump (also Linux 6.16's "@socket" pattern,
+     * which ignores the limit), but exec makes the program dumpable again. */
+    if (setrlimit(RLIMIT_CORE, &one) != 0) child_fail(pl, "RLIMIT_CORE");
     setrlimit(RLIMIT_MEMLOCK, &zero);
     setrlimit(RLIMIT_MSGQUEUE, &zero);
 

@@ -1198,6 +1198,26 @@ static void test_escape_socket_kinds_network(void)
     host_ok();
 }
 
+/* RLIMIT_CORE is 1 (no pipe dump, no core file) and stays there; other limits still change. */
+static void test_escape_core_dumps(void)
+{
+    NEED_SANDBOX();
+    expect("import resource as R\n"
+           "print('core', R.getrlimit(R.RLIMIT_CORE))\n"
+           "for what, f in [('set', lambda: R.setrlimit(R.RLIMIT_CORE, (0, 0))),\n"
+           "                ('prlimit', lambda: R.prlimit(0, R.RLIMIT_CORE, (0, 1)))]:\n"
+           "    try: f(); print(what, 'ESCAPED')\n"
+           "    except (OSError, ValueError) as e: print(what, 'refused')\n" /* EPERM: ValueError */
+           "r = (ctypes.c_ulong * 2)(0, 0)\n"
+           "print('raw', sc(160, R.RLIMIT_CORE, ctypes.addressof(r)))\n" /* setrlimit */
+           "print('high', sc(302, 0, (1 << 32) | R.RLIMIT_CORE, ctypes.addressof(r), 0))\n"
+           "R.setrlimit(R.RLIMIT_NOFILE, (64, 64)); print('nofile', R.getrlimit(R.RLIMIT_NOFILE))\n"
+           "print('core', R.getrlimit(R.RLIMIT_CORE))",
+           "core (1, 1)\nset refused\nprlimit refused\nraw (-1, 'EPERM')\nhigh (-1, 'EPERM')\n"
+           "nofile (64, 64)\ncore (1, 1)\n");
+    host_ok();
+}
+
 int main(int argc, char **argv)
 {
     struct ag_err err = {0};
@@ -1286,6 +1306,7 @@ int main(int argc, char **argv)
     RUN(test_proc_kill_and_ctx_free);
     RUN(test_escape_socket_kinds);
     RUN(test_escape_socket_kinds_network);
+    RUN(test_escape_core_dumps);
 
     sbx_ctx_free(CTX);
     unlink(secret);
