@@ -9,7 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
 
 const char *sbx_stop_name(enum sbx_stop stop)
 {
@@ -96,6 +101,11 @@ int sbx_ctx_new(const struct sbx_ctx_opts *opts, struct sbx_ctx **out, struct ag
     ctx->uid = geteuid();
     ctx->gid = getegid();
     ctx->landlock_abi = sbx__landlock_abi();
+    /* A kernel without it answers ENOSYS before looking at the arguments. The variable is a
+     * test hook for the fallback (spawn.c). */
+    const char *no_ms = getenv("AGENTD_SBX_NO_MOUNT_SETATTR");
+    ctx->mount_setattr = !(no_ms && *no_ms == '1') &&
+                         !(syscall(SYS_mount_setattr, -1, "", 0, NULL, 0) != 0 && errno == ENOSYS);
     ssize_t n = readlink("/etc/localtime", ctx->localtime, sizeof(ctx->localtime) - 1);
     ctx->localtime[n > 0 && ctx->localtime[0] == '/' ? n : 0] = '\0';
     probe_links(ctx);

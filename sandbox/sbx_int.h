@@ -53,6 +53,7 @@ struct sbx_ctx {
     struct sock_fprog seccomp;     /* the exported filter, loaded by every child... */
     struct sock_fprog seccomp_net; /* ...or this one, for a child on the host's network */
     int landlock_abi;              /* 0: none */
+    bool mount_setattr;            /* the kernel has mount_setattr(2) (AT_RECURSIVE binds) */
     struct sbx__cgroups cg;        /* per-controller layout */
     bool root;                     /* agentd runs as root: per-slot host ids, setgroups allowed */
     uid_t uid;                     /* agentd's uid and gid (the mapping when not root) */

@@ -20,6 +20,8 @@
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -1218,6 +1220,73 @@ static void test_escape_core_dumps(void)
     host_ok();
 }
 
+/* A host mount beneath /usr is read-only, nosuid and nodev inside like /usr itself. The mount
+ * is made in a private mount namespace of a child of ours, which also runs the sandbox: the
+ * host never sees it. fallback: the kernels-before-5.12 path (a remount per mount). */
+static void submount_case(bool fallback)
+{
+    static const char *const dirs[] = {"/usr/local/src", "/usr/src", "/usr/games",
+                                       "/usr/share/doc"};
+    const char *dir = NULL;
+    struct stat st;
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]) && !dir; i++)
+        if (stat(dirs[i], &st) == 0 && S_ISDIR(st.st_mode)) dir = dirs[i];
+    if (!dir) SKIP("no directory under /usr to mount on");
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        struct sbx_ctx *c = NULL;
+        struct sbx_result r;
+        struct ag_err err = {0};
+        if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+            mount("tmpfs", dir, "tmpfs", 0, "size=64k,mode=0777") != 0) {
+            dprintf(fds[1], "setup: %s", strerror(errno));
+            _exit(1);
+        }
+        struct sbx_ctx_opts o = {.tag = "agentd-test-submount"};
+        if (fallback) {
+            setenv("AGENTD_SBX_NO_MOUNT_SETATTR", "1", 1);
+            if (sbx_ctx_new(&o, &c, &err) != 0) {
+                dprintf(fds[1], "sbx_ctx_new: %s", err.msg);
+                _exit(1);
+            }
+            CTX = c; /* this process's copy, for run() */
+        }
+        char *code = ag_asprintf("d = '%s'\n"
+                                 "f = os.statvfs(d).f_flag\n"
+                                 "print('mount', os.path.ismount(d), bool(f & os.ST_RDONLY),\n"
+                                 "      bool(f & os.ST_NOSUID), bool(f & os.ST_NODEV))\n"
+                                 "try: open(d + '/x', 'w'); print('ESCAPED')\n"
+                                 "except OSError as e: print('write', errno.errorcode[e.errno])\n",
+                                 dir);
+        if (run(code, NULL, &r) != 0) _exit(1);
+        dprintf(fds[1], "%s%s", r.out, r.err);
+        sbx_result_release(&r);
+        if (fallback) sbx_ctx_free(c); /* its cgroup directories */
+        _exit(0);
+    }
+    close(fds[1]);
+    char buf[2048];
+    read_all(fds[0], buf, sizeof(buf));
+    close(fds[0]);
+    int status = -1;
+    CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECKF(strcmp(buf, "mount True True True True\nwrite EROFS\n") == 0, "%s: got '%s'",
+           fallback ? "remount per mount" : "mount_setattr", buf);
+    CHECK(access(dir, F_OK) == 0);
+}
+
+static void test_escape_submount_writable(void)
+{
+    NEED_SANDBOX();
+    if (geteuid() != 0) SKIP("mounting a tmpfs under /usr needs root");
+    submount_case(false);
+    submount_case(true);
+    host_ok();
+}
+
 int main(int argc, char **argv)
 {
     struct ag_err err = {0};
@@ -1307,6 +1376,7 @@ int main(int argc, char **argv)
     RUN(test_escape_socket_kinds);
     RUN(test_escape_socket_kinds_network);
     RUN(test_escape_core_dumps);
+    RUN(test_escape_submount_writable);
 
     sbx_ctx_free(CTX);
     unlink(secret);
