@@ -23,8 +23,9 @@
  * Limits: memory, pids and CPU through a per-slot cgroup of each controller, v2 or v1 as the
  * host provides them (detected at sbx_ctx_new, never assumed); rlimits as backstops; a wall-clock
  * deadline after which the tree is SIGKILLed; stdout and stderr capped, with a marker line.
- * Sandboxed processes have RLIMIT_CORE 1, which the kernel reads as "no core file and no
- * core_pattern pipe" (the seccomp filter keeps it there).
+ * Sandboxed processes have oom_score_adj 1000, so the kernel's OOM killer takes them before the
+ * daemon, and RLIMIT_CORE 1, which the kernel reads as "no core file and no core_pattern pipe"
+ * (the seccomp filter keeps it there).
  *
  * Every child gets PR_SET_PDEATHSIG(SIGKILL) against the thread that spawned it, so sandboxes
  * die with agentd: spawn from threads that live as long as the sandboxes do.

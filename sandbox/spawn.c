@@ -23,6 +23,11 @@
  * Order of the lock-down, each step needing the previous one's privileges: rlimits, empty
  * capability bounding and ambient sets, empty capability sets, no_new_privs, Landlock, seccomp
  * (last, so the setup's own calls are not in the allowlist), exec.
+ *
+ * The parent also sets the child's oom_score_adj to 1000 before it runs: the OOM killer then
+ * takes any sandboxed process before the daemon (whose model makes it the largest process).
+ * When the daemon is root the write also raises the child's floor (oom_score_adj_min), so the
+ * sandbox cannot lower it again.
  */
 #include "sbx_int.h"
 
@@ -736,6 +741,11 @@ int sbx__spawn(struct sbx_ctx *ctx, const struct sbx_limits *lim, const char *co
     snprintf(map, sizeof(map), "%d %u 1\n", SBX_INNER_ID, (unsigned)sbx__host_gid(ctx, p->slot));
     if ((rc = write_proc(pid, "gid_map", map)) != 0) {
         rc = ag_err_set(err, AG_ESANDBOX, "cannot write the sandbox's gid_map: %s", strerror(-rc));
+        goto fail_child;
+    }
+    if ((rc = write_proc(pid, "oom_score_adj", "1000")) != 0) {
+        rc = ag_err_set(err, AG_ESANDBOX, "cannot write the sandbox's oom_score_adj: %s",
+                        strerror(-rc));
         goto fail_child;
     }
     if ((rc = sbx__cg_attach(&ctx->cg, p->slot, pid, true, err)) != 0) goto fail_child;

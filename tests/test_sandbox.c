@@ -1287,6 +1287,31 @@ static void test_escape_submount_writable(void)
     host_ok();
 }
 
+/* The OOM killer takes sandboxed processes first, and they cannot change that. */
+static void test_escape_oom_score(void)
+{
+    NEED_SANDBOX();
+    struct sbx_result r;
+    CHECK(run("print('adj', open('/proc/self/oom_score_adj').read().strip())\n"
+              "import subprocess\n"
+              "print('child', subprocess.run(['cat', '/proc/self/oom_score_adj'],\n"
+              "      capture_output=True, text=True).stdout.strip())\n"
+              "try:\n"
+              "    with open('/proc/self/oom_score_adj', 'w') as f: f.write('0')\n"
+              "    print('lowered to', open('/proc/self/oom_score_adj').read().strip())\n"
+              "except OSError as e: print('lower', errno.errorcode[e.errno])\n",
+              NULL, &r) == 0);
+    CHECKF(r.out && strncmp(r.out, "adj 1000\nchild 1000\n", 20) == 0, "stdout '%s', stderr '%s'",
+           r.out, r.err);
+    /* Landlock refuses the write; without it, the floor a root daemon set (spawn.c) does. */
+    struct sbx_info in;
+    sbx_ctx_info(CTX, &in);
+    if (geteuid() == 0 || in.landlock_abi > 0)
+        CHECKF(r.out && strstr(r.out, "\nlower E"), "stdout '%s'", r.out);
+    sbx_result_release(&r);
+    host_ok();
+}
+
 int main(int argc, char **argv)
 {
     struct ag_err err = {0};
@@ -1377,6 +1402,7 @@ int main(int argc, char **argv)
     RUN(test_escape_socket_kinds_network);
     RUN(test_escape_core_dumps);
     RUN(test_escape_submount_writable);
+    RUN(test_escape_oom_score);
 
     sbx_ctx_free(CTX);
     unlink(secret);
