@@ -43,10 +43,14 @@
 
 #include "../base/base.h"
 
-/* Host uid/gid range of sandboxes when agentd runs as root: base + (pid % 1000) * 1024 + slot,
- * so daemons side by side (tests start several) never share ids. Test hook:
- * AGENTD_SBX_NO_MOUNT_SETATTR=1 makes read-only binds use the fallback of kernels before 5.12. */
+/* Host uids/gids of sandboxes when agentd runs as root: base + range * 1024 + slot, where each
+ * context claims one of 1000 ranges with a lock file in AGENTD_SBX_UID_DIR (made 0700), so that
+ * daemons side by side (tests start several) never share ids. Test hooks: $AGENTD_SBX_UID_DIR
+ * replaces the directory, $AGENTD_SBX_UID_RANGE names the range tried first (else pid % 1000),
+ * and AGENTD_SBX_NO_MOUNT_SETATTR=1 makes read-only binds use the fallback of kernels before
+ * 5.12. */
 #define AGENTD_SBX_UID_BASE 3200000
+#define AGENTD_SBX_UID_DIR  "/run/agentd-uids"
 /* Uid and gid the code runs as inside the sandbox. */
 #define SBX_INNER_ID 1000
 

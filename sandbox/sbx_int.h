@@ -56,6 +56,8 @@ struct sbx_ctx {
     bool mount_setattr;            /* the kernel has mount_setattr(2) (AT_RECURSIVE binds) */
     struct sbx__cgroups cg;        /* per-controller layout */
     bool root;                     /* agentd runs as root: per-slot host ids, setgroups allowed */
+    int uid_range;                 /* root: this context's range of host ids (ctx.c), else -1 */
+    int uid_lock_fd;               /* root: the locked file that holds uid_range, else -1 */
     uid_t uid;                     /* agentd's uid and gid (the mapping when not root) */
     gid_t gid;
     char localtime[256];  /* /etc/localtime's link target, "" when not a link */

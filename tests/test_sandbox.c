@@ -1312,6 +1312,92 @@ static void test_escape_oom_score(void)
     host_ok();
 }
 
+/* The host uid c's sandboxes run as, from a fresh one's uid_map (its slot is 0 when c runs
+ * nothing else); 0 when it cannot be read. */
+static unsigned host_uid_in(struct sbx_ctx *c)
+{
+    struct sbx_result r;
+    struct ag_err err = {0};
+    struct sbx_exec_req req = {.lang = SBX_LANG_SHELL, .code = "cat /proc/self/uid_map"};
+    unsigned in = 0, host = 0, n = 0;
+    if (sbx_exec(c, &req, &r, &err) != 0) return 0;
+    if (!r.out || sscanf(r.out, "%u %u %u", &in, &host, &n) != 3) host = 0;
+    sbx_result_release(&r);
+    return host;
+}
+
+static int range_of(unsigned uid)
+{
+    return uid >= AGENTD_SBX_UID_BASE ? (int)((uid - AGENTD_SBX_UID_BASE) / 1024) : -1;
+}
+
+/* Range of a context made by another process (another daemon), or -2. */
+static int range_elsewhere(void)
+{
+    int fds[2], r = -2;
+    char buf[32] = "";
+    if (pipe(fds) != 0) return -2;
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct sbx_ctx *d = NULL;
+        struct sbx_ctx_opts od = {.tag = "agentd-test-uid-d"};
+        struct ag_err err = {0};
+        int rd = sbx_ctx_new(&od, &d, &err) == 0 ? range_of(host_uid_in(d)) : -2;
+        sbx_ctx_free(d);
+        dprintf(fds[1], "%d", rd);
+        _exit(0);
+    }
+    close(fds[1]);
+    read_all(fds[0], buf, sizeof(buf));
+    close(fds[0]);
+    if (pid > 0 && waitpid(pid, NULL, 0) == pid && buf[0]) r = atoi(buf);
+    return r;
+}
+
+/* Contexts never share a host id range, even when all of them want the same one, in one
+ * process or in two; and a range is free again once its holder is gone. */
+static void test_escape_shared_uid_range(void)
+{
+    NEED_SANDBOX();
+    if (geteuid() != 0) SKIP("host id ranges are used only when agentd runs as root");
+    char dir[128];
+    struct ag_err err = {0};
+    snprintf(dir, sizeof(dir), "%s/uids", HOSTDIR);
+    setenv("AGENTD_SBX_UID_DIR", dir, 1);
+    setenv("AGENTD_SBX_UID_RANGE", "7", 1);
+    struct sbx_ctx *a = NULL, *b = NULL, *c = NULL;
+    struct sbx_ctx_opts oa = {.tag = "agentd-test-uid-a"}, ob = {.tag = "agentd-test-uid-b"},
+                        oc = {.tag = "agentd-test-uid-c"};
+    CHECKF(sbx_ctx_new(&oa, &a, &err) == 0, "%s", err.msg);
+    CHECKF(sbx_ctx_new(&ob, &b, &err) == 0, "%s", err.msg);
+    if (a && b) {
+        int ra = range_of(host_uid_in(a)), rb = range_of(host_uid_in(b));
+        CHECKF(ra == 7 && rb >= 0 && rb != ra, "ranges %d and %d", ra, rb);
+        int rd = range_elsewhere();
+        CHECKF(rd >= 0 && rd != ra && rd != rb, "another process got range %d", rd);
+        sbx_ctx_free(a);
+        a = NULL;
+        CHECKF(sbx_ctx_new(&oc, &c, &err) == 0, "%s", err.msg);
+        int rc = c ? range_of(host_uid_in(c)) : -1;
+        CHECKF(rc == 7, "range %d after its holder went", rc);
+    }
+    sbx_ctx_free(a);
+    sbx_ctx_free(b);
+    sbx_ctx_free(c);
+    unsetenv("AGENTD_SBX_UID_DIR");
+    unsetenv("AGENTD_SBX_UID_RANGE");
+    DIR *dd = opendir(dir);
+    struct dirent *de;
+    while (dd && (de = readdir(dd)) != NULL) {
+        if (de->d_name[0] == '.') continue;
+        char path[400];
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        unlink(path);
+    }
+    if (dd) closedir(dd);
+    rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     struct ag_err err = {0};
@@ -1403,6 +1489,7 @@ int main(int argc, char **argv)
     RUN(test_escape_core_dumps);
     RUN(test_escape_submount_writable);
     RUN(test_escape_oom_score);
+    RUN(test_escape_shared_uid_range);
 
     sbx_ctx_free(CTX);
     unlink(secret);
