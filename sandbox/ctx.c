@@ -1,15 +1,32 @@
 /*
- * ctx.c - the sandbox context: what the host offers (probed once), the seccomp program, the
+ * ctx.c - the sandbox context: what the host offers (probed once), the seccomp programs, the
  * cgroup directories, and the slots that give each live sandbox its cgroups and host ids.
+ *
+ * Host ids (agentd as root): a context claims one range of SBX__MAX_SLOTS ids, range r being
+ * AGENTD_SBX_UID_BASE + r * SBX__MAX_SLOTS + slot. Two daemons on one host must never share a
+ * range, whatever their data dirs, so the claim is an flock on <r>.lock in one fixed host
+ * directory (AGENTD_SBX_UID_DIR), held while the context lives and dropped by the kernel when
+ * its holder dies, however it dies. The search starts at pid % SBX__UID_RANGES, so a daemon
+ * usually gets its first try. Two contexts of one process hold two locks (each opens its own
+ * file description) and so get two ranges too.
  */
 #include "sbx_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+
+#define SBX__UID_RANGES 1000 /* ranges from AGENTD_SBX_UID_BASE */
 
 const char *sbx_stop_name(enum sbx_stop stop)
 {
@@ -72,30 +89,98 @@ static void probe_links(struct sbx_ctx *ctx)
     }
 }
 
+/* Claims a free host id range for ctx (see the file comment). A directory that cannot be made
+ * or is not agentd's own alone falls back to the range by pid, unlocked, with a warning. */
+static int take_uid_range(struct sbx_ctx *ctx, struct ag_err *err)
+{
+    const char *dir = getenv("AGENTD_SBX_UID_DIR");       /* tests: a directory of their own */
+    const char *first_s = getenv("AGENTD_SBX_UID_RANGE"); /* tests: the first range tried */
+    int first = (int)(getpid() % SBX__UID_RANGES);
+    struct stat st;
+    if (!dir || !*dir) dir = AGENTD_SBX_UID_DIR;
+    if (first_s && *first_s) first = abs(atoi(first_s)) % SBX__UID_RANGES;
+
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        ag_warn("sandbox: cannot create %s (%s): host ids by pid, another daemon may share them",
+                dir, strerror(errno));
+        ctx->uid_range = first;
+        return 0;
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0 || fstat(dfd, &st) != 0 || st.st_uid != geteuid() || (st.st_mode & 022) != 0) {
+        ag_warn("sandbox: %s is not a directory of agentd's user alone: host ids by pid, another "
+                "daemon may share them",
+                dir);
+        if (dfd >= 0) close(dfd);
+        ctx->uid_range = first;
+        return 0;
+    }
+    for (int i = 0; i < SBX__UID_RANGES; i++) {
+        int r = (first + i) % SBX__UID_RANGES;
+        char name[32];
+        snprintf(name, sizeof(name), "%d.lock", r);
+        int fd = openat(dfd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            int e = errno;
+            close(dfd);
+            return ag_err_set(err, AG_EIO, "sandbox: cannot open %s/%s: %s", dir, name,
+                              strerror(e));
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            close(dfd);
+            ctx->uid_range = r;
+            ctx->uid_lock_fd = fd;
+            return 0;
+        }
+        int e = errno;
+        close(fd);
+        if (e != EWOULDBLOCK) {
+            close(dfd);
+            return ag_err_set(err, AG_EIO, "sandbox: cannot lock %s/%s: %s", dir, name,
+                              strerror(e));
+        }
+    }
+    close(dfd);
+    return ag_err_set(err, AG_EQUOTA, "sandbox: all %d host id ranges under %s are taken",
+                      SBX__UID_RANGES, dir);
+}
+
 int sbx_ctx_new(const struct sbx_ctx_opts *opts, struct sbx_ctx **out, struct ag_err *err)
 {
-    struct sbx_ctx *ctx = ag_calloc(1, sizeof(*ctx));
-    ag_list_init(&ctx->procs);
     char tag[64], why[512];
     int rc;
 
     const char *py = opts && opts->python ? opts->python : "/usr/bin/python3";
-    if (strncmp(py, "/usr/", 5) != 0 || access(py, X_OK) != 0) {
-        free(ctx);
+    if (strncmp(py, "/usr/", 5) != 0 || access(py, X_OK) != 0)
         return ag_err_set(err, AG_EUNSUPPORTED,
                           "sandbox: %s is not an executable under /usr (the sandbox exposes "
                           "only /usr); install Debian's python3",
                           py);
-    }
+    struct sbx_ctx *ctx = ag_calloc(1, sizeof(*ctx));
+    ag_list_init(&ctx->procs);
+    ctx->uid_range = ctx->uid_lock_fd = -1;
     snprintf(ctx->python, sizeof(ctx->python), "%s", py);
-    if ((rc = sbx__seccomp_build(&ctx->seccomp, err)) != 0) {
+    if ((rc = sbx__seccomp_build(&ctx->seccomp, false, err)) != 0 ||
+        (rc = sbx__seccomp_build(&ctx->seccomp_net, true, err)) != 0) {
+        free(ctx->seccomp.filter);
+        free(ctx);
+        return rc;
+    }
+    ctx->root = geteuid() == 0;
+    ctx->uid = geteuid();
+    ctx->gid = getegid();
+    if (ctx->root && (rc = take_uid_range(ctx, err)) != 0) {
+        free(ctx->seccomp.filter);
+        free(ctx->seccomp_net.filter);
         free(ctx);
         return rc;
     }
     ctx->landlock_abi = sbx__landlock_abi();
-    ctx->root = geteuid() == 0;
-    ctx->uid = geteuid();
-    ctx->gid = getegid();
+    /* A kernel without it answers ENOSYS before looking at the arguments. The variable is a
+     * test hook for the fallback (spawn.c). */
+    const char *no_ms = getenv("AGENTD_SBX_NO_MOUNT_SETATTR");
+    ctx->mount_setattr = !(no_ms && *no_ms == '1') &&
+                         !(syscall(SYS_mount_setattr, -1, "", 0, NULL, 0) != 0 && errno == ENOSYS);
     ssize_t n = readlink("/etc/localtime", ctx->localtime, sizeof(ctx->localtime) - 1);
     ctx->localtime[n > 0 && ctx->localtime[0] == '/' ? n : 0] = '\0';
     probe_links(ctx);
@@ -115,6 +200,8 @@ void sbx__ctx_destroy(struct sbx_ctx *ctx)
 {
     sbx__cg_release(&ctx->cg);
     free(ctx->seccomp.filter);
+    free(ctx->seccomp_net.filter);
+    if (ctx->uid_lock_fd >= 0) close(ctx->uid_lock_fd); /* the range is free again */
     pthread_mutex_destroy(&ctx->mu);
     free(ctx);
 }
@@ -174,18 +261,17 @@ void sbx__slot_put(struct sbx_ctx *ctx, int slot)
     pthread_mutex_unlock(&ctx->mu);
 }
 
-/* Daemons on one host (tests start several) get disjoint id ranges by their pid. */
-static unsigned id_of(int slot)
+static unsigned id_of(const struct sbx_ctx *ctx, int slot)
 {
-    return AGENTD_SBX_UID_BASE + (unsigned)(getpid() % 1000) * SBX__MAX_SLOTS + (unsigned)slot;
+    return AGENTD_SBX_UID_BASE + (unsigned)ctx->uid_range * SBX__MAX_SLOTS + (unsigned)slot;
 }
 
 uid_t sbx__host_uid(const struct sbx_ctx *ctx, int slot)
 {
-    return ctx->root ? (uid_t)id_of(slot) : ctx->uid;
+    return ctx->root ? (uid_t)id_of(ctx, slot) : ctx->uid;
 }
 
 gid_t sbx__host_gid(const struct sbx_ctx *ctx, int slot)
 {
-    return ctx->root ? (gid_t)id_of(slot) : ctx->gid;
+    return ctx->root ? (gid_t)id_of(ctx, slot) : ctx->gid;
 }

@@ -17,22 +17,34 @@
  *               falls back to clone, whose flags it can;
  *   ioctl       only terminal queries and FIO* requests (compared on all 64 bits of the
  *               request, so high garbage bits cannot smuggle TIOCSTI or TIOCLINUX through);
- *   socket      AF_UNIX, AF_INET and AF_INET6 only (the network namespace has no route out;
- *               netlink, packet and the rest are refused); socketpair AF_UNIX only;
+ *   socket      AF_UNIX always; with the host's network (sbx_proc's network) also TCP and UDP
+ *               over AF_INET and AF_INET6: type SOCK_STREAM or SOCK_DGRAM (SOCK_NONBLOCK and
+ *               SOCK_CLOEXEC may be or-ed in), protocol 0 or IPPROTO_TCP / IPPROTO_UDP. Raw
+ *               sockets, MPTCP, UDP-Lite, SCTP, DCCP, L2TP, netlink, packet and every other
+ *               family or protocol are refused before the kernel looks the protocol up, so no
+ *               module is autoloaded for them. Without the network no AF_INET or AF_INET6 at
+ *               all: the namespace has only a loopback device, CPython's start-up opens no
+ *               socket, and asyncio and multiprocessing use AF_UNIX. socketpair AF_UNIX only;
  *   prctl       naming threads, death signals, no_new_privs and a few getters;
- *   mknod(at)   FIFOs only; prlimit64 on the calling process only.
+ *   setrlimit,  any limit but RLIMIT_CORE, which stays at 1 (spawn.c: the kernel's "no pipe
+ *   prlimit64   dump" value; lowering it to 0 would let a pipe core_pattern run again); reading
+ *               every limit; prlimit64 on the calling process only. Resources are compared on
+ *               the 32 bits the kernel reads, one rule per allowed one;
+ *   mknod(at)   FIFOs only.
  * Other architectures (i386, x32 on x86_64) are killed: the filter is for the native ABI.
  */
 #include "sbx_int.h"
 
 #include <errno.h>
 #include <linux/sched.h>
+#include <netinet/in.h>
 #include <seccomp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -231,7 +243,6 @@ static const char *const allowed[] = {
     "setsid",
     "setpgid",
     "getrlimit",
-    "setrlimit",
     "getrusage",
     "times",
     "sysinfo",
@@ -302,7 +313,51 @@ static int add(scmp_filter_ctx f, uint32_t action, const char *name, unsigned n,
     return seccomp_rule_add_array(f, action, nr, n, args);
 }
 
-static int build(scmp_filter_ctx f)
+/* socket: see the header comment. */
+static int add_sockets(scmp_filter_ctx f, bool network)
+{
+    static const int families[] = {AF_INET, AF_INET6};
+    static const struct {
+        int type, protocol;
+    } kinds[] = {
+        {SOCK_STREAM, 0}, {SOCK_STREAM, IPPROTO_TCP}, {SOCK_DGRAM, 0}, {SOCK_DGRAM, IPPROTO_UDP}};
+    /* The kernel reads type as an int and takes SOCK_NONBLOCK and SOCK_CLOEXEC out of it. */
+    const scmp_datum_t type_mask = 0xffffffffu & ~(unsigned)(SOCK_NONBLOCK | SOCK_CLOEXEC);
+    struct scmp_arg_cmp a_unix = arg(0, SCMP_CMP_EQ, AF_UNIX, 0);
+    int rc = add(f, SCMP_ACT_ALLOW, "socket", 1, &a_unix);
+    for (size_t i = 0; network && i < 2; i++)
+        for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]) && rc == 0; k++) {
+            struct scmp_arg_cmp a[3] = {
+                arg(0, SCMP_CMP_EQ, (scmp_datum_t)families[i], 0),
+                arg(1, SCMP_CMP_MASKED_EQ, type_mask, (scmp_datum_t)kinds[k].type),
+                arg(2, SCMP_CMP_EQ, (scmp_datum_t)kinds[k].protocol, 0),
+            };
+            rc = add(f, SCMP_ACT_ALLOW, "socket", 3, a);
+        }
+    return rc;
+}
+
+/* setrlimit and prlimit64: see the header comment. An "unsigned int resource" is compared on
+ * its low 32 bits, as the kernel reads it: a "!= RLIMIT_CORE" on all 64 would let
+ * (1 << 32) | RLIMIT_CORE through. */
+static int add_rlimits(scmp_filter_ctx f)
+{
+    int rc = 0;
+    for (int r = 0; r < RLIM_NLIMITS && rc == 0; r++) {
+        if (r == RLIMIT_CORE) continue;
+        struct scmp_arg_cmp a_res = arg(0, SCMP_CMP_MASKED_EQ, 0xffffffffu, (scmp_datum_t)r);
+        rc = add(f, SCMP_ACT_ALLOW, "setrlimit", 1, &a_res);
+        struct scmp_arg_cmp a_set[2] = {arg(0, SCMP_CMP_EQ, 0, 0),
+                                        arg(1, SCMP_CMP_MASKED_EQ, 0xffffffffu, (scmp_datum_t)r)};
+        if (rc == 0) rc = add(f, SCMP_ACT_ALLOW, "prlimit64", 2, a_set);
+    }
+    /* Reading any limit (glibc's getrlimit is prlimit64 with no new value). */
+    struct scmp_arg_cmp a_get[2] = {arg(0, SCMP_CMP_EQ, 0, 0), arg(2, SCMP_CMP_EQ, 0, 0)};
+    if (rc == 0) rc = add(f, SCMP_ACT_ALLOW, "prlimit64", 2, a_get);
+    return rc;
+}
+
+static int build(scmp_filter_ctx f, bool network)
 {
     int rc = 0;
     for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]) && rc == 0; i++)
@@ -320,11 +375,7 @@ static int build(scmp_filter_ctx f)
     /* TIOCSTI and TIOCLINUX are not in the list: they get the default EPERM, like every other
      * request (libseccomp refuses a rule whose action equals the default one). */
 
-    static const int families[] = {AF_UNIX, AF_INET, AF_INET6};
-    for (size_t i = 0; i < 3 && rc == 0; i++) {
-        struct scmp_arg_cmp a = arg(0, SCMP_CMP_EQ, (scmp_datum_t)families[i], 0);
-        rc = add(f, SCMP_ACT_ALLOW, "socket", 1, &a);
-    }
+    if (rc == 0) rc = add_sockets(f, network);
     struct scmp_arg_cmp a_unix = arg(0, SCMP_CMP_EQ, AF_UNIX, 0);
     if (rc == 0) rc = add(f, SCMP_ACT_ALLOW, "socketpair", 1, &a_unix);
 
@@ -337,18 +388,16 @@ static int build(scmp_filter_ctx f)
     struct scmp_arg_cmp a_fifo2 = arg(2, SCMP_CMP_MASKED_EQ, S_IFMT, S_IFIFO);
     if (rc == 0) rc = add(f, SCMP_ACT_ALLOW, "mknod", 1, &a_fifo1);
     if (rc == 0) rc = add(f, SCMP_ACT_ALLOW, "mknodat", 1, &a_fifo2);
-    struct scmp_arg_cmp a_self = arg(0, SCMP_CMP_EQ, 0, 0);
-    if (rc == 0) rc = add(f, SCMP_ACT_ALLOW, "prlimit64", 1, &a_self);
-    return rc;
+    return rc == 0 ? add_rlimits(f) : rc;
 }
 
-int sbx__seccomp_build(struct sock_fprog *prog, struct ag_err *err)
+int sbx__seccomp_build(struct sock_fprog *prog, bool network, struct ag_err *err)
 {
     scmp_filter_ctx f = seccomp_init(SCMP_ACT_ERRNO(EPERM));
     if (!f) return ag_err_set(err, AG_EINTERNAL, "seccomp_init failed");
     int rc = seccomp_attr_set(f, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
     /* The filter is loaded by the child itself, after its own setup: no NNP toggling here. */
-    if (rc == 0) rc = build(f);
+    if (rc == 0) rc = build(f, network);
     if (rc != 0) {
         seccomp_release(f);
         return ag_err_set(err, AG_EINTERNAL, "cannot build the seccomp filter: %s", strerror(-rc));

@@ -5,11 +5,12 @@
  * A sandbox is one process tree. Its first process is created with clone() in new user, pid,
  * mount, network, IPC, UTS and cgroup namespaces and becomes pid 1 there, so killing it kills
  * the whole tree. Before it execs the interpreter it builds a root of its own: a tmpfs with
- * read-only, nosuid, nodev binds of /usr (and the /bin, /lib... symlinks of a merged-/usr
- * system), a handful of generated /etc files, a fresh /proc, a /dev with null, zero, random and
- * urandom only, a size-limited tmpfs workspace at /work (also the home directory) and /tmp;
- * then pivot_root, the old root detached. The network namespace has only a loopback device that
- * stays down: no network at all (a long-lived process may ask for the host's; see sbx_proc).
+ * read-only, nosuid, nodev binds of /usr, every mount beneath it included (and the /bin,
+ * /lib... symlinks of a merged-/usr system), a handful of generated /etc files, a fresh /proc, a
+ * /dev with null, zero, random and urandom only, a size-limited tmpfs workspace at /work (also
+ * the home directory) and /tmp; then pivot_root, the old root detached. The network namespace
+ * has only a loopback device that stays down: no network at all (a long-lived process may ask
+ * for the host's; see sbx_proc).
  *
  * Why a user namespace even when agentd runs as root: it is what makes "root inside" nobody
  * outside. The sandbox runs as uid/gid 1000 inside, mapped to one unprivileged host id per
@@ -22,6 +23,9 @@
  * Limits: memory, pids and CPU through a per-slot cgroup of each controller, v2 or v1 as the
  * host provides them (detected at sbx_ctx_new, never assumed); rlimits as backstops; a wall-clock
  * deadline after which the tree is SIGKILLed; stdout and stderr capped, with a marker line.
+ * Sandboxed processes have oom_score_adj 1000, so the kernel's OOM killer takes them before the
+ * daemon, and RLIMIT_CORE 1, which the kernel reads as "no core file and no core_pattern pipe"
+ * (the seccomp filter keeps it there).
  *
  * Every child gets PR_SET_PDEATHSIG(SIGKILL) against the thread that spawned it, so sandboxes
  * die with agentd: spawn from threads that live as long as the sandboxes do.
@@ -39,9 +43,14 @@
 
 #include "../base/base.h"
 
-/* Host uid/gid range of sandboxes when agentd runs as root: base + (pid % 1000) * 1024 + slot,
- * so daemons side by side (tests start several) never share ids. */
+/* Host uids/gids of sandboxes when agentd runs as root: base + range * 1024 + slot, where each
+ * context claims one of 1000 ranges with a lock file in AGENTD_SBX_UID_DIR (made 0700), so that
+ * daemons side by side (tests start several) never share ids. Test hooks: $AGENTD_SBX_UID_DIR
+ * replaces the directory, $AGENTD_SBX_UID_RANGE names the range tried first (else pid % 1000),
+ * and AGENTD_SBX_NO_MOUNT_SETATTR=1 makes read-only binds use the fallback of kernels before
+ * 5.12. */
 #define AGENTD_SBX_UID_BASE 3200000
+#define AGENTD_SBX_UID_DIR  "/run/agentd-uids"
 /* Uid and gid the code runs as inside the sandbox. */
 #define SBX_INNER_ID 1000
 

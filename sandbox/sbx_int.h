@@ -40,8 +40,8 @@ void sbx__cg_release(struct sbx__cgroups *cg);
 
 /* ---- seccomp and Landlock (policy.c) ---- */
 /* Builds the seccomp allowlist with libseccomp and exports it as a BPF program (*prog owns its
- * filter array). */
-int sbx__seccomp_build(struct sock_fprog *prog, struct ag_err *err);
+ * filter array). network: for a sandbox on the host's network (TCP and UDP sockets allowed). */
+int sbx__seccomp_build(struct sock_fprog *prog, bool network, struct ag_err *err);
 /* Landlock ABI version of the running kernel, 0 when unavailable. */
 int sbx__landlock_abi(void);
 
@@ -49,12 +49,16 @@ int sbx__landlock_abi(void);
 struct sbx__pool;
 
 struct sbx_ctx {
-    char python[256];          /* interpreter path (inside and outside: /usr is bound as is) */
-    struct sock_fprog seccomp; /* the exported filter, loaded by every child */
-    int landlock_abi;          /* 0: none */
-    struct sbx__cgroups cg;    /* per-controller layout */
-    bool root;                 /* agentd runs as root: per-slot host ids, setgroups allowed */
-    uid_t uid;                 /* agentd's uid and gid (the mapping when not root) */
+    char python[256];              /* interpreter path (inside and outside: /usr is bound as is) */
+    struct sock_fprog seccomp;     /* the exported filter, loaded by every child... */
+    struct sock_fprog seccomp_net; /* ...or this one, for a child on the host's network */
+    int landlock_abi;              /* 0: none */
+    bool mount_setattr;            /* the kernel has mount_setattr(2) (AT_RECURSIVE binds) */
+    struct sbx__cgroups cg;        /* per-controller layout */
+    bool root;                     /* agentd runs as root: per-slot host ids, setgroups allowed */
+    int uid_range;                 /* root: this context's range of host ids (ctx.c), else -1 */
+    int uid_lock_fd;               /* root: the locked file that holds uid_range, else -1 */
+    uid_t uid;                     /* agentd's uid and gid (the mapping when not root) */
     gid_t gid;
     char localtime[256];  /* /etc/localtime's link target, "" when not a link */
     char links[8][2][32]; /* top-level symlinks to recreate: name, target */

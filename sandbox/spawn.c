@@ -23,6 +23,11 @@
  * Order of the lock-down, each step needing the previous one's privileges: rlimits, empty
  * capability bounding and ambient sets, empty capability sets, no_new_privs, Landlock, seccomp
  * (last, so the setup's own calls are not in the allowlist), exec.
+ *
+ * The parent also sets the child's oom_score_adj to 1000 before it runs: the OOM killer then
+ * takes any sandboxed process before the daemon (whose model makes it the largest process).
+ * When the daemon is root the write also raises the child's floor (oom_score_adj_min), so the
+ * sandbox cannot lower it again.
  */
 #include "sbx_int.h"
 
@@ -55,6 +60,23 @@
 #define PR_CAP_AMBIENT           47
 #define PR_CAP_AMBIENT_CLEAR_ALL 4
 #endif
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+
+/* mount_setattr(2) (Linux 5.12), declared here: the system headers may be older. */
+struct ms_attr {
+    uint64_t attr_set, attr_clr, propagation, userns_fd;
+};
+#define MS_ATTR_RDONLY 0x1
+#define MS_ATTR_NOSUID 0x2
+#define MS_ATTR_NODEV  0x4
+
+/* The new root is a tmpfs mounted over the host's /tmp (in the child's own mount namespace). */
+#define NEW_ROOT "/tmp"
 
 /* Landlock rights by ABI (the system headers may be older than the kernel). */
 #define LL_FS_EXECUTE     (1ULL << 0)
@@ -85,14 +107,12 @@ struct plan {
     const struct sbx_ctx *ctx;
     const char *const *argv;
     char *const *envp;
-    int ctl;                 /* child's end of the handshake socket */
-    int fds[5];              /* become the child's fds 0..n_fds-1 */
-    int n_fds;               /* 3, or 5 for sessions */
-    bool send_ws;            /* send the /work fd */
-    bool setgroups;          /* agentd is root: clear supplementary groups */
-    unsigned long usr_flags; /* locked flags of /usr's mount, kept on the read-only remount */
-    unsigned long etc_flags; /* same for /etc (ld.so.cache) */
-    char ws_opts[96];        /* tmpfs options of /work and /tmp */
+    int ctl;          /* child's end of the handshake socket */
+    int fds[5];       /* become the child's fds 0..n_fds-1 */
+    int n_fds;        /* 3, or 5 for sessions */
+    bool send_ws;     /* send the /work fd */
+    bool setgroups;   /* agentd is root: clear supplementary groups */
+    char ws_opts[96]; /* tmpfs options of /work and /tmp */
     char tmp_opts[96];
     char passwd[160]; /* generated /etc files */
     char group[96];
@@ -136,13 +156,92 @@ static void write_file(const struct plan *pl, const char *path, const char *text
     close(fd);
 }
 
-/* Read-only, nosuid, nodev bind of a host path; flags are the host mount's locked ones. */
-static void bind_ro(const struct plan *pl, const char *src, const char *dst, unsigned long flags)
+/* Decodes mountinfo's octal escapes (\040 for a space...) in place. */
+static void unescape(char *s)
+{
+    char *w = s;
+    for (const char *r = s; *r;) {
+        if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' &&
+            r[3] >= '0' && r[3] <= '7') {
+            *w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+            r += 4;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+}
+
+/* One line of /proc/self/mountinfo: remounts its mount read-only, nosuid, nodev if it lies at or
+ * beneath want (want_n bytes). noexec is kept: a user namespace may not clear it, and a remount
+ * without atime flags keeps the mount's own. */
+static void remount_line(const struct plan *pl, char *line, const char *want, size_t want_n)
+{
+    char *f[6]; /* id, parent id, major:minor, root, mount point, mount options */
+    int n = 0;
+    for (char *q = line; q && n < 6;) {
+        f[n++] = q;
+        if ((q = strchr(q, ' ')) != NULL) *q++ = '\0';
+    }
+    if (n < 6) return;
+    unescape(f[4]);
+    if (strncmp(f[4], want, want_n) != 0 || (f[4][want_n] != '\0' && f[4][want_n] != '/')) return;
+    unsigned long flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV;
+    for (char *o = f[5]; o;) {
+        char *next = strchr(o, ',');
+        if (next) *next++ = '\0';
+        if (strcmp(o, "noexec") == 0) flags |= MS_NOEXEC;
+        o = next;
+    }
+    /* ENOENT, EINVAL: a mount of the host's own /tmp, listed but hidden by the new root. */
+    if (mount(NULL, f[4], NULL, flags, NULL) != 0 && errno != ENOENT && errno != EINVAL)
+        child_fail(pl, f[4]);
+}
+
+/* Without mount_setattr: every mount at or beneath dst (relative to the new root), as this
+ * process's mountinfo lists them, gets its own remount. Read in a stack buffer, line by line. */
+static void ro_tree_walk(const struct plan *pl, const char *dst)
+{
+    char want[64], buf[8192];
+    int want_n = snprintf(want, sizeof(want), NEW_ROOT "/%s", dst);
+    if (want_n <= 0 || want_n >= (int)sizeof(want)) child_fail(pl, dst);
+    int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) child_fail(pl, "/proc/self/mountinfo");
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
+        if (n < 0) child_fail(pl, "read /proc/self/mountinfo");
+        len += (size_t)n;
+        char *line = buf, *nl;
+        while ((nl = memchr(line, '\n', (size_t)(buf + len - line))) != NULL) {
+            *nl = '\0';
+            remount_line(pl, line, want, (size_t)want_n);
+            line = nl + 1;
+        }
+        len = (size_t)(buf + len - line);
+        if (n == 0) break;
+        if (len == sizeof(buf) - 1) {
+            errno = ENAMETOOLONG;
+            child_fail(pl, "a /proc/self/mountinfo line");
+        }
+        memmove(buf, line, len);
+    }
+    close(fd);
+}
+
+/* Read-only, nosuid, nodev bind of a host path with every mount beneath it (a remount of the
+ * top alone would leave a host submount, say a tmpfs under /usr, writable): one mount_setattr
+ * over the tree, or one remount per mount on kernels before 5.12. Flags the host mounts have
+ * (noexec, atime) stay: these calls only add. */
+static void bind_ro(const struct plan *pl, const char *src, const char *dst)
 {
     if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) != 0) child_fail(pl, dst);
-    if (mount(NULL, dst, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | flags,
-              NULL) != 0)
-        child_fail(pl, dst);
+    if (pl->ctx->mount_setattr) {
+        struct ms_attr a = {.attr_set = MS_ATTR_RDONLY | MS_ATTR_NOSUID | MS_ATTR_NODEV};
+        if (syscall(SYS_mount_setattr, AT_FDCWD, dst, AT_RECURSIVE, &a, sizeof(a)) == 0) return;
+        if (errno != ENOSYS) child_fail(pl, dst);
+    }
+    ro_tree_walk(pl, dst);
 }
 
 static void bind_dev(const struct plan *pl, const char *name)
@@ -224,13 +323,13 @@ static void build_root(struct plan *pl)
 
     /* Nothing we mount may propagate back to the host. */
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) child_fail(pl, "make / private");
-    if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=256,mode=0755") !=
-        0)
+    if (mount("tmpfs", NEW_ROOT, "tmpfs", MS_NOSUID | MS_NODEV,
+              "size=1m,nr_inodes=256,mode=0755") != 0)
         child_fail(pl, "mount the root tmpfs");
-    if (chdir("/tmp") != 0) child_fail(pl, "chdir to the new root");
+    if (chdir(NEW_ROOT) != 0) child_fail(pl, "chdir to the new root");
 
     make_dir(pl, "usr", 0755);
-    bind_ro(pl, "/usr", "usr", pl->usr_flags);
+    bind_ro(pl, "/usr", "usr");
     for (int i = 0; i < ctx->n_links; i++)
         if (symlink(ctx->links[i][1], ctx->links[i][0]) != 0) child_fail(pl, ctx->links[i][0]);
 
@@ -243,7 +342,7 @@ static void build_root(struct plan *pl)
                pl->network ? "passwd: files\ngroup: files\nhosts: files dns\n"
                            : "passwd: files\ngroup: files\nhosts: files\n");
     write_file(pl, "etc/ld.so.cache", "");
-    bind_ro(pl, "/etc/ld.so.cache", "etc/ld.so.cache", pl->etc_flags);
+    bind_ro(pl, "/etc/ld.so.cache", "etc/ld.so.cache");
     if (ctx->localtime[0] && symlink(ctx->localtime, "etc/localtime") != 0)
         child_fail(pl, "etc/localtime");
 
@@ -333,13 +432,17 @@ static void landlock(const struct plan *pl)
 
 static void lock_down(const struct plan *pl)
 {
-    struct rlimit zero = {0, 0};
+    struct rlimit zero = {0, 0}, one = {1, 1};
     if (pl->set_nproc && setrlimit(RLIMIT_NPROC, &pl->rl_nproc) != 0) child_fail(pl, "NPROC");
     if (setrlimit(RLIMIT_FSIZE, &pl->rl_fsize) != 0) child_fail(pl, "RLIMIT_FSIZE");
     if (setrlimit(RLIMIT_NOFILE, &pl->rl_nofile) != 0) child_fail(pl, "RLIMIT_NOFILE");
     if (pl->set_as && setrlimit(RLIMIT_AS, &pl->rl_as) != 0) child_fail(pl, "RLIMIT_AS");
     if (pl->set_cpu && setrlimit(RLIMIT_CPU, &pl->rl_cpu) != 0) child_fail(pl, "RLIMIT_CPU");
-    if (setrlimit(RLIMIT_CORE, &zero) != 0) child_fail(pl, "RLIMIT_CORE");
+    /* 1, not 0: a core_pattern pipe (systemd-coredump, apport: host root) ignores a limit of 0
+     * but takes 1 to mean "no dump", and a core file needs a page. The seccomp filter keeps it
+     * at 1. Not dumpable would stop every kind of dump (also Linux 6.16's "@socket" pattern,
+     * which ignores the limit), but exec makes the program dumpable again. */
+    if (setrlimit(RLIMIT_CORE, &one) != 0) child_fail(pl, "RLIMIT_CORE");
     setrlimit(RLIMIT_MEMLOCK, &zero);
     setrlimit(RLIMIT_MSGQUEUE, &zero);
 
@@ -354,8 +457,8 @@ static void lock_down(const struct plan *pl)
     if (syscall(SYS_capset, &hdr, data) != 0) child_fail(pl, "capset");
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail(pl, "no_new_privs");
     landlock(pl);
-    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &pl->ctx->seccomp, 0, 0) != 0)
-        child_fail(pl, "seccomp");
+    const struct sock_fprog *filter = pl->network ? &pl->ctx->seccomp_net : &pl->ctx->seccomp;
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, filter, 0, 0) != 0) child_fail(pl, "seccomp");
 }
 
 __attribute__((noreturn)) static void child_main(struct plan *pl)
@@ -567,8 +670,6 @@ int sbx__spawn(struct sbx_ctx *ctx, const struct sbx_limits *lim, const char *co
         pl.n_binds++;
     }
     pl.setgroups = ctx->root;
-    pl.usr_flags = locked_flags("/usr");
-    pl.etc_flags = locked_flags("/etc/ld.so.cache");
     long long ws = lim->workspace_bytes;
     snprintf(pl.ws_opts, sizeof(pl.ws_opts), "size=%lld,nr_inodes=%lld,mode=0755", ws,
              ws / 4096 + 64);
@@ -640,6 +741,11 @@ int sbx__spawn(struct sbx_ctx *ctx, const struct sbx_limits *lim, const char *co
     snprintf(map, sizeof(map), "%d %u 1\n", SBX_INNER_ID, (unsigned)sbx__host_gid(ctx, p->slot));
     if ((rc = write_proc(pid, "gid_map", map)) != 0) {
         rc = ag_err_set(err, AG_ESANDBOX, "cannot write the sandbox's gid_map: %s", strerror(-rc));
+        goto fail_child;
+    }
+    if ((rc = write_proc(pid, "oom_score_adj", "1000")) != 0) {
+        rc = ag_err_set(err, AG_ESANDBOX, "cannot write the sandbox's oom_score_adj: %s",
+                        strerror(-rc));
         goto fail_child;
     }
     if ((rc = sbx__cg_attach(&ctx->cg, p->slot, pid, true, err)) != 0) goto fail_child;

@@ -20,6 +20,8 @@
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -28,6 +30,7 @@
 
 static struct sbx_ctx *CTX;
 static char SKIP_WHY[600]; /* set when no sandbox can be made here */
+static unsigned UID_LO;    /* first host uid of CTX's range (agentd as root) */
 static char HOSTDIR[64];   /* host temp dir with a planted secret */
 
 /* Python helpers prepended to every snippet: sc() makes a raw system call and returns
@@ -76,7 +79,7 @@ static void expect(const char *code, const char *want)
 /* No process of ours runs under a sandbox host uid any more. */
 static bool no_sandbox_left(void)
 {
-    unsigned lo = AGENTD_SBX_UID_BASE + (unsigned)(getpid() % 1000) * 1024, hi = lo + 1024;
+    unsigned lo = UID_LO, hi = lo + 1024;
     DIR *d = opendir("/proc");
     struct dirent *de;
     bool none = true;
@@ -290,13 +293,15 @@ static void test_escape_leaked_fds(void)
 static void test_escape_network_external(void)
 {
     NEED_SANDBOX();
+    /* Without the network the socket itself is refused (policy.c); the connect is a backstop. */
     expect("for a in [('1.1.1.1', 53), ('8.8.8.8', 443)]:\n"
-           "    s = socket.socket(); s.settimeout(2)\n"
-           "    try: s.connect(a); print('ESCAPED')\n"
+           "    try:\n"
+           "        s = socket.socket(); s.settimeout(2); s.connect(a); print('ESCAPED')\n"
            "    except OSError as e: print('blocked', errno.errorcode.get(e.errno, e))\n",
            "blocked");
-    expect("s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-           "try: s.sendto(b'x', ('1.1.1.1', 53)); print('ESCAPED')\n"
+    expect("try:\n"
+           "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+           "    s.sendto(b'x', ('1.1.1.1', 53)); print('ESCAPED')\n"
            "except OSError as e: print('udp blocked')",
            "udp blocked");
     host_ok();
@@ -310,8 +315,9 @@ static void test_escape_host_loopback(void)
     socklen_t sl = sizeof(sa);
     CHECK(bind(ls, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(ls, 8) == 0);
     CHECK(getsockname(ls, (struct sockaddr *)&sa, &sl) == 0);
-    char *code = ag_asprintf("s = socket.socket(); s.settimeout(2)\n"
-                             "try: s.connect(('127.0.0.1', %d)); print('ESCAPED')\n"
+    char *code = ag_asprintf("try:\n"
+                             "    s = socket.socket(); s.settimeout(2)\n"
+                             "    s.connect(('127.0.0.1', %d)); print('ESCAPED')\n"
                              "except OSError as e: print('blocked')\n",
                              ntohs(sa.sin_port));
     expect(code, "blocked");
@@ -1121,6 +1127,277 @@ static void test_proc_kill_and_ctx_free(void)
     host_ok();
 }
 
+/* ---- escape suite: what a sandbox may ask of the kernel and the host ---- */
+
+/* Socket kinds a sandbox does not need, each a protocol module the kernel could load. */
+#define BAD_SOCKETS                                                                                \
+    "cases = [('mptcp', 2, 1, 262), ('udplite', 2, 2, 136), ('sctp', 2, 5, 132),\n"                \
+    "         ('dccp6', 10, 6, 0), ('raw', 2, 3, 1), ('raw6', 10, 3, 58), ('icmp', 2, 2, 1),\n"    \
+    "         ('tcp_udp', 2, 1, 17), ('packet', 17, 3, 0)]\n"                                      \
+    "for name, fam, typ, proto in cases:\n"                                                        \
+    "    try: socket.socket(fam, typ, proto).close(); print(name, 'OPEN')\n"                       \
+    "    except OSError as e: print(name, errno.errorcode.get(e.errno, e.errno))\n"
+#define BAD_SOCKETS_REFUSED                                                                        \
+    "mptcp EPERM\nudplite EPERM\nsctp EPERM\ndccp6 EPERM\nraw EPERM\nraw6 EPERM\nicmp EPERM\n"     \
+    "tcp_udp EPERM\npacket EPERM\n"
+
+/* Without the network: only Unix sockets, and Python starts and runs asyncio as usual. */
+static void test_escape_socket_kinds(void)
+{
+    NEED_SANDBOX();
+    expect(BAD_SOCKETS "for name, fam, typ in [('tcp', 2, 1), ('udp6', 10, 2)]:\n"
+                       "    try: socket.socket(fam, typ).close(); print(name, 'OPEN')\n"
+                       "    except OSError as e: print(name, errno.errorcode[e.errno])\n"
+                       "a, b = socket.socketpair(); a.send(b'u'); print('unix', b.recv(1))\n"
+                       "import asyncio; print('asyncio', asyncio.run(asyncio.sleep(0, 'ok')))",
+           BAD_SOCKETS_REFUSED "tcp EPERM\nudp6 EPERM\nunix b'u'\nasyncio ok");
+    host_ok();
+}
+
+/* With the host's network: TCP and UDP over IPv4 and IPv6 (flags or-ed into the type, protocol
+ * 0 or explicit), and nothing else. */
+static void test_escape_socket_kinds_network(void)
+{
+    NEED_SANDBOX();
+    int ls = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    CHECK(bind(ls, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(ls, 8) == 0);
+    CHECK(getsockname(ls, (struct sockaddr *)&sa, &sl) == 0);
+    char *code = ag_asprintf(
+        "import ctypes, errno, socket\n" BAD_SOCKETS "S = socket\n"
+        "for name, fam, typ, proto in [('tcp', 2, S.SOCK_STREAM | S.SOCK_NONBLOCK, 0),\n"
+        "        ('tcp6', 10, 1, 6), ('udp', 2, 2, 17), ('udp6', 10, S.SOCK_DGRAM, 0)]:\n"
+        "    try: socket.socket(fam, typ, proto).close(); print(name, 'ok')\n"
+        "    except OSError as e: print(name, errno.errorcode[e.errno])\n"
+        "c = socket.create_connection(('127.0.0.1', %d), timeout=5); print('connect ok')\n",
+        ntohs(sa.sin_port));
+    const char *argv[] = {"/usr/bin/python3", "-I", "-c", code, NULL};
+    struct sbx_proc_req req = {.argv = argv, .network = true};
+    struct sbx_proc *p = NULL;
+    int in = -1, out = -1, er = -1;
+    struct ag_err err = {0};
+    CHECKF(sbx_proc_spawn(CTX, &req, &p, &in, &out, &er, &err) == 0, "%s", err.msg);
+    free(code);
+    if (p) {
+        char buf[1024], ebuf[1024];
+        close(in);
+        read_all(out, buf, sizeof(buf));
+        read_all(er, ebuf, sizeof(ebuf));
+        CHECKF(strcmp(buf, BAD_SOCKETS_REFUSED "tcp ok\ntcp6 ok\nudp ok\nudp6 ok\nconnect ok\n") ==
+                   0,
+               "stdout '%s', stderr '%s'", buf, ebuf);
+        int st = exit_of(p);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        close(out);
+        close(er);
+        sbx_proc_free(p);
+    }
+    int c = accept(ls, NULL, NULL);
+    CHECK(c >= 0); /* the one connection asked for */
+    if (c >= 0) close(c);
+    close(ls);
+    host_ok();
+}
+
+/* RLIMIT_CORE is 1 (no pipe dump, no core file) and stays there; other limits still change. */
+static void test_escape_core_dumps(void)
+{
+    NEED_SANDBOX();
+    expect("import resource as R\n"
+           "print('core', R.getrlimit(R.RLIMIT_CORE))\n"
+           "for what, f in [('set', lambda: R.setrlimit(R.RLIMIT_CORE, (0, 0))),\n"
+           "                ('prlimit', lambda: R.prlimit(0, R.RLIMIT_CORE, (0, 1)))]:\n"
+           "    try: f(); print(what, 'ESCAPED')\n"
+           "    except (OSError, ValueError) as e: print(what, 'refused')\n" /* EPERM: ValueError */
+           "r = (ctypes.c_ulong * 2)(0, 0)\n"
+           "print('raw', sc(160, R.RLIMIT_CORE, ctypes.addressof(r)))\n" /* setrlimit */
+           "print('high', sc(302, 0, (1 << 32) | R.RLIMIT_CORE, ctypes.addressof(r), 0))\n"
+           "R.setrlimit(R.RLIMIT_NOFILE, (64, 64)); print('nofile', R.getrlimit(R.RLIMIT_NOFILE))\n"
+           "print('core', R.getrlimit(R.RLIMIT_CORE))",
+           "core (1, 1)\nset refused\nprlimit refused\nraw (-1, 'EPERM')\nhigh (-1, 'EPERM')\n"
+           "nofile (64, 64)\ncore (1, 1)\n");
+    host_ok();
+}
+
+/* A host mount beneath /usr is read-only, nosuid and nodev inside like /usr itself. The mount
+ * is made in a private mount namespace of a child of ours, which also runs the sandbox: the
+ * host never sees it. fallback: the kernels-before-5.12 path (a remount per mount). */
+static void submount_case(bool fallback)
+{
+    static const char *const dirs[] = {"/usr/local/src", "/usr/src", "/usr/games",
+                                       "/usr/share/doc"};
+    const char *dir = NULL;
+    struct stat st;
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]) && !dir; i++)
+        if (stat(dirs[i], &st) == 0 && S_ISDIR(st.st_mode)) dir = dirs[i];
+    if (!dir) SKIP("no directory under /usr to mount on");
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        struct sbx_ctx *c = NULL;
+        struct sbx_result r;
+        struct ag_err err = {0};
+        if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+            mount("tmpfs", dir, "tmpfs", 0, "size=64k,mode=0777") != 0) {
+            dprintf(fds[1], "setup: %s", strerror(errno));
+            _exit(1);
+        }
+        struct sbx_ctx_opts o = {.tag = "agentd-test-submount"};
+        if (fallback) {
+            setenv("AGENTD_SBX_NO_MOUNT_SETATTR", "1", 1);
+            if (sbx_ctx_new(&o, &c, &err) != 0) {
+                dprintf(fds[1], "sbx_ctx_new: %s", err.msg);
+                _exit(1);
+            }
+            CTX = c; /* this process's copy, for run() */
+        }
+        char *code = ag_asprintf("d = '%s'\n"
+                                 "f = os.statvfs(d).f_flag\n"
+                                 "print('mount', os.path.ismount(d), bool(f & os.ST_RDONLY),\n"
+                                 "      bool(f & os.ST_NOSUID), bool(f & os.ST_NODEV))\n"
+                                 "try: open(d + '/x', 'w'); print('ESCAPED')\n"
+                                 "except OSError as e: print('write', errno.errorcode[e.errno])\n",
+                                 dir);
+        if (run(code, NULL, &r) != 0) _exit(1);
+        dprintf(fds[1], "%s%s", r.out, r.err);
+        sbx_result_release(&r);
+        if (fallback) sbx_ctx_free(c); /* its cgroup directories */
+        _exit(0);
+    }
+    close(fds[1]);
+    char buf[2048];
+    read_all(fds[0], buf, sizeof(buf));
+    close(fds[0]);
+    int status = -1;
+    CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECKF(strcmp(buf, "mount True True True True\nwrite EROFS\n") == 0, "%s: got '%s'",
+           fallback ? "remount per mount" : "mount_setattr", buf);
+    CHECK(access(dir, F_OK) == 0);
+}
+
+static void test_escape_submount_writable(void)
+{
+    NEED_SANDBOX();
+    if (geteuid() != 0) SKIP("mounting a tmpfs under /usr needs root");
+    submount_case(false);
+    submount_case(true);
+    host_ok();
+}
+
+/* The OOM killer takes sandboxed processes first, and they cannot change that. */
+static void test_escape_oom_score(void)
+{
+    NEED_SANDBOX();
+    struct sbx_result r;
+    CHECK(run("print('adj', open('/proc/self/oom_score_adj').read().strip())\n"
+              "import subprocess\n"
+              "print('child', subprocess.run(['cat', '/proc/self/oom_score_adj'],\n"
+              "      capture_output=True, text=True).stdout.strip())\n"
+              "try:\n"
+              "    with open('/proc/self/oom_score_adj', 'w') as f: f.write('0')\n"
+              "    print('lowered to', open('/proc/self/oom_score_adj').read().strip())\n"
+              "except OSError as e: print('lower', errno.errorcode[e.errno])\n",
+              NULL, &r) == 0);
+    CHECKF(r.out && strncmp(r.out, "adj 1000\nchild 1000\n", 20) == 0, "stdout '%s', stderr '%s'",
+           r.out, r.err);
+    /* Landlock refuses the write; without it, the floor a root daemon set (spawn.c) does. */
+    struct sbx_info in;
+    sbx_ctx_info(CTX, &in);
+    if (geteuid() == 0 || in.landlock_abi > 0)
+        CHECKF(r.out && strstr(r.out, "\nlower E"), "stdout '%s'", r.out);
+    sbx_result_release(&r);
+    host_ok();
+}
+
+/* The host uid c's sandboxes run as, from a fresh one's uid_map (its slot is 0 when c runs
+ * nothing else); 0 when it cannot be read. */
+static unsigned host_uid_in(struct sbx_ctx *c)
+{
+    struct sbx_result r;
+    struct ag_err err = {0};
+    struct sbx_exec_req req = {.lang = SBX_LANG_SHELL, .code = "cat /proc/self/uid_map"};
+    unsigned in = 0, host = 0, n = 0;
+    if (sbx_exec(c, &req, &r, &err) != 0) return 0;
+    if (!r.out || sscanf(r.out, "%u %u %u", &in, &host, &n) != 3) host = 0;
+    sbx_result_release(&r);
+    return host;
+}
+
+static int range_of(unsigned uid)
+{
+    return uid >= AGENTD_SBX_UID_BASE ? (int)((uid - AGENTD_SBX_UID_BASE) / 1024) : -1;
+}
+
+/* Range of a context made by another process (another daemon), or -2. */
+static int range_elsewhere(void)
+{
+    int fds[2], r = -2;
+    char buf[32] = "";
+    if (pipe(fds) != 0) return -2;
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct sbx_ctx *d = NULL;
+        struct sbx_ctx_opts od = {.tag = "agentd-test-uid-d"};
+        struct ag_err err = {0};
+        int rd = sbx_ctx_new(&od, &d, &err) == 0 ? range_of(host_uid_in(d)) : -2;
+        sbx_ctx_free(d);
+        dprintf(fds[1], "%d", rd);
+        _exit(0);
+    }
+    close(fds[1]);
+    read_all(fds[0], buf, sizeof(buf));
+    close(fds[0]);
+    if (pid > 0 && waitpid(pid, NULL, 0) == pid && buf[0]) r = atoi(buf);
+    return r;
+}
+
+/* Contexts never share a host id range, even when all of them want the same one, in one
+ * process or in two; and a range is free again once its holder is gone. */
+static void test_escape_shared_uid_range(void)
+{
+    NEED_SANDBOX();
+    if (geteuid() != 0) SKIP("host id ranges are used only when agentd runs as root");
+    char dir[128];
+    struct ag_err err = {0};
+    snprintf(dir, sizeof(dir), "%s/uids", HOSTDIR);
+    setenv("AGENTD_SBX_UID_DIR", dir, 1);
+    setenv("AGENTD_SBX_UID_RANGE", "7", 1);
+    struct sbx_ctx *a = NULL, *b = NULL, *c = NULL;
+    struct sbx_ctx_opts oa = {.tag = "agentd-test-uid-a"}, ob = {.tag = "agentd-test-uid-b"},
+                        oc = {.tag = "agentd-test-uid-c"};
+    CHECKF(sbx_ctx_new(&oa, &a, &err) == 0, "%s", err.msg);
+    CHECKF(sbx_ctx_new(&ob, &b, &err) == 0, "%s", err.msg);
+    if (a && b) {
+        int ra = range_of(host_uid_in(a)), rb = range_of(host_uid_in(b));
+        CHECKF(ra == 7 && rb >= 0 && rb != ra, "ranges %d and %d", ra, rb);
+        int rd = range_elsewhere();
+        CHECKF(rd >= 0 && rd != ra && rd != rb, "another process got range %d", rd);
+        sbx_ctx_free(a);
+        a = NULL;
+        CHECKF(sbx_ctx_new(&oc, &c, &err) == 0, "%s", err.msg);
+        int rc = c ? range_of(host_uid_in(c)) : -1;
+        CHECKF(rc == 7, "range %d after its holder went", rc);
+    }
+    sbx_ctx_free(a);
+    sbx_ctx_free(b);
+    sbx_ctx_free(c);
+    unsetenv("AGENTD_SBX_UID_DIR");
+    unsetenv("AGENTD_SBX_UID_RANGE");
+    DIR *dd = opendir(dir);
+    struct dirent *de;
+    while (dd && (de = readdir(dd)) != NULL) {
+        if (de->d_name[0] == '.') continue;
+        char path[400];
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        unlink(path);
+    }
+    if (dd) closedir(dd);
+    rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     struct ag_err err = {0};
@@ -1137,13 +1414,18 @@ int main(int argc, char **argv)
         snprintf(SKIP_WHY, sizeof(SKIP_WHY), "no sandbox on this host: %s", err.msg);
     } else {
         /* Probe: a kernel without user namespaces for this user refuses the first clone. */
-        struct sbx_result r;
-        struct sbx_exec_req req = {.lang = SBX_LANG_SHELL, .code = "true"};
+        struct sbx_result r = {0};
+        struct sbx_exec_req req = {.lang = SBX_LANG_SHELL, .code = "cat /proc/self/uid_map"};
+        unsigned in_id, host_id, n_ids;
         if (sbx_exec(CTX, &req, &r, &err) != 0 && strstr(err.msg, "namespaces")) {
             snprintf(SKIP_WHY, sizeof(SKIP_WHY), "the kernel refuses sandboxes here: %s", err.msg);
             sbx_ctx_free(CTX);
             CTX = NULL;
         } else {
+            /* The range CTX claimed (sandbox.h), from the probe's uid map. */
+            if (r.out && sscanf(r.out, "%u %u %u", &in_id, &host_id, &n_ids) == 3 &&
+                host_id >= AGENTD_SBX_UID_BASE)
+                UID_LO = host_id - (host_id - AGENTD_SBX_UID_BASE) % 1024;
             sbx_result_release(&r);
             struct sbx_info in;
             sbx_ctx_info(CTX, &in);
@@ -1202,6 +1484,12 @@ int main(int argc, char **argv)
     RUN(test_proc_binds);
     RUN(test_proc_refused);
     RUN(test_proc_kill_and_ctx_free);
+    RUN(test_escape_socket_kinds);
+    RUN(test_escape_socket_kinds_network);
+    RUN(test_escape_core_dumps);
+    RUN(test_escape_submount_writable);
+    RUN(test_escape_oom_score);
+    RUN(test_escape_shared_uid_range);
 
     sbx_ctx_free(CTX);
     unlink(secret);
