@@ -71,6 +71,9 @@ struct sjob {
     size_t len;               /* bytes of data */
     int stream_no;            /* SJ_OUTPUT: 1 or 2 */
     struct sjob *parent;      /* SJ_OUTPUT: the job that produced it */
+    char tail[2][4];          /* streamed stdout, stderr: the start of a character that the
+                               * next chunk may complete (loop thread only) */
+    size_t tail_len[2];       /* bytes held in tail[i], at most 3 */
     char *code;               /* SJ_CELL / SJ_CREATE with then_cell: the cell (owned) */
     int64_t timeout_ms;       /* SJ_CELL / then_cell: 0 for none */
     sbxd_cell_fn cell_done;   /* typed caller (sbxd_cell) instead of a connection */
@@ -204,8 +207,24 @@ static void result_fix(struct sbx_result *r)
     utf8_fix(&r->out, &r->out_len);
     utf8_fix(&r->err, &r->err_len);
     utf8_fix(&r->value, NULL);
+    utf8_fix(&r->error_name, NULL);
     utf8_fix(&r->error_message, NULL);
     utf8_fix(&r->traceback, NULL);
+}
+
+/* An error's message made valid UTF-8 in place: a sandbox's stderr can be quoted in it, and a
+ * long one is cut at a byte count. */
+static void err_fix(struct ag_err *e)
+{
+    size_t n = strlen(e->msg);
+    if (ag_utf8_valid(e->msg, n)) return;
+    struct ag_buf b;
+    ag_buf_init(&b);
+    ag_utf8_append(&b, e->msg, n);
+    n = ag_utf8_prefix(b.data, b.len, sizeof(e->msg) - 1);
+    memcpy(e->msg, b.data, n);
+    e->msg[n] = '\0';
+    ag_buf_release(&b);
 }
 
 static struct proto_val *result_json(const struct sjob *j)
@@ -232,7 +251,9 @@ static struct proto_val *result_json(const struct sjob *j)
             proto_add_null(o, "value");
         if (!r->ok) {
             struct proto_val *e = proto_add(o, "error", proto_obj());
-            proto_add_str(e, "name", r->error_name ? r->error_name : "");
+            proto_add(e, "name",
+                      utf8_val(r->error_name ? r->error_name : "",
+                               r->error_name ? strlen(r->error_name) : 0));
             proto_add(e, "message",
                       utf8_val(r->error_message ? r->error_message : "",
                                r->error_message ? strlen(r->error_message) : 0));
@@ -301,12 +322,52 @@ static void free_later(struct sbxd *x, struct sess *s)
     free(s);
 }
 
+/* Sends n bytes of j's output on stream_no (1 or 2) as a sandbox.output notification. */
+static void notify_output(struct sjob *j, int stream_no, const char *data, size_t n)
+{
+    if (!n || !j->c || j->c->closing) return;
+    struct proto_val *p = proto_obj();
+    if (j->sess) proto_add_str(p, "session", j->sess->name);
+    if (j->req.id) proto_add(p, "request", proto_val_dup(j->req.id));
+    proto_add_str(p, "stream", stream_no == 1 ? "stdout" : "stderr");
+    proto_add(p, "data", utf8_val(data, n));
+    conn_notify(j->c, "sandbox.output", p);
+    proto_val_free(p);
+}
+
+/* A chunk can end inside a character that the next chunk completes: its start is held back
+ * rather than sent as U+FFFD. What is still held when the job ends is sent then (as U+FFFD). */
+static void output_done(struct sjob *o)
+{
+    struct sjob *j = o->parent;
+    int k = o->stream_no == 1 ? 0 : 1;
+    const char *s = o->data;
+    size_t n = o->len;
+    struct ag_buf b;
+    ag_buf_init(&b);
+    if (j->tail_len[k]) {
+        ag_buf_append(&b, j->tail[k], j->tail_len[k]);
+        ag_buf_append(&b, o->data, o->len);
+        s = b.data;
+        n = b.len;
+    }
+    size_t keep = ag_utf8_tail(s, n);
+    memcpy(j->tail[k], s + n - keep, keep);
+    j->tail_len[k] = keep;
+    notify_output(j, o->stream_no, s, n - keep);
+    ag_buf_release(&b);
+    free(o->data);
+    free(o);
+}
+
 static void job_done(struct sjob *j)
 {
     struct sbxd *x = j->x;
     struct conn *c = j->c;
     struct sess *s = j->sess;
 
+    /* The streams' last characters, cut short: after the output, before the result. */
+    for (int k = 0; k < 2; k++) notify_output(j, k + 1, j->tail[k], j->tail_len[k]);
     if (j->kind == SJ_CREATE && s) {
         s->s = j->ses;
         if (!j->ses) s->dying = true;
@@ -356,6 +417,7 @@ static void job_done(struct sjob *j)
         s->last_ms = ag_now_ms();
         if (s->dying) free_later(x, s);
     }
+    if (j->rc != 0) err_fix(&j->err);
     if (j->cell_done) {
         if (j->rc == 0) result_fix(&j->res);
         j->cell_done(j->cell_ud, &j->res, j->rc == 0 ? NULL : &j->err);
@@ -375,22 +437,6 @@ static void job_done(struct sjob *j)
     free(j->data);
     free(j);
     atomic_fetch_sub(&x->in_flight, 1);
-}
-
-static void output_done(struct sjob *o)
-{
-    struct sjob *j = o->parent;
-    if (j->c && !j->c->closing) {
-        struct proto_val *p = proto_obj();
-        if (j->sess) proto_add_str(p, "session", j->sess->name);
-        if (j->req.id) proto_add(p, "request", proto_val_dup(j->req.id));
-        proto_add_str(p, "stream", o->stream_no == 1 ? "stdout" : "stderr");
-        proto_add(p, "data", utf8_val(o->data, o->len));
-        conn_notify(j->c, "sandbox.output", p);
-        proto_val_free(p);
-    }
-    free(o->data);
-    free(o);
 }
 
 static void item_done(struct ag_list *item, void *ud)

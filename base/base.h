@@ -177,6 +177,9 @@ size_t ag_utf8_char(const char *s, size_t n);
 bool ag_utf8_valid(const char *s, size_t n);
 /* Appends s to b with each byte that starts no valid character replaced by U+FFFD. */
 void ag_utf8_append(struct ag_buf *b, const char *s, size_t n);
+/* Bytes at the end of s (n bytes) that begin a valid character but stop short of its end: 0..3.
+ * A stream cut into chunks holds them back until the next chunk completes (or ends) them. */
+size_t ag_utf8_tail(const char *s, size_t n);
 /* Characters in the NUL-terminated s (bytes that are not continuation bytes). */
 size_t ag_utf8_count(const char *s);
 /* The longest prefix of s (n bytes) that is at most max bytes and does not end inside a

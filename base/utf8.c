@@ -4,28 +4,43 @@
  *
  * Validation follows RFC 3629's table: lead bytes C2..F4, and the second byte's range narrowed
  * after E0, ED, F0 and F4 so that overlong forms, surrogates and code points past U+10FFFF are
- * refused. Replacement is one U+FFFD per byte that starts no valid character.
+ * refused. C0, C1 and F5..FF (the old 5- and 6-byte forms among them) lead nothing. Replacement
+ * is one U+FFFD per byte that starts no valid character.
  */
 #include "base.h"
 
-size_t ag_utf8_char(const char *s, size_t n)
+/* Bytes of the character lead starts (1..4), or 0 when it can start none. */
+static size_t lead_len(unsigned char lead)
 {
-    const unsigned char *u = (const unsigned char *)s;
-    if (n == 0 || u[0] == 0) return 0;
-    if (u[0] < 0x80) return 1;
-    size_t len = u[0] >= 0xC2 && u[0] <= 0xDF   ? 2
-                 : u[0] >= 0xE0 && u[0] <= 0xEF ? 3
-                 : u[0] >= 0xF0 && u[0] <= 0xF4 ? 4
-                                                : 0;
-    if (len == 0 || len > n) return 0;
-    for (size_t k = 1; k < len; k++)
-        if ((u[k] & 0xC0) != 0x80) return 0;
+    return lead == 0                      ? 0
+           : lead < 0x80                  ? 1
+           : lead >= 0xC2 && lead <= 0xDF ? 2
+           : lead >= 0xE0 && lead <= 0xEF ? 3
+           : lead >= 0xF0 && lead <= 0xF4 ? 4
+                                          : 0;
+}
+
+/* True when the m bytes at u (m at most the character's length) can begin a valid character:
+ * continuation bytes after the lead, the second one inside its narrowed range. */
+static bool prefix_ok(const unsigned char *u, size_t m)
+{
+    for (size_t k = 1; k < m; k++)
+        if ((u[k] & 0xC0) != 0x80) return false;
+    if (m < 2) return true;
     unsigned lo = 0x80, hi = 0xBF; /* the second byte's range */
     if (u[0] == 0xE0) lo = 0xA0;   /* overlong */
     if (u[0] == 0xED) hi = 0x9F;   /* surrogates */
     if (u[0] == 0xF0) lo = 0x90;   /* overlong */
     if (u[0] == 0xF4) hi = 0x8F;   /* past U+10FFFF */
-    return u[1] >= lo && u[1] <= hi ? len : 0;
+    return u[1] >= lo && u[1] <= hi;
+}
+
+size_t ag_utf8_char(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    if (n == 0) return 0;
+    size_t len = lead_len(u[0]);
+    return len && len <= n && prefix_ok(u, len) ? len : 0;
 }
 
 bool ag_utf8_valid(const char *s, size_t n)
@@ -49,6 +64,19 @@ void ag_utf8_append(struct ag_buf *b, const char *s, size_t n)
         run = ++i;
     }
     ag_buf_append(b, s + run, n - run);
+}
+
+size_t ag_utf8_tail(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    /* Walk back over at most three continuation bytes to the byte that leads them. */
+    for (size_t k = 1; k <= 3 && k <= n; k++) {
+        unsigned char c = u[n - k];
+        if ((c & 0xC0) == 0x80) continue;
+        size_t len = lead_len(c);
+        return len > k && prefix_ok(u + n - k, k) ? k : 0;
+    }
+    return 0;
 }
 
 size_t ag_utf8_count(const char *s)

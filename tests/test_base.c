@@ -106,6 +106,13 @@ static void test_utf8_char(void)
         {"\x80", 1, 0},         /* lone continuation */
         {"\xE2\x28\xA1", 3, 0}, /* bad continuation */
         {"\xFF", 1, 0},
+        {"\xC0\xAF", 2, 0},                 /* overlong '/' */
+        {"\xE0\x80\xAF", 3, 0},             /* overlong '/' */
+        {"\xF0\x80\x80\xAF", 4, 0},         /* overlong '/' */
+        {"\xED\xBF\xBF", 3, 0},             /* surrogate U+DFFF */
+        {"\xF8\x88\x80\x80\x80", 5, 0},     /* the old 5-byte form */
+        {"\xFC\x84\x80\x80\x80\x80", 6, 0}, /* the old 6-byte form */
+        {"\xBF", 1, 0},                     /* lone continuation */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         CHECKF(ag_utf8_char(cases[i].s, cases[i].n) == cases[i].want, "case %zu: got %zu", i,
@@ -143,6 +150,36 @@ static void test_utf8_valid_append(void)
     CHECK_STR(b.data, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD!");
     CHECK(ag_utf8_valid(b.data, b.len));
     ag_buf_release(&b);
+}
+
+/* What a stream holds back at the end of a chunk: only the start of a character that may still
+ * come out valid. */
+static void test_utf8_tail(void)
+{
+    static const struct {
+        const char *s;
+        size_t n, want;
+    } cases[] = {
+        {"", 0, 0},
+        {"ab", 2, 0},
+        {"a\xC3", 2, 1},     /* é's first byte */
+        {"a\xC3\xA9", 3, 0}, /* é, complete */
+        {"a\xE2\x82", 3, 2}, /* two bytes of € */
+        {"a\xE2", 2, 1},
+        {"\xF0\x9F\x98", 3, 3},     /* three bytes of 😀 */
+        {"\xF0\x9F\x98\x80", 4, 0}, /* 😀, complete */
+        {"a\xE0\x80", 3, 0},        /* overlong already: nothing to wait for */
+        {"a\xED\xA0", 3, 0},        /* a surrogate already */
+        {"a\xF4\x90", 3, 0},        /* past U+10FFFF already */
+        {"a\xC0", 2, 0},            /* leads nothing */
+        {"a\xF8\x88\x80", 4, 0},    /* the old 5-byte form */
+        {"a\x80", 2, 0},            /* lone continuation */
+        {"\x80\x80\x80", 3, 0},
+        {"\xF0\x9F\x98\x80\x80", 5, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        CHECKF(ag_utf8_tail(cases[i].s, cases[i].n) == cases[i].want, "case %zu: got %zu", i,
+               ag_utf8_tail(cases[i].s, cases[i].n));
 }
 
 static void test_utf8_count_prefix(void)
@@ -213,6 +250,7 @@ int main(int argc, char **argv)
     RUN(test_list);
     RUN(test_utf8_char);
     RUN(test_utf8_valid_append);
+    RUN(test_utf8_tail);
     RUN(test_utf8_count_prefix);
     RUN(test_base64);
     return TEST_END();

@@ -77,6 +77,44 @@ static void test_guard_rules(void)
     }
     inet_pton(AF_INET6, "2606:4700::1111", a);
     CHECK(fetch_addr_allowed(AF_INET6, a, NULL, 0));
+    /* IPv6 forms that lead to an IPv4 address are refused when it is internal, and IPv4 allow
+     * ranges admit only the mapped one (the others never reach the host's IPv4 stack). */
+    static const char *const embedded[] = {"::127.0.0.1",
+                                           "::10.1.2.3",
+                                           "::172.16.0.1",
+                                           "::192.168.1.1",
+                                           "::169.254.169.254",
+                                           "::100.64.0.1",
+                                           "::ffff:10.1.2.3",
+                                           "::ffff:192.168.1.1",
+                                           "::ffff:0:127.0.0.1",
+                                           "::ffff:0:10.1.2.3",
+                                           "::ffff:0:169.254.169.254",
+                                           "64:ff9b::127.0.0.1",
+                                           "64:ff9b::10.1.2.3",
+                                           "64:ff9b::169.254.169.254",
+                                           "64:ff9b::192.168.1.1",
+                                           "64:ff9b:1::8.8.8.8",
+                                           "2002:7f00:1::1",
+                                           "2002:a01:203::1",
+                                           "2002:a9fe:a9fe::1",
+                                           "fe80::1",
+                                           "febf::1",
+                                           "fec0::1",
+                                           "fc00::1",
+                                           "fdff::1",
+                                           "::1",
+                                           NULL};
+    for (int i = 0; embedded[i]; i++) {
+        CHECK(inet_pton(AF_INET6, embedded[i], a) == 1);
+        CHECKF(!fetch_addr_allowed(AF_INET6, a, NULL, 0), "%s", embedded[i]);
+    }
+    static const char *const public6[] = {"64:ff9b::8.8.8.8", "::ffff:8.8.8.8", "2002:808:808::1",
+                                          "::ffff:0:8.8.8.8", NULL};
+    for (int i = 0; public6[i]; i++) {
+        CHECK(inet_pton(AF_INET6, public6[i], a) == 1);
+        CHECKF(fetch_addr_allowed(AF_INET6, a, NULL, 0), "%s", public6[i]);
+    }
     /* The allowlist admits exactly its ranges. */
     CHECK(fetch_net_parse("127.0.0.1/32", &n[0], &err) == 0);
     inet_pton(AF_INET, "127.0.0.1", a);
@@ -86,6 +124,15 @@ static void test_guard_rules(void)
     inet_pton(AF_INET6, "::ffff:127.0.0.1", a);
     CHECK(fetch_addr_allowed(AF_INET6, a, n, 2));
     inet_pton(AF_INET6, "fd00::9", a);
+    CHECK(fetch_addr_allowed(AF_INET6, a, n, 2));
+    static const char *const not_by_v4_range[] = {"::127.0.0.1", "::ffff:0:127.0.0.1",
+                                                  "64:ff9b::127.0.0.1", "2002:7f00:1::1", NULL};
+    for (int i = 0; not_by_v4_range[i]; i++) {
+        inet_pton(AF_INET6, not_by_v4_range[i], a);
+        CHECKF(!fetch_addr_allowed(AF_INET6, a, n, 2), "%s", not_by_v4_range[i]);
+    }
+    CHECK(fetch_net_parse("::127.0.0.0/104", &n[1], &err) == 0); /* an IPv6 range does */
+    inet_pton(AF_INET6, "::127.0.0.1", a);
     CHECK(fetch_addr_allowed(AF_INET6, a, n, 2));
 
     CHECK(fetch_host_match("*.example.org", "docs.example.org"));
@@ -170,6 +217,27 @@ static void test_redirects(void)
     CHECKF(resp_error_code(r) == -32006 && strstr(resp_error_msg(r), "more than 5 redirects"), "%s",
            resp_error_msg(r));
     proto_val_free(r);
+}
+
+/* An IPv6 literal that embeds the IPv4 loopback is refused by the guard itself, before any
+ * connection, although the daemon's allowlist admits 127.0.0.1. */
+static void test_guard_v6_literals(void)
+{
+    NEED();
+    static const char *const hosts[] = {"[::127.0.0.1]", "[::ffff:0:127.0.0.1]",
+                                        "[64:ff9b::127.0.0.1]", "[::1]", NULL};
+    struct tconn c;
+    CHECK(tconn_open(&c, D.sock));
+    for (int i = 0; hosts[i]; i++) {
+        char *p = ag_asprintf("{\"url\":\"http://%s:%d/article\"}", hosts[i], H.port);
+        struct proto_val *r = tcall(&c, 10 + i, "web.fetch", p);
+        free(p);
+        CHECKF(resp_error_code(r) != 0 && strstr(resp_error_msg(r), "refused to connect to") &&
+                   strstr(resp_error_msg(r), "off limits"),
+               "%s: %s", hosts[i], resp_error_msg(r));
+        proto_val_free(r);
+    }
+    tconn_close(&c);
 }
 
 static long rss_kb(void)
@@ -264,6 +332,7 @@ int main(int argc, char **argv)
     RUN(test_html_to_text);
     RUN(test_article);
     RUN(test_redirects);
+    RUN(test_guard_v6_literals);
     RUN(test_size_limits);
     RUN(test_policy);
     RUN(test_timeout_and_responsive);

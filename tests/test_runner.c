@@ -368,6 +368,26 @@ static void test_tool_call(void)
     done(&o);
 }
 
+/* A tool's output that is not valid UTF-8 (a sandboxed MCP server can send any bytes) reaches
+ * the events and the model with U+FFFD for each byte that starts no character. */
+static void test_tool_output_utf8(void)
+{
+    static const struct reply s[] = {
+        {.calls = {CALL("echo", "{\"text\":\"a\xC0\xAF\xED\xA0\x80z\"}")}, .n_calls = 1},
+        {.text = "Done."},
+    };
+    script(s, 2);
+    struct outcome o;
+    run_to_end(&o, "plain", NULL, "Echo it.");
+    CHECK(o.end == RUN_COMPLETED);
+    CHECKF(
+        has(&o, "tool.result ok a\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBDz\n"),
+        "%s", o.events.data ? o.events.data : "");
+    CHECK(strstr(M.last.data,
+                 "tool:a\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBDz\n") != NULL);
+    done(&o);
+}
+
 static void test_bad_call(void)
 {
     static const struct reply s[] = {
@@ -742,6 +762,7 @@ int main(int argc, char **argv)
     }
     RUN(test_answer);
     RUN(test_tool_call);
+    RUN(test_tool_output_utf8);
     RUN(test_bad_call);
     RUN(test_unknown_tool_and_bad_args);
     RUN(test_tool_errors);

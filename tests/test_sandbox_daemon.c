@@ -1,7 +1,8 @@
 /*
  * test_sandbox_daemon.c - the sandbox.* methods over the wire, against the real agentd: one-shot
  * runs, named sessions (created on first use), files, streaming, interrupt, kill, idle expiry,
- * and that whatever a sandbox does, the daemon keeps serving other clients.
+ * that sandbox text reaches answers as valid UTF-8 whatever bytes it held, and that whatever a
+ * sandbox does, the daemon keeps serving other clients.
  */
 #include "daemon_util.h"
 #include "test.h"
@@ -186,6 +187,189 @@ static void test_streaming(void)
     tconn_close(&c);
 }
 
+/* ---- invalid UTF-8 from the sandbox ---- */
+
+/* A connection that keeps every line it reads, raw, for a strict decode at the end, and the
+ * data of its sandbox.output notifications per stream. */
+struct u8conn {
+    struct tconn c;
+    struct ag_buf log;    /* every line received, as sent */
+    struct ag_buf out[2]; /* streamed stdout, stderr */
+};
+
+static struct proto_val *u8_read(struct u8conn *u, int timeout_ms)
+{
+    const char *line;
+    size_t len;
+    char buf[65536];
+    for (;;) {
+        if (proto_framer_next(&u->c.fr, &line, &len) == 1) {
+            ag_buf_append(&u->log, line, len);
+            ag_buf_putc(&u->log, '\n');
+            return proto_parse(line, len, NULL);
+        }
+        struct pollfd pfd = {.fd = u->c.fd, .events = POLLIN};
+        if (poll(&pfd, 1, timeout_ms) <= 0) return NULL;
+        ssize_t n = read(u->c.fd, buf, sizeof(buf));
+        if (n <= 0) return NULL;
+        proto_framer_feed(&u->c.fr, buf, (size_t)n);
+    }
+}
+
+/* Runs a Python program (a cell of session, or one-shot when session is NULL) and returns the
+ * answer, collecting streamed output on the way. */
+static struct proto_val *u8_exec(struct u8conn *u, const char *session, bool stream,
+                                 const char *code)
+{
+    struct ag_buf b;
+    ag_buf_init(&b);
+    ag_buf_puts(&b,
+                "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"sandbox.exec\",\"params\":{\"code\":");
+    proto_buf_quote(&b, code);
+    if (session) ag_buf_printf(&b, ",\"session\":\"%s\"", session);
+    if (stream) ag_buf_puts(&b, ",\"stream\":true");
+    ag_buf_puts(&b, "}}\n");
+    ag_buf_putc(&b, '\0');
+    bool ok = tconn_send(&u->c, b.data);
+    ag_buf_release(&b);
+    while (ok) {
+        struct proto_val *m = u8_read(u, 20000);
+        if (!m || proto_get(m, "id")) return m;
+        const struct proto_val *p = proto_get(m, "params");
+        const char *data = proto_get_str(p, "data"), *sname = proto_get_str(p, "stream");
+        if (data && sname) ag_buf_puts(&u->out[strcmp(sname, "stderr") == 0], data);
+        proto_val_free(m);
+    }
+    return NULL;
+}
+
+/* Python's json module, decoding bytes as strict UTF-8, accepts every line. */
+static bool python_decodes(const struct ag_buf *log)
+{
+    char path[] = "/tmp/agentd-u8-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0) return false;
+    bool ok = send_all(fd, log->data, log->len);
+    close(fd);
+    char *cmd = ag_asprintf("python3 -c 'import json,sys; [json.loads(l.decode(\"utf-8\")) for l "
+                            "in sys.stdin.buffer]' < %s",
+                            path);
+    int st = system(cmd);
+    free(cmd);
+    unlink(path);
+    return ok && st == 0;
+}
+
+#define R "\xEF\xBF\xBD" /* U+FFFD */
+
+/* Each invalid class (overlong C0 AF, surrogate ED A0 80, F4 90 80 80 past U+10FFFF, a lone
+ * continuation byte, the old 5-byte form F8 88 80 80 80, a sequence cut short at the end)
+ * arrives as U+FFFD, one per byte, in every field that carries sandbox text; a character split
+ * across two streamed writes arrives whole; and every answer line is strict UTF-8 JSON. */
+static void test_invalid_utf8(void)
+{
+    NEED();
+    struct u8conn u = {0};
+    CHECK(tconn_open(&u.c, D.sock));
+    ag_buf_init(&u.log);
+
+    /* stdout and stderr of a one-shot run. */
+    struct proto_val *r =
+        u8_exec(&u, NULL, false,
+                "import os\n"
+                "os.write(1, bytes.fromhex('41c0af42eda08043f4908080448045f888808080"
+                "46e282'))\n"
+                "os.write(2, bytes.fromhex('78eda080'))\n");
+    const struct proto_val *res = proto_get(r, "result");
+    CHECK_STR(proto_get_str(res, "stdout"),
+              "A" R R "B" R R R "C" R R R R "D" R "E" R R R R R "F" R R);
+    CHECK_STR(proto_get_str(res, "stderr"), "x" R R R);
+    proto_val_free(r);
+
+    /* Streamed: a 3-byte character split across two writes on stdout, a 4-byte one on stderr,
+     * and a character cut short at the very end. */
+    r = u8_exec(&u, "u8s", true,
+                "import sys, time\n"
+                "o, e = sys.stdout.buffer, sys.stderr.buffer\n"
+                "o.write(bytes.fromhex('61e282')); o.flush()\n"
+                "e.write(bytes.fromhex('f09f')); e.flush()\n"
+                "time.sleep(0.3)\n"
+                "o.write(bytes.fromhex('ac62')); o.flush()\n"
+                "e.write(bytes.fromhex('9880')); e.flush()\n"
+                "time.sleep(0.3)\n"
+                "o.write(bytes.fromhex('e2')); o.flush()\n");
+    res = proto_get(r, "result");
+    CHECK_STR(proto_get_str(res, "stdout"), "a\xE2\x82\xAC"
+                                            "b" R);
+    CHECK_STR(proto_get_str(res, "stderr"), "\xF0\x9F\x98\x80");
+    ag_buf_putc(&u.out[0], '\0');
+    ag_buf_putc(&u.out[1], '\0');
+    CHECK_STR(u.out[0].data, "a\xE2\x82\xAC"
+                             "b" R);
+    CHECK_STR(u.out[1].data, "\xF0\x9F\x98\x80");
+    proto_val_free(r);
+
+    /* The value, the exception's name, message and traceback come from the interpreter's reply,
+     * which the cell can write as it likes: here it makes the driver send raw bytes for ~X
+     * marks, as a hostile cell could. */
+    r = u8_exec(&u, "u8h", false,
+                "import sys\n"
+                "bad = {'~O': 'c0af', '~S': 'eda080', '~H': 'f4908080', '~C': '80',\n"
+                "       '~F': 'f888808080', '~T': 'e282'}\n"
+                "class Raw(str):\n"
+                "    def encode(self, *a, **k):\n"
+                "        b = str.encode(self, 'utf-8')\n"
+                "        for t, h in bad.items():\n"
+                "            b = b.replace(t.encode(), bytes.fromhex(h))\n"
+                "        return b\n"
+                "m = sys.modules['__main__']\n"
+                "send = m.send\n"
+                "m.send = lambda kind, fields=(): send(kind, [(t, Raw(x) if isinstance(x, str) "
+                "else x) for t, x in fields])\n");
+    CHECKF(proto_get(r, "result"), "%s", resp_error_msg(r));
+    proto_val_free(r);
+    r = u8_exec(&u, "u8h", false,
+                "class V:\n"
+                "    def __repr__(self):\n"
+                "        return 'v~O~S~H~C~F~T'\n"
+                "V()\n");
+    CHECK_STR(proto_get_str(proto_get(r, "result"), "value"),
+              "v" R R R R R R R R R R R R R R R R R);
+    proto_val_free(r);
+    r = u8_exec(&u, "u8h", false, "raise type('N~S~O', (Exception,), {})('m~H~C~T')\n");
+    const struct proto_val *e = proto_get(proto_get(r, "result"), "error");
+    CHECK_STR(proto_get_str(e, "name"), "N" R R R R R);
+    CHECK_STR(proto_get_str(e, "message"), "m" R R R R R R R);
+    const char *tb = proto_get_str(e, "traceback");
+    CHECKF(tb && strstr(tb, "N" R R R R R ": m" R R R R R R R), "%s", tb ? tb : "(none)");
+    proto_val_free(r);
+
+    /* files.get gives bytes that are not text as base64. */
+    struct ag_buf b;
+    ag_buf_init(&b);
+    ag_buf_printf(&b, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"sandbox.files.put\",\"params\":"
+                      "{\"session\":\"u8h\",\"path\":\"bad.txt\",\"base64\":\"YcCv7aCA\"}}\n"
+                      "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"sandbox.files.get\",\"params\":"
+                      "{\"session\":\"u8h\",\"path\":\"bad.txt\"}}\n");
+    CHECK(tconn_send(&u.c, b.data));
+    ag_buf_release(&b);
+    proto_val_free(u8_read(&u, 10000));
+    r = u8_read(&u, 10000);
+    CHECKF(!proto_get(proto_get(r, "result"), "data") &&
+               strcmp(proto_get_str(proto_get(r, "result"), "base64"), "YcCv7aCA") == 0,
+           "%s", resp_error_msg(r));
+    proto_val_free(r);
+
+    proto_val_free(call(&u.c, "sandbox.kill", "{\"session\":\"u8s\"}"));
+    proto_val_free(call(&u.c, "sandbox.kill", "{\"session\":\"u8h\"}"));
+    CHECK(ag_utf8_valid(u.log.data, u.log.len));
+    CHECK(python_decodes(&u.log));
+    ag_buf_release(&u.log);
+    ag_buf_release(&u.out[0]);
+    ag_buf_release(&u.out[1]);
+    tconn_close(&u.c);
+}
+
 /* Hostile work on one connection; a second connection is served promptly throughout. */
 static void test_daemon_keeps_serving(void)
 {
@@ -367,6 +551,7 @@ int main(int argc, char **argv)
     RUN(test_session_over_wire);
     RUN(test_crash_restart_over_wire);
     RUN(test_streaming);
+    RUN(test_invalid_utf8);
     RUN(test_daemon_keeps_serving);
     RUN(test_idle_expiry);
     RUN(test_agentctl_exec);

@@ -98,18 +98,40 @@ static bool v4_internal(const uint8_t *a)
 static bool v6_internal(const uint8_t *a)
 {
     static const uint8_t zero[16] = {0};
+    static const uint8_t nat64_local[6] = {0, 0x64, 0xFF, 0x9B, 0, 0x01};
     if (memcmp(a, zero, 15) == 0 && (a[15] == 0 || a[15] == 1)) return true; /* ::, ::1 */
     if ((a[0] & 0xFE) == 0xFC) return true;                                  /* fc00::/7 */
-    if (a[0] == 0xFE && (a[1] & 0xC0) == 0x80) return true;                  /* fe80::/10 */
-    if (a[0] == 0xFF) return true;                                           /* multicast */
+    if (a[0] == 0xFE && (a[1] & 0x80)) return true;  /* fe80::/10, site-local fec0::/10 */
+    if (a[0] == 0xFF) return true;                   /* multicast */
+    if (memcmp(a, nat64_local, 6) == 0) return true; /* local-use NAT64, 64:ff9b:1::/48 */
     return false;
+}
+
+/*
+ * Where an IPv4 address sits inside an IPv6 one that leads to it, or -1 for none. Each form
+ * reaches its IPv4 address by other means than the host's IPv4 stack (a SIT tunnel, a
+ * translator, a NAT64 gateway), so an internal address embedded in one is refused, and only an
+ * IPv6 allow range admits it. The IPv4-mapped form is the kernel's own and is handled apart.
+ */
+static int v6_embedded_v4(const uint8_t *a)
+{
+    static const uint8_t at12[][12] = {
+        {0},                                           /* ::a.b.c.d, compatible */
+        {0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0},    /* ::ffff:0:a.b.c.d, SIIT */
+        {0, 0x64, 0xFF, 0x9B, 0, 0, 0, 0, 0, 0, 0, 0}, /* 64:ff9b::a.b.c.d, NAT64 */
+    };
+    for (size_t i = 0; i < sizeof(at12) / sizeof(at12[0]); i++)
+        if (memcmp(a, at12[i], 12) == 0) return 12;
+    if (a[0] == 0x20 && a[1] == 0x02) return 2; /* 2002:a.b.c.d::/48, 6to4 */
+    return -1;
 }
 
 bool fetch_addr_allowed(int family, const uint8_t *addr, const struct fetch_net *allow,
                         size_t n_allow)
 {
     uint8_t v4[4];
-    /* IPv4-mapped (::ffff:a.b.c.d) and the old compatible form are IPv4 addresses. */
+    /* IPv4-mapped (::ffff:a.b.c.d): an IPv4 address, connected to over IPv4, which IPv4 allow
+     * ranges admit. */
     static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
     if (family == AF_INET6 && memcmp(addr, mapped, 12) == 0) {
         memcpy(v4, addr + 12, 4);
@@ -120,8 +142,9 @@ bool fetch_addr_allowed(int family, const uint8_t *addr, const struct fetch_net 
         if (allow[i].family == family && prefix_match(addr, allow[i].addr, allow[i].bits))
             return true;
     if (family == AF_INET) return !v4_internal(addr);
-    if (family == AF_INET6) return !v6_internal(addr);
-    return false;
+    if (family != AF_INET6 || v6_internal(addr)) return false;
+    int at = v6_embedded_v4(addr);
+    return at < 0 || !v4_internal(addr + at);
 }
 
 bool fetch_host_match(const char *pattern, const char *host)

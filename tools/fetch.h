@@ -7,7 +7,8 @@
  *   - an SSRF guard: every connection's resolved address is checked just before connect, so
  *     loopback, private, link-local (cloud metadata included), carrier-grade NAT, multicast and
  *     unspecified addresses are refused, whatever name or redirect led there, unless the
- *     daemon's allowlist (CIDR prefixes) admits them;
+ *     daemon's allowlist (CIDR prefixes) admits them. IPv6 forms that lead to an IPv4 address
+ *     (mapped, compatible, SIIT, NAT64, 6to4) are refused when that address would be;
  *   - host allow and deny patterns from the agent's definition ("example.org", "*.example.org");
  *   - robots.txt, when asked: the host's rules for "*" (or "agentd") are fetched once and
  *     cached, and a disallowed path is refused;

@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "../base/base.h"
 #include "../protocol/protocol.h"
@@ -102,10 +103,22 @@ struct tool_call {
     int64_t n_arg; /* a tool's scratch integer */
 };
 
-/* Called by a tool when its call ends (output is copied by the receiver). */
+/* Called by a tool when its call ends (output is copied by the receiver). The output is made
+ * valid UTF-8 here, once for every tool, since it can quote what a sandbox, an MCP server or a
+ * web page wrote: each byte that starts no valid character becomes U+FFFD. */
 static inline void tool_call_done(struct tool_call *call, bool ok, const char *output)
 {
-    call->done(call, ok, output);
+    size_t n = strlen(output);
+    if (ag_utf8_valid(output, n)) {
+        call->done(call, ok, output);
+        return;
+    }
+    struct ag_buf b;
+    ag_buf_init(&b);
+    ag_utf8_append(&b, output, n);
+    ag_buf_putc(&b, '\0');
+    call->done(call, ok, b.data);
+    ag_buf_release(&b);
 }
 /* tool_call_done with a formatted "error: ..." observation. */
 void tool_call_fail(struct tool_call *call, const char *fmt, ...)
