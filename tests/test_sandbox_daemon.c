@@ -461,6 +461,61 @@ static void test_teardown_never_stalls_loop(void)
     tconn_close(&c);
 }
 
+/* Issue 22: output written one byte at a time, streamed, does not inflate the daemon: its RSS
+ * grows by less than 16 MB over a run that writes its 2 MiB cap that way, and comes back. (The
+ * session's limits are those of the cell that creates it: the warm-up.) */
+static void test_tiny_writes_bounded_memory(void)
+{
+    NEED();
+    struct tconn c;
+    CHECK(tconn_open(&c, D.sock));
+    struct proto_val *r =
+        call_wait(&c, "sandbox.exec",
+                  "{\"session\":\"tiny\",\"stream\":true,\"limits\":{\"output_bytes\":2097152,"
+                  "\"timeout_ms\":300000},\"code\":\"print('warm')\"}",
+                  30000);
+    CHECK_STR(proto_get_str(proto_get(r, "result"), "stdout"), "warm\n");
+    proto_val_free(r);
+    long rss0 = proc_rss_kb(D.pid), peak = rss0;
+    CHECK(tconn_send(&c, "{\"jsonrpc\":\"2.0\",\"id\":11,\"method\":\"sandbox.exec\",\"params\":"
+                         "{\"session\":\"tiny\",\"stream\":true,\"code\":\"import os\\n"
+                         "for _ in range(2 << 20): os.write(1, b'x')\"}}\n"));
+    size_t streamed = 0;
+    int64_t last = 0;
+    for (;;) {
+        struct proto_val *m = tconn_read(&c, 120000);
+        if (ag_now_ms() - last >= 20) {
+            long kb = proc_rss_kb(D.pid);
+            if (kb > peak) peak = kb;
+            last = ag_now_ms();
+        }
+        if (!m || proto_get(m, "id")) {
+            r = m;
+            break;
+        }
+        const char *data = proto_get_str(proto_get(m, "params"), "data");
+        streamed += data ? strlen(data) : 0;
+        proto_val_free(m);
+    }
+    const struct proto_val *res = proto_get(r, "result");
+    CHECK_STR(proto_get_str(res, "stop"), "exit");
+    CHECK(strlen(proto_get_str(res, "stdout") ? proto_get_str(res, "stdout") : "") == 2u << 20);
+    CHECK(streamed == 2u << 20);
+    proto_val_free(r);
+    proto_val_free(call(&c, "sandbox.kill", "{\"session\":\"tiny\"}"));
+    tconn_close(&c);
+    long rss1 = proc_rss_kb(D.pid);
+    for (int i = 0; i < 30 && rss1 - rss0 >= 4 * 1024; i++) { /* freed memory goes back in ticks */
+        usleep(100000);
+        rss1 = proc_rss_kb(D.pid);
+    }
+    printf("  RSS %ld kB before, %ld kB at peak, %ld kB after\n", rss0, peak, rss1);
+    /* A sanitized daemon keeps freed memory in quarantine: only the flow is checked there. */
+    CHECKF(SANITIZED || peak - rss0 < 16 * 1024, "RSS grew from %ld kB to %ld kB", rss0, peak);
+    CHECKF(SANITIZED || rss1 - rss0 < 4 * 1024, "RSS went from %ld kB to %ld kB after the run",
+           rss0, rss1);
+}
+
 static void test_idle_expiry(void)
 {
     NEED();
@@ -577,6 +632,7 @@ int main(int argc, char **argv)
     RUN(test_daemon_keeps_serving);
     RUN(test_sleeping_session_costs_nothing);
     RUN(test_teardown_never_stalls_loop);
+    RUN(test_tiny_writes_bounded_memory);
     RUN(test_idle_expiry);
     RUN(test_agentctl_exec);
     RUN(test_sandboxes_die_with_daemon);
