@@ -4,7 +4,12 @@
  * Sandbox work blocks (a cell may run for minutes), so none of it happens on the loop thread.
  * Jobs go to a pool of sandbox worker threads through the hand-off's inbox (handoff.c);
  * finished jobs and streamed output come back through its one outbox, and the loop drains the
- * whole outbox per wake-up, in order (a cell's output events are sent before its result). The
+ * whole outbox per wake-up, in order (a cell's output events are sent before its result).
+ * Streamed output is coalesced: a job appends what its sandbox wrote to one buffer and posts
+ * the job's one output item only when that item is not already waiting, so the loop sends
+ * whatever gathered since its last wake-up in one notification per stream run, however small
+ * the sandbox's writes were. A job whose buffer holds SBXD_OUT_PENDING_BYTES waits for the loop
+ * (and its sandbox for it): memory in flight is bounded per sandbox. The
  * pool grows when every worker is busy (up to SBXD_MAX_WORKERS) and its threads live until agentd
  * stops: a sandbox dies with the thread that spawned it (PR_SET_PDEATHSIG), which is what makes
  * every sandbox die with agentd, and what must not happen earlier.
@@ -20,15 +25,18 @@
 
 #include "../sandbox/sandbox.h"
 
+#include <malloc.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define SBXD_MAX_WORKERS  64
-#define SBXD_MAX_FILE     (16u << 20) /* files.get/put size limit */
-#define SBXD_MAX_SESSIONS 256
+#define SBXD_MAX_WORKERS       64
+#define SBXD_MAX_FILE          (16u << 20) /* files.get/put size limit */
+#define SBXD_MAX_SESSIONS      256
+#define SBXD_OUT_PENDING_BYTES (1u << 20) /* streamed output a job may hold for the loop */
+#define SBXD_TRIM_BYTES        (1u << 20) /* output of one job that makes the next ticks trim */
 
 enum sjob_kind {
     SJ_EXEC,    /* one-shot run */
@@ -38,7 +46,6 @@ enum sjob_kind {
     SJ_PUT,     /* files.put */
     SJ_GET,     /* files.get */
     SJ_FREE,    /* kill and free a session (no reply when c is NULL) */
-    SJ_OUTPUT,  /* not a job: output streamed by a running one */
 };
 
 struct sess {
@@ -54,8 +61,15 @@ struct sess {
     uint64_t owner;                   /* connection id that created it */
 };
 
+/* What travels through the hand-off: a job, or a job's pending output. */
+struct sitem {
+    struct ag_list node; /* in the hand-off's inbox or outbox */
+    bool output;         /* the job's out_item, not the job */
+};
+
 struct sjob {
-    struct ag_list node;      /* in the hand-off's inbox or outbox */
+    struct sitem item;        /* the job itself */
+    struct sitem out_item;    /* its output, in the outbox while out_posted */
     enum sjob_kind kind;      /* what to do */
     struct sbxd *x;           /* manager */
     struct conn *c;           /* who asked (referenced until done), NULL for internal jobs */
@@ -67,13 +81,15 @@ struct sjob {
     bool stream;              /* send sandbox.output notifications */
     bool then_cell;           /* SJ_CREATE: run params.code in the new session */
     struct sbx_result res;    /* SJ_EXEC / SJ_CELL */
-    char *data;               /* SJ_GET: file bytes (owned); SJ_OUTPUT: chunk */
+    char *data;               /* SJ_GET: file bytes (owned) */
     size_t len;               /* bytes of data */
-    int stream_no;            /* SJ_OUTPUT: 1 or 2 */
-    struct sjob *parent;      /* SJ_OUTPUT: the job that produced it */
     char tail[2][4];          /* streamed stdout, stderr: the start of a character that the
-                               * next chunk may complete (loop thread only) */
+                               * next run may complete (loop thread only) */
     size_t tail_len[2];       /* bytes held in tail[i], at most 3 */
+    struct ag_buf out;        /* output not yet sent, as runs of one stream: a stream byte, a
+                                 uint32_t length, the bytes (x->out_mu) */
+    size_t out_last;          /* offset of the last run in out (x->out_mu) */
+    bool out_posted;          /* out_item is in the outbox (x->out_mu) */
     char *code;               /* SJ_CELL / SJ_CREATE with then_cell: the cell (owned) */
     int64_t timeout_ms;       /* SJ_CELL / then_cell: 0 for none */
     sbxd_cell_fn cell_done;   /* typed caller (sbxd_cell) instead of a connection */
@@ -87,27 +103,55 @@ struct sbxd {
     struct agentd *d;      /* the daemon */
     struct sbx_ctx *ctx;   /* NULL when sandboxes are unavailable (why says why) */
     char why[600];         /* reason sandboxes are unavailable */
-    struct handoff ho;     /* the worker pool: jobs in, jobs and SJ_OUTPUT chunks out */
+    struct handoff ho;     /* the worker pool: jobs in, jobs and their output out */
+    uv_mutex_t out_mu;     /* guards every job's out, out_last and out_posted */
+    uv_cond_t out_cv;      /* signalled when the loop takes a job's output */
     uv_timer_t idle_timer; /* idle expiry scan */
     struct sess *sessions; /* owned by the loop thread */
     int n_sessions;
     uint64_t next_name;      /* for generated names */
     int64_t idle_ms;         /* expiry */
     atomic_int in_flight;    /* jobs submitted and not done */
+    int trim_ticks;          /* idle ticks that still give freed memory back (malloc_trim) */
     volatile int cancel_all; /* set by sbxd_stop: running one-shot runs are killed */
 };
 
 /* ---- worker threads ---- */
 
+static struct sjob *job_alloc(struct sbxd *x, enum sjob_kind kind)
+{
+    struct sjob *j = ag_calloc(1, sizeof(*j));
+    j->out_item.output = true;
+    ag_buf_init(&j->out);
+    j->kind = kind;
+    j->x = x;
+    return j;
+}
+
 static void on_output(void *ud, int stream, const char *data, size_t n)
 {
-    struct sjob *j = ud, *o = ag_calloc(1, sizeof(*o));
-    o->kind = SJ_OUTPUT;
-    o->parent = j;
-    o->stream_no = stream;
-    o->data = ag_strndup(data, n);
-    o->len = n;
-    handoff_post(&j->x->ho, &o->node); /* ahead of j's own completion */
+    struct sjob *j = ud;
+    struct sbxd *x = j->x;
+    uv_mutex_lock(&x->out_mu);
+    /* Over the bound, wait for the loop; not when stopping, as the loop then waits for us. */
+    while (j->out.len >= SBXD_OUT_PENDING_BYTES && !x->cancel_all)
+        (void)uv_cond_timedwait(&x->out_cv, &x->out_mu, 100 * 1000 * 1000);
+    if (j->out.len > 0 && j->out.data[j->out_last] == (char)stream) {
+        uint32_t run;
+        memcpy(&run, j->out.data + j->out_last + 1, sizeof(run));
+        run += (uint32_t)n;
+        memcpy(j->out.data + j->out_last + 1, &run, sizeof(run));
+    } else {
+        uint32_t run = (uint32_t)n;
+        j->out_last = j->out.len;
+        ag_buf_putc(&j->out, (char)stream);
+        ag_buf_append(&j->out, &run, sizeof(run));
+    }
+    ag_buf_append(&j->out, data, n);
+    bool post = !j->out_posted;
+    j->out_posted = true;
+    uv_mutex_unlock(&x->out_mu);
+    if (post) handoff_post(&x->ho, &j->out_item.node); /* ahead of j's own completion */
 }
 
 static void job_work(struct sjob *j)
@@ -159,21 +203,19 @@ static void job_work(struct sjob *j)
         sbx_session_free(j->ses);
         j->ses = NULL;
         break;
-    case SJ_OUTPUT:
-        break;
     }
 }
 
 static void item_work(struct ag_list *item, void *ud)
 {
     (void)ud;
-    job_work(ag_list_entry(item, struct sjob, node));
+    job_work(ag_list_entry(item, struct sjob, item.node));
 }
 
 static void submit(struct sbxd *x, struct sjob *j)
 {
     atomic_fetch_add(&x->in_flight, 1);
-    handoff_submit(&x->ho, &j->node);
+    handoff_submit(&x->ho, &j->item.node);
 }
 
 /* ---- results ---- */
@@ -313,9 +355,7 @@ static void free_later(struct sbxd *x, struct sess *s)
     if (s->s && x->ho.stop) {
         sbx_session_free(s->s); /* stopping: the workers are gone */
     } else if (s->s) {
-        struct sjob *j = ag_calloc(1, sizeof(*j));
-        j->kind = SJ_FREE;
-        j->x = x;
+        struct sjob *j = job_alloc(x, SJ_FREE);
         j->ses = s->s;
         submit(x, j);
     }
@@ -333,31 +373,6 @@ static void notify_output(struct sjob *j, int stream_no, const char *data, size_
     proto_add(p, "data", utf8_val(data, n));
     conn_notify(j->c, "sandbox.output", p);
     proto_val_free(p);
-}
-
-/* A chunk can end inside a character that the next chunk completes: its start is held back
- * rather than sent as U+FFFD. What is still held when the job ends is sent then (as U+FFFD). */
-static void output_done(struct sjob *o)
-{
-    struct sjob *j = o->parent;
-    int k = o->stream_no == 1 ? 0 : 1;
-    const char *s = o->data;
-    size_t n = o->len;
-    struct ag_buf b;
-    ag_buf_init(&b);
-    if (j->tail_len[k]) {
-        ag_buf_append(&b, j->tail[k], j->tail_len[k]);
-        ag_buf_append(&b, o->data, o->len);
-        s = b.data;
-        n = b.len;
-    }
-    size_t keep = ag_utf8_tail(s, n);
-    memcpy(j->tail[k], s + n - keep, keep);
-    j->tail_len[k] = keep;
-    notify_output(j, o->stream_no, s, n - keep);
-    ag_buf_release(&b);
-    free(o->data);
-    free(o);
 }
 
 static void job_done(struct sjob *j)
@@ -430,29 +445,70 @@ static void job_done(struct sjob *j)
         }
         conn_end_async(c);
     }
+    /* A large result's buffers (the worker's capture, the JSON, the reply being written) are
+     * freed now or soon: have the next ticks give that memory back, or it stays resident. */
+    if (j->res.out_len + j->res.err_len >= SBXD_TRIM_BYTES) x->trim_ticks = 2;
     free(j->code);
     proto_val_free(j->result);
     proto_req_release(&j->req);
     sbx_result_release(&j->res);
     free(j->data);
+    ag_buf_release(&j->out);
     free(j);
     atomic_fetch_sub(&x->in_flight, 1);
 }
 
+/* Sends what j's sandbox wrote since the last call: one notification per run of a stream. A
+ * run can end inside a character that the next run completes: its start is held back rather
+ * than sent as U+FFFD. What is still held when the job ends is sent then (as U+FFFD). */
+static void output_done(struct sjob *j)
+{
+    struct sbxd *x = j->x;
+    struct ag_buf b, joined;
+    uv_mutex_lock(&x->out_mu);
+    b = j->out;
+    ag_buf_init(&j->out);
+    j->out_posted = false;
+    uv_cond_broadcast(&x->out_cv);
+    uv_mutex_unlock(&x->out_mu);
+    ag_buf_init(&joined);
+    for (size_t off = 0; off < b.len;) {
+        uint32_t run;
+        int stream = b.data[off];
+        memcpy(&run, b.data + off + 1, sizeof(run));
+        off += 1 + sizeof(run);
+        int k = stream == 1 ? 0 : 1;
+        ag_buf_reset(&joined);
+        ag_buf_append(&joined, j->tail[k], j->tail_len[k]);
+        ag_buf_append(&joined, b.data + off, run);
+        size_t keep = ag_utf8_tail(joined.data, joined.len);
+        memcpy(j->tail[k], joined.data + joined.len - keep, keep);
+        j->tail_len[k] = keep;
+        notify_output(j, stream, joined.data, joined.len - keep);
+        off += run;
+    }
+    ag_buf_release(&joined);
+    ag_buf_release(&b);
+}
+
 static void item_done(struct ag_list *item, void *ud)
 {
-    struct sjob *j = ag_list_entry(item, struct sjob, node);
+    struct sitem *it = ag_list_entry(item, struct sitem, node);
     (void)ud;
-    if (j->kind == SJ_OUTPUT)
-        output_done(j);
+    if (it->output)
+        output_done(ag_list_entry(it, struct sjob, out_item));
     else
-        job_done(j);
+        job_done(ag_list_entry(it, struct sjob, item));
 }
 
 static void on_idle_tick(uv_timer_t *t)
 {
     struct sbxd *x = t->data;
     int64_t now = ag_now_ms();
+    if (x->trim_ticks > 0) {
+        x->trim_ticks--;
+        malloc_trim(0);
+    }
     struct sess *s = x->sessions;
     while (s) {
         struct sess *next = s->next;
@@ -476,9 +532,7 @@ static void on_idle_tick(uv_timer_t *t)
 static struct sjob *new_job(struct sbxd *x, struct conn *c, struct proto_req *req,
                             enum sjob_kind kind)
 {
-    struct sjob *j = ag_calloc(1, sizeof(*j));
-    j->kind = kind;
-    j->x = x;
+    struct sjob *j = job_alloc(x, kind);
     j->c = c;
     j->req = *req; /* take ownership */
     memset(req, 0, sizeof(*req));
@@ -575,9 +629,7 @@ static struct sjob *cell_job(struct sbxd *x, const char *name, bool create, uint
                            "params.session: '%s': use 1-63 letters, digits, '-', '_' or '.'", name);
             return NULL;
         }
-        j = ag_calloc(1, sizeof(*j));
-        j->kind = SJ_CREATE;
-        j->x = x;
+        j = job_alloc(x, SJ_CREATE);
         j->sess = add_session(x, name, owner);
         j->lim = *lim;
         j->has_lim = given;
@@ -590,9 +642,7 @@ static struct sjob *cell_job(struct sbxd *x, const char *name, bool create, uint
                          name);
         return NULL;
     }
-    j = ag_calloc(1, sizeof(*j));
-    j->kind = SJ_CELL;
-    j->x = x;
+    j = job_alloc(x, SJ_CELL);
     j->sess = s;
     s->busy = true;
     return j;
@@ -890,6 +940,8 @@ void sbxd_start(struct agentd *d)
     char tag[64];
 
     x->d = d;
+    uv_mutex_init(&x->out_mu);
+    uv_cond_init(&x->out_cv);
     x->idle_ms = env_int("AGENTD_SANDBOX_IDLE_S", 900) * 1000;
     snprintf(tag, sizeof(tag), "agentd-%d", (int)getpid());
     struct sbx_ctx_opts o = {.tag = tag, .pool_size = (int)env_int("AGENTD_SANDBOX_POOL", 2)};
@@ -935,6 +987,8 @@ void sbxd_stop(struct agentd *d)
         free(s);
     }
     handoff_drain(&x->ho); /* frees queued above never ran: none are left after the join */
+    uv_mutex_destroy(&x->out_mu);
+    uv_cond_destroy(&x->out_cv);
     sbx_ctx_free(x->ctx);
     handoff_close(&x->ho, NULL);
     uv_close((uv_handle_t *)&x->idle_timer, on_closed);

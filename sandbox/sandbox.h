@@ -31,7 +31,10 @@
  * die with agentd: spawn from threads that live as long as the sandboxes do.
  *
  * Threads: a context is shared and thread-safe. A session may be used by one thread at a time,
- * except sbx_session_interrupt, which any thread may call while another runs a cell.
+ * except sbx_session_interrupt, sbx_session_kill, sbx_session_alive and sbx_session_pid, which
+ * any thread may call while another runs a cell; they never wait for a process to be reaped.
+ * The process ignores SIGPIPE (agentd does): a session whose driver stopped reading its
+ * commands is found by the write's EPIPE.
  */
 #ifndef SBX_SANDBOX_H
 #define SBX_SANDBOX_H
@@ -171,8 +174,10 @@ int sbx_session_new(struct sbx_ctx *ctx, const struct sbx_limits *lim, struct sb
  * Runs one cell. Variables, imports and files persist between cells. The value of a final
  * expression comes back in res->value; an exception in res->error_* and res->traceback. After
  * timeout_ms (0: the session's limit) the cell gets SIGINT (KeyboardInterrupt) and the session
- * lives on; if it does not answer within kill_grace_ms it is killed (res->session_lost). Returns
- * 0 with *res filled, AG_ESANDBOX when the session was already dead, AG_ETOOBIG for huge code.
+ * lives on; if it does not answer within kill_grace_ms it is killed (res->session_lost), whatever
+ * the cell writes: only the driver's answer carrying this cell's nonce ends it, and its fields
+ * are cut to 64 KiB each. Returns 0 with *res filled, AG_ESANDBOX when the session was already
+ * dead, AG_ETOOBIG for huge code.
  */
 int sbx_session_exec(struct sbx_session *s, const char *code, int64_t timeout_ms,
                      sbx_output_fn on_output, void *ud, struct sbx_result *res, struct ag_err *err);

@@ -5,12 +5,30 @@
  * driver over a pipe (its fd 3), results come back over another (its fd 4), and the cell's
  * stdout/stderr pipes stay open for the session's life so output streams while a cell runs.
  *
+ * The cell's code runs in the driver's process, so it can write anything to the reply pipe (it
+ * can find it in /proc/self/fd). Each cell therefore carries a fresh random nonce, and its
+ * answer is the first frame that starts with that nonce: every other byte on the pipe is
+ * dropped as it is read, so a forged or stray frame can neither answer another cell nor grow
+ * the daemon's memory, and a field longer than the driver's cap is cut here as well. (Code that
+ * reads the nonce out of the driver's own memory can answer for its own cell, which it could do
+ * anyway by returning what it likes; a session's cells trust each other, like a notebook's.)
+ * The deadlines below are the daemon's own and hold whatever comes on the pipe.
+ *
+ * A pipe that reaches end of file (a cell that closes its stdout, a driver that lost its
+ * command pipe) is closed or the interpreter killed at once, so no hung-up fd stays in a poll
+ * set: a sleeping session costs the daemon nothing.
+ *
  * Deadlines: at timeout the cell gets SIGINT, which the driver turns into KeyboardInterrupt in
  * the cell only, and the session lives on; if no result comes within kill_grace_ms (a cell that
  * swallows KeyboardInterrupt, or is stuck in C code) pid 1 gets SIGKILL and the session is
  * lost. An output cap passed mid-cell is handled the same way. A driver that dies on its own
  * (os._exit, a crash, the OOM killer) is reported with why, and sbx_session_restart brings up a
  * fresh one.
+ *
+ * Threads: the thread running a cell owns the pipes. The mutex guards pid and pidfd, which the
+ * event loop reads (pid, alive) and signals (interrupt, kill); it is never held across a
+ * blocking call: the interpreter is taken out of the session under the mutex, then reaped
+ * without it, because a large process tree can take a second or more to die.
  *
  * The warm pool: a thread keeps pool_size sessions with default limits started and idle; taking
  * one costs a mutex, and the thread starts a replacement. The pool thread is the spawning
@@ -25,11 +43,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define SBX_READY_TIMEOUT_MS 15000      /* driver start-up */
-#define SBX_MAX_REPLY_BYTES  (8u << 20) /* a reply frame larger than this is a protocol error */
+#define SBX_READY_TIMEOUT_MS 15000       /* driver start-up */
+#define SBX_MAX_CELL_BYTES   (8u << 20)  /* code of one cell */
+#define SBX_NONCE_BYTES      16          /* ties a reply to its cell (driver.py NONCE_LEN) */
+#define SBX_MAX_FIELD_BYTES  (64u << 10) /* one reply field (driver.py MAX_FIELD) */
+#define SBX_MAX_REPLY_BYTES  (4 * (SBX_MAX_FIELD_BYTES + 5) + 1) /* four fields and the kind */
+#define SBX_TRUNCATED        "... [truncated]"                   /* ends a field cut to its cap */
 
 struct sbx_session {
     struct sbx_ctx *ctx;      /* owner */
@@ -53,38 +76,64 @@ static void set_nonblock(int fd)
     if (fd >= 0) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 }
 
-/* Reads whatever the reply pipe holds into b; 0 at EOF, 1 when something came, -1 when none. */
-static int read_some(int fd, struct ag_buf *b)
-{
-    char buf[65536];
-    int got = -1;
-    for (;;) {
-        ssize_t n = read(fd, buf, sizeof(buf));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return got;
-        if (n == 0) return 0;
-        ag_buf_append(b, buf, (size_t)n);
-        got = 1;
-        if (b->len > SBX_MAX_REPLY_BYTES + 4) return got;
-    }
-}
-
 static uint32_t be32(const char *p)
 {
     const unsigned char *u = (const unsigned char *)p;
     return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3];
 }
 
-/* A complete frame at the front of b: 1 with body and len set, 0 when incomplete, -1 if bad. */
-static int frame_at(const struct ag_buf *b, const char **body, size_t *len)
+/*
+ * Looks in b for the frame that answers nonce: the nonce, a 4-byte length, the body. What
+ * precedes the nonce is dropped, and while there is no nonce only its last bytes are kept (they
+ * may begin one), so b never holds more than one read and one frame. Returns 1 with *body and
+ * *len set, 0 when more is needed, -1 for a frame too large to be the driver's.
+ */
+static int reply_find(struct ag_buf *b, const uint8_t *nonce, const char **body, size_t *len)
 {
-    if (b->len < 4) return 0;
-    uint32_t n = be32(b->data);
+    const char *at = b->len ? memmem(b->data, b->len, nonce, SBX_NONCE_BYTES) : NULL;
+    if (!at) {
+        if (b->len >= SBX_NONCE_BYTES) ag_buf_consume(b, b->len - (SBX_NONCE_BYTES - 1));
+        return 0;
+    }
+    ag_buf_consume(b, (size_t)(at - b->data));
+    if (b->len < SBX_NONCE_BYTES + 4) return 0;
+    uint32_t n = be32(b->data + SBX_NONCE_BYTES);
     if (n == 0 || n > SBX_MAX_REPLY_BYTES) return -1;
-    if (b->len < 4 + (size_t)n) return 0;
-    *body = b->data + 4;
+    if (b->len < SBX_NONCE_BYTES + 4 + (size_t)n) return 0;
+    *body = b->data + SBX_NONCE_BYTES + 4;
     *len = n;
     return 1;
+}
+
+/* Reads the reply pipe (non-blocking) until nonce's frame is complete: 1 with *body and *len
+ * set, 0 when the pipe is empty for now, -1 for a bad frame, -2 at end of file. Bounded, so a
+ * cell that floods the pipe cannot keep the caller from its deadlines. */
+static int reply_read(int fd, struct ag_buf *b, const uint8_t *nonce, const char **body,
+                      size_t *len)
+{
+    char buf[65536];
+    for (int i = 0; i < 64; i++) {
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return 0;
+        if (n == 0) return -2;
+        ag_buf_append(b, buf, (size_t)n);
+        int f = reply_find(b, nonce, body, len);
+        if (f != 0) return f;
+    }
+    return 0;
+}
+
+/* Reads stream's pipe into c. At end of file (the cell closed its stdout, or the tree died)
+ * the pipe is closed, so that it leaves every poll set. */
+static void pump(struct sbx_session *s, int stream, struct sbx__capture *c, sbx_output_fn fn,
+                 void *ud, bool *over)
+{
+    int *fd = stream == 1 ? &s->p.out_fd : &s->p.err_fd;
+    if (*fd >= 0 && sbx__pump(*fd, stream, c, fn, ud, over) == 0) {
+        close(*fd);
+        *fd = -1;
+    }
 }
 
 /* Discards output waiting on the session's stdout/stderr (between cells). */
@@ -94,20 +143,44 @@ static void drain(struct sbx_session *s, struct sbx__capture *out, struct sbx__c
     bool over = false;
     struct sbx__capture sink = {.max = 0};
     ag_buf_init(&sink.buf);
-    if (s->p.out_fd >= 0) sbx__pump(s->p.out_fd, 1, out ? out : &sink, fn, ud, &over);
-    if (s->p.err_fd >= 0) sbx__pump(s->p.err_fd, 2, er ? er : &sink, fn, ud, &over);
+    pump(s, 1, out ? out : &sink, fn, ud, &over);
+    pump(s, 2, er ? er : &sink, fn, ud, &over);
     ag_buf_release(&sink.buf);
 }
 
-static void kill_proc(struct sbx_session *s, int *status)
+static void proc_clear(struct sbx__proc *p, struct sbx_ctx *ctx)
+{
+    memset(p, 0, sizeof(*p));
+    p->ctx = ctx;
+    p->slot = -1;
+    p->pidfd = p->in_fd = p->out_fd = p->err_fd = p->cmd_fd = p->rep_fd = p->ws_fd = -1;
+}
+
+/* Sends sig to the interpreter, if there is one. */
+static void session_signal(struct sbx_session *s, int sig)
 {
     pthread_mutex_lock(&s->mu);
-    if (s->p.pid > 0) {
-        sbx__proc_signal(&s->p, SIGKILL);
-        sbx__proc_reap(&s->p, status);
-    }
-    sbx__proc_release(&s->p);
+    if (s->p.pid > 0) sbx__proc_signal(&s->p, sig);
     pthread_mutex_unlock(&s->mu);
+}
+
+/* Moves the interpreter out of s (SIGKILLed first when kill), leaving s dead. */
+static void detach(struct sbx_session *s, struct sbx__proc *p, bool kill)
+{
+    pthread_mutex_lock(&s->mu);
+    *p = s->p;
+    if (kill && p->pid > 0) sbx__proc_signal(p, SIGKILL);
+    proc_clear(&s->p, s->ctx);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Kills the interpreter and releases its sandbox; the reap, which can take a while, happens
+ * without the mutex. */
+static void kill_proc(struct sbx_session *s)
+{
+    struct sbx__proc p;
+    detach(s, &p, true);
+    sbx__proc_release(&p);
 }
 
 static int start(struct sbx_session *s, struct ag_err *err)
@@ -116,8 +189,12 @@ static int start(struct sbx_session *s, struct ag_err *err)
     struct sbx_limits lim = s->lim;
     lim.timeout_ms = 0; /* per cell, not per process */
     static const struct sbx__spawn_opts opts = {.session = true};
-    int rc = sbx__spawn(s->ctx, &lim, argv, &opts, &s->p, err);
+    struct sbx__proc p;
+    int rc = sbx__spawn(s->ctx, &lim, argv, &opts, &p, err);
     if (rc != 0) return rc;
+    pthread_mutex_lock(&s->mu);
+    s->p = p;
+    pthread_mutex_unlock(&s->mu);
     set_nonblock(s->p.out_fd);
     set_nonblock(s->p.err_fd);
     set_nonblock(s->p.rep_fd);
@@ -126,6 +203,7 @@ static int start(struct sbx_session *s, struct ag_err *err)
     s->p.in_fd = -1;
 
     /* Wait for the driver's hello; keep its stderr in case it dies first. */
+    static const uint8_t hello_nonce[SBX_NONCE_BYTES];
     struct ag_buf rb;
     struct sbx__capture er = {.max = 4096};
     ag_buf_init(&rb);
@@ -143,22 +221,22 @@ static int start(struct sbx_session *s, struct ag_err *err)
         }
         if (poll(fds, 3, (int)wait) < 0 && errno != EINTR) break;
         bool over = false;
-        if (fds[1].revents) sbx__pump(s->p.err_fd, 2, &er, NULL, NULL, &over);
-        if (fds[0].revents && read_some(s->p.rep_fd, &rb) >= 0) {
+        if (fds[1].revents) pump(s, 2, &er, NULL, NULL, &over);
+        if (fds[0].revents) {
             const char *body;
             size_t len;
-            int f = frame_at(&rb, &body, &len);
+            int f = reply_read(s->p.rep_fd, &rb, hello_nonce, &body, &len);
             if (f == 1 && body[0] == 'H') {
                 rc = 0;
                 break;
             }
-            if (f < 0) {
+            if (f != 0) {
                 ag_err_set(err, AG_ESANDBOX, "the Python driver sent a malformed hello");
                 break;
             }
         }
         if (fds[2].revents) {
-            sbx__pump(s->p.err_fd, 2, &er, NULL, NULL, &over);
+            pump(s, 2, &er, NULL, NULL, &over);
             ag_err_set(err, AG_ESANDBOX, "the Python driver exited at start: %.300s",
                        er.buf.data ? er.buf.data : "(no output)");
             break;
@@ -166,7 +244,7 @@ static int start(struct sbx_session *s, struct ag_err *err)
     }
     ag_buf_release(&rb);
     ag_buf_release(&er.buf);
-    if (rc != 0) kill_proc(s, NULL);
+    if (rc != 0) kill_proc(s);
     return rc;
 }
 
@@ -178,16 +256,14 @@ static struct sbx_session *session_alloc(struct sbx_ctx *ctx, const struct sbx_l
         s->lim = *lim;
     else
         sbx_limits_default(&s->lim);
-    s->p.slot = -1;
-    s->p.pidfd = s->p.in_fd = s->p.out_fd = s->p.err_fd = s->p.cmd_fd = s->p.rep_fd = s->p.ws_fd =
-        -1;
+    proc_clear(&s->p, ctx);
     pthread_mutex_init(&s->mu, NULL);
     return s;
 }
 
 static void session_destroy(struct sbx_session *s)
 {
-    kill_proc(s, NULL);
+    kill_proc(s);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
@@ -248,20 +324,31 @@ int sbx_session_interrupt(struct sbx_session *s)
 
 void sbx_session_kill(struct sbx_session *s)
 {
-    pthread_mutex_lock(&s->mu);
-    if (s->p.pid > 0) sbx__proc_signal(&s->p, SIGKILL);
-    pthread_mutex_unlock(&s->mu);
+    session_signal(s, SIGKILL);
 }
 
 int sbx_session_restart(struct sbx_session *s, struct ag_err *err)
 {
-    kill_proc(s, NULL);
+    kill_proc(s);
     return start(s, err);
 }
 
 void sbx_session_free(struct sbx_session *s)
 {
     if (s) session_destroy(s);
+}
+
+/* A reply field as a string, cut to SBX_MAX_FIELD_BYTES (at a character boundary) and marked
+ * when longer, whatever the driver sent. */
+static char *field_text(const char *p, size_t n)
+{
+    if (n <= SBX_MAX_FIELD_BYTES) return ag_strndup(p, n);
+    size_t keep = SBX_MAX_FIELD_BYTES - (sizeof(SBX_TRUNCATED) - 1);
+    while (keep > 0 && ((unsigned char)p[keep] & 0xC0) == 0x80) keep--;
+    char *text = ag_malloc(keep + sizeof(SBX_TRUNCATED));
+    memcpy(text, p, keep);
+    memcpy(text + keep, SBX_TRUNCATED, sizeof(SBX_TRUNCATED));
+    return text;
 }
 
 /* Parses an 'R' body into res. */
@@ -275,7 +362,7 @@ static int parse_reply(const char *body, size_t len, struct sbx_result *res)
         uint32_t n = be32(body + off + 1);
         off += 5;
         if (n > len - off) return -1;
-        char *text = ag_strndup(body + off, n);
+        char *text = field_text(body + off, n);
         off += n;
         char **slot = tag == 'v'   ? &res->value
                       : tag == 'n' ? &res->error_name
@@ -293,6 +380,17 @@ static int parse_reply(const char *body, size_t len, struct sbx_result *res)
     return 0;
 }
 
+/* A fresh nonce for a cell; getrandom does not fail for 16 bytes once the pool is ready, and a
+ * clock-based fallback still never repeats within the session. */
+static void make_nonce(uint8_t *nonce)
+{
+    static _Atomic uint64_t counter;
+    if (getrandom(nonce, SBX_NONCE_BYTES, 0) == SBX_NONCE_BYTES) return;
+    uint64_t a = (uint64_t)ag_now_ns(), b = ++counter;
+    memcpy(nonce, &a, 8);
+    memcpy(nonce + 8, &b, 8);
+}
+
 int sbx_session_exec(struct sbx_session *s, const char *code, int64_t timeout_ms,
                      sbx_output_fn on_output, void *ud, struct sbx_result *res, struct ag_err *err)
 {
@@ -301,9 +399,9 @@ int sbx_session_exec(struct sbx_session *s, const char *code, int64_t timeout_ms
     if (!sbx_session_alive(s))
         return ag_err_set(err, AG_ESANDBOX, "the session's interpreter is not running; restart it");
     size_t code_len = strlen(code);
-    if (code_len > SBX_MAX_REPLY_BYTES)
+    if (code_len > SBX_MAX_CELL_BYTES)
         return ag_err_set(err, AG_ETOOBIG, "code: %zu bytes, the limit is %u", code_len,
-                          SBX_MAX_REPLY_BYTES);
+                          SBX_MAX_CELL_BYTES);
     if (timeout_ms <= 0) timeout_ms = s->lim.timeout_ms;
 
     int64_t t0 = ag_now_ns();
@@ -312,12 +410,15 @@ int sbx_session_exec(struct sbx_session *s, const char *code, int64_t timeout_ms
     ag_buf_init(&er.buf);
     drain(s, NULL, NULL, NULL, NULL); /* leftovers of background activity between cells */
 
+    uint8_t nonce[SBX_NONCE_BYTES];
+    make_nonce(nonce);
     struct ag_buf frame, rb;
     ag_buf_init(&frame);
     ag_buf_init(&rb);
-    uint32_t n = (uint32_t)code_len + 1;
+    uint32_t n = (uint32_t)(code_len + 1 + SBX_NONCE_BYTES);
     char hdr[5] = {(char)(n >> 24), (char)(n >> 16), (char)(n >> 8), (char)n, 'X'};
     ag_buf_append(&frame, hdr, 5);
+    ag_buf_append(&frame, nonce, SBX_NONCE_BYTES);
     ag_buf_append(&frame, code, code_len);
     size_t w_off = 0;
 
@@ -325,15 +426,18 @@ int sbx_session_exec(struct sbx_session *s, const char *code, int64_t timeout_ms
     int64_t now = ag_now_ms();
     int64_t deadline = timeout_ms > 0 ? now + timeout_ms : INT64_MAX, kill_at = INT64_MAX;
     bool timed_out = false, over = false, interrupted = false, done = false, died = false;
+    bool rep_open = true, cmd_open = true;
     int status = 0;
     while (!done && !died) {
         struct pollfd fds[5];
-        int nf = 0;
-        fds[nf++] = (struct pollfd){s->p.rep_fd, POLLIN, 0};
-        fds[nf++] = (struct pollfd){s->p.out_fd, POLLIN, 0};
-        fds[nf++] = (struct pollfd){s->p.err_fd, POLLIN, 0};
+        int nf = 0, i_rep = -1, i_out = -1, i_err = -1, i_cmd = -1;
+        if (rep_open) i_rep = nf, fds[nf++] = (struct pollfd){s->p.rep_fd, POLLIN, 0};
+        if (s->p.out_fd >= 0) i_out = nf, fds[nf++] = (struct pollfd){s->p.out_fd, POLLIN, 0};
+        if (s->p.err_fd >= 0) i_err = nf, fds[nf++] = (struct pollfd){s->p.err_fd, POLLIN, 0};
+        if (cmd_open && w_off < frame.len)
+            i_cmd = nf, fds[nf++] = (struct pollfd){s->p.cmd_fd, POLLOUT, 0};
+        int i_pid = nf;
         fds[nf++] = (struct pollfd){s->p.pidfd, POLLIN, 0};
-        if (w_off < frame.len) fds[nf++] = (struct pollfd){s->p.cmd_fd, POLLOUT, 0};
         int64_t next = interrupted ? kill_at : deadline;
         int64_t wait = next == INT64_MAX ? 1000 : next - ag_now_ms();
         if (wait < 0) wait = 0;
@@ -344,49 +448,50 @@ int sbx_session_exec(struct sbx_session *s, const char *code, int64_t timeout_ms
         if (!interrupted && now >= deadline) {
             timed_out = interrupted = true;
             kill_at = now + s->lim.kill_grace_ms;
-            sbx_session_interrupt(s);
+            session_signal(s, SIGINT);
         } else if (interrupted && now >= kill_at) {
-            pthread_mutex_lock(&s->mu);
-            sbx__proc_signal(&s->p, SIGKILL);
-            pthread_mutex_unlock(&s->mu);
+            session_signal(s, SIGKILL);
             kill_at = INT64_MAX;
         }
         if (r <= 0) continue;
-        if (fds[1].revents) sbx__pump(s->p.out_fd, 1, &out, on_output, ud, &over);
-        if (fds[2].revents) sbx__pump(s->p.err_fd, 2, &er, on_output, ud, &over);
+        if (i_out >= 0 && fds[i_out].revents) pump(s, 1, &out, on_output, ud, &over);
+        if (i_err >= 0 && fds[i_err].revents) pump(s, 2, &er, on_output, ud, &over);
         if (over && !interrupted) {
             interrupted = true;
             kill_at = now + s->lim.kill_grace_ms;
-            sbx_session_interrupt(s);
+            session_signal(s, SIGINT);
         }
-        if (nf == 5 && fds[4].revents) {
+        if (i_cmd >= 0 && fds[i_cmd].revents) {
             ssize_t wr = write(s->p.cmd_fd, frame.data + w_off, frame.len - w_off);
             if (wr > 0) w_off += (size_t)wr;
-        }
-        if (fds[0].revents) {
-            int rr = read_some(s->p.rep_fd, &rb);
-            const char *body;
-            size_t len;
-            int f = frame_at(&rb, &body, &len);
-            if (f == 1 && body[0] == 'R' && parse_reply(body, len, res) == 0) {
-                done = true;
-            } else if (f < 0 || (f == 1) || rr == 0) {
-                /* Garbage on the reply pipe (the cell wrote to it) or the pipe closed. */
-                pthread_mutex_lock(&s->mu);
-                sbx__proc_signal(&s->p, SIGKILL);
-                pthread_mutex_unlock(&s->mu);
+            if (wr < 0 && errno != EAGAIN && errno != EINTR) {
+                /* EPIPE: the driver no longer reads its commands; it cannot run this cell. */
+                cmd_open = false;
+                session_signal(s, SIGKILL);
             }
         }
-        if (fds[3].revents) died = true;
+        if (i_rep >= 0 && fds[i_rep].revents) {
+            const char *body;
+            size_t len;
+            int f = reply_read(s->p.rep_fd, &rb, nonce, &body, &len);
+            if (f == 1 && body[0] == 'R' && parse_reply(body, len, res) == 0) {
+                done = true;
+            } else if (f != 0) {
+                /* This cell's frame is malformed, or the pipe closed: the driver is broken. */
+                rep_open = false;
+                session_signal(s, SIGKILL);
+            }
+        }
+        if (fds[i_pid].revents) died = true;
     }
     if (died) {
         /* Pid 1 is gone and took the tree with it: the pipes hold the last output. */
         drain(s, &out, &er, on_output, ud);
-        pthread_mutex_lock(&s->mu);
-        sbx__proc_reap(&s->p, &status);
-        pthread_mutex_unlock(&s->mu);
-        bool oom = sbx__cg_oom_kills(&s->ctx->cg, s->p.slot) > oom_before;
-        kill_proc(s, NULL);
+        struct sbx__proc p;
+        detach(s, &p, false);
+        sbx__proc_reap(&p, &status); /* a zombie already: no wait */
+        bool oom = sbx__cg_oom_kills(&s->ctx->cg, p.slot) > oom_before;
+        sbx__proc_release(&p);
         sbx__classify(res, status, timed_out, over, oom);
         res->session_lost = true;
         res->ok = false;

@@ -717,6 +717,80 @@ static void test_session_second_deadline_kills(void)
     host_ok();
 }
 
+/* Python for a cell that writes forged reply frames (well formed, 1 MiB long, torn, a hello) to
+ * every fd it holds and to every one it can reopen through /proc/self/fd: the reply pipe, the
+ * command pipe, stdout and stderr. */
+#define FORGE                                                                                      \
+    "import os, struct\n"                                                                          \
+    "def fr(body): return struct.pack('>I', len(body)) + body\n"                                   \
+    "def fld(tag, text): return tag + struct.pack('>I', len(text)) + text\n"                       \
+    "frames = [fr(b'R' + fld(b'v', b'forged')), fr(b'H'), b'\\x00\\x00\\x00\\x09R',\n"             \
+    "          fr(b'R' + fld(b'v', b'F' * (1 << 20))), fr(b'R' + fld(b'v', b'forged2'))]\n"        \
+    "def forge():\n"                                                                               \
+    "    for fd in sorted(int(f) for f in os.listdir('/proc/self/fd')):\n"                         \
+    "        for reopen in (False, True):\n"                                                       \
+    "            try:\n"                                                                           \
+    "                w = os.open('/proc/self/fd/%d' % fd, os.O_WRONLY | os.O_NONBLOCK) \\\n"       \
+    "                    if reopen else fd\n"                                                      \
+    "            except OSError:\n"                                                                \
+    "                continue\n"                                                                   \
+    "            for f in frames:\n"                                                               \
+    "                try: os.write(w, f)\n"                                                        \
+    "                except OSError: pass\n"                                                       \
+    "            if reopen: os.close(w)\n"
+
+/* Issue 22: what a cell writes cannot answer for it or for the next cell, the value cap holds,
+ * and the deadlines are the daemon's whatever the cell wrote. */
+static void test_escape_forged_reply(void)
+{
+    NEED_SANDBOX();
+    struct sbx_limits l;
+    limits(&l);
+    l.stdout_max = l.stderr_max = 16u << 20; /* the forged frames go to stdout and stderr too */
+    l.kill_grace_ms = 500;
+    struct sbx_session *s = new_session(&l);
+    if (!s) {
+        CHECK(0);
+        return;
+    }
+    struct sbx_result r;
+    CHECK(cell(s, FORGE "forge()\n'real'", 10000, &r) == 0);
+    CHECK(r.ok && !r.session_lost);
+    CHECK_STR(r.value, "'real'");
+    sbx_result_release(&r);
+    CHECK(cell(s, "6 * 7", 10000, &r) == 0);
+    CHECK_STR(r.value, "42");
+    sbx_result_release(&r);
+    CHECK(cell(s, "forge()\n'x' * (1 << 20)", 10000, &r) == 0);
+    CHECKF(r.value && strlen(r.value) <= 64 * 1024 && strstr(r.value, "[truncated]"),
+           "a %zu-byte value", r.value ? strlen(r.value) : 0);
+    sbx_result_release(&r);
+    /* Forged frames, then a busy loop: interrupted at its timeout. */
+    int64_t t0 = ag_now_ms();
+    CHECK(cell(s, "forge()\nwhile True: pass", 1000, &r) == 0);
+    int64_t ms = ag_now_ms() - t0;
+    CHECKF(ms < 2000, "a cell with a 1000 ms timeout took %lld ms", (long long)ms);
+    CHECK(r.stop == SBX_STOP_TIMEOUT && !r.session_lost);
+    CHECK_STR(r.error_name, "KeyboardInterrupt");
+    sbx_result_release(&r);
+    CHECK(cell(s, "'after'", 10000, &r) == 0);
+    CHECK_STR(r.value, "'after'");
+    sbx_result_release(&r);
+    /* One that swallows the interrupt: killed at the second deadline. */
+    t0 = ag_now_ms();
+    CHECK(cell(s,
+               "import time\nforge()\nwhile True:\n    try: time.sleep(10)\n"
+               "    except KeyboardInterrupt: pass",
+               1000, &r) == 0);
+    ms = ag_now_ms() - t0;
+    CHECKF(ms < 2500, "a cell with a 1000 ms timeout and 500 ms grace took %lld ms", (long long)ms);
+    CHECKF(r.stop == SBX_STOP_TIMEOUT && r.session_lost, "stop %s, session_lost %d",
+           sbx_stop_name(r.stop), r.session_lost);
+    sbx_result_release(&r);
+    sbx_session_free(s);
+    host_ok();
+}
+
 static void test_session_crash_and_restart(void)
 {
     NEED_SANDBOX();
@@ -1475,6 +1549,7 @@ int main(int argc, char **argv)
     RUN(test_session_persists);
     RUN(test_session_timeout_keeps_session);
     RUN(test_session_second_deadline_kills);
+    RUN(test_escape_forged_reply);
     RUN(test_session_crash_and_restart);
     RUN(test_session_files);
     RUN(test_session_output_streams);
