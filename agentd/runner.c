@@ -519,16 +519,12 @@ static void tool_result(struct run *r, bool ok, const char *output)
 static void tool_errorf(struct run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void tool_errorf(struct run *r, const char *fmt, ...)
 {
-    struct ag_buf b;
-    ag_buf_init(&b);
-    ag_buf_puts(&b, "error: ");
     va_list ap;
     va_start(ap, fmt);
-    ag_buf_vprintf(&b, fmt, ap);
+    char *text = tool_error_text(fmt, ap);
     va_end(ap);
-    ag_buf_putc(&b, '\0');
-    tool_result(r, false, b.data);
-    ag_buf_release(&b);
+    tool_result(r, false, text);
+    free(text);
 }
 
 /* The running call's end: reported by the tool (possibly from inside its start()). */

@@ -120,11 +120,23 @@ static int parse_args(int argc, char **argv, struct opts *o)
             o->chat = true;
             continue;
         }
-        static const char *const with_value[] = {
-            "-m",          "--model",   "-p",      "--prompt", "-n",
-            "--n-predict", "--temp",    "--top-k", "--top-p",  "--min-p",
-            "--seed",      "--threads", "--ctx",   "--system", "--repeat-penalty",
-            "--chat-template", NULL};
+        static const char *const with_value[] = {"-m",
+                                                 "--model",
+                                                 "-p",
+                                                 "--prompt",
+                                                 "-n",
+                                                 "--n-predict",
+                                                 "--temp",
+                                                 "--top-k",
+                                                 "--top-p",
+                                                 "--min-p",
+                                                 "--seed",
+                                                 "--threads",
+                                                 "--ctx",
+                                                 "--system",
+                                                 "--repeat-penalty",
+                                                 "--chat-template",
+                                                 NULL};
         bool known = false;
         for (int k = 0; with_value[k]; k++) known |= !strcmp(a, with_value[k]);
         if (!known) return usage_error("unknown option '%s'", a);

@@ -55,18 +55,24 @@ int tools_check_args(const struct tool_def *t, const char *arguments, struct pro
     return 0;
 }
 
-void tool_call_fail(struct tool_call *call, const char *fmt, ...)
+char *tool_error_text(const char *fmt, va_list ap)
 {
     struct ag_buf b;
     ag_buf_init(&b);
     ag_buf_puts(&b, "error: ");
+    ag_buf_vprintf(&b, fmt, ap);
+    ag_buf_putc(&b, '\0');
+    return b.data;
+}
+
+void tool_call_fail(struct tool_call *call, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    ag_buf_vprintf(&b, fmt, ap);
+    char *text = tool_error_text(fmt, ap);
     va_end(ap);
-    ag_buf_putc(&b, '\0');
-    tool_call_done(call, false, b.data);
-    ag_buf_release(&b);
+    tool_call_done(call, false, text);
+    free(text);
 }
 
 void tool_call_cancel(struct tool_call *call)

@@ -19,6 +19,7 @@
 #ifndef TOOLS_TOOLS_H
 #define TOOLS_TOOLS_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -120,6 +121,8 @@ static inline void tool_call_done(struct tool_call *call, bool ok, const char *o
     call->done(call, ok, b.data);
     ag_buf_release(&b);
 }
+/* The observation of a failure: "error: " and the formatted message (caller frees). */
+char *tool_error_text(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 /* tool_call_done with a formatted "error: ..." observation. */
 void tool_call_fail(struct tool_call *call, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
